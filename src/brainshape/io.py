@@ -1,0 +1,59 @@
+"""Atomic writers: every output appears complete under its final name, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file lives in the same directory, so the final ``os.replace`` is atomic on
+    POSIX file systems. On error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as .npy atomically (loadable with ``np.load(path, mmap_mode='r')``)."""
+    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+
+
+def save_parquet(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write a DataFrame as Parquet atomically, without the pandas index."""
+    with atomic_path(path, suffix=".parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (indented, keys in insertion order)."""
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def save_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
