@@ -1,0 +1,451 @@
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainshape import stimuli
+from brainshape.errors import BrainshapeError
+
+DATA = Path(__file__).parent / "data" / "stimuli"
+STORIES = Path(stimuli.__file__).parent / "data" / "stories"
+
+# The words of the hand-written TextGrid and events fixtures.
+FIXTURE = pd.DataFrame(
+    {
+        "word": ['"Wait,"', "she", "said.", "well-known"],
+        "onset": [0.5, 1.0, 1.2, 2.25],
+        "offset": [0.8, 1.2, 1.5, 2.75],
+        "aligned": [True] * 4,
+    }
+)
+
+
+def exactly(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+def assert_table(table: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(table.columns) == ["word", "onset", "offset", "aligned"]
+    assert table["word"].tolist() == expected["word"].tolist()
+    np.testing.assert_allclose(table["onset"], expected["onset"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table["offset"], expected["offset"], rtol=0, atol=1e-9)
+    assert table["onset"].dtype == np.float64 and table["offset"].dtype == np.float64
+    assert table["aligned"].dtype == bool
+    assert table["aligned"].tolist() == expected["aligned"].tolist()
+
+
+# --- parsing hand-written files ------------------------------------------------------------------
+
+
+def test_gentle_keeps_punctuation_and_interpolates_words_not_found_in_audio():
+    table = stimuli.read_gentle(DATA / "align.json")
+    # said (index 2) ends aligned at 1.2-1.5, known (index 5) at 2.4-2.7: The and well sit
+    # at 1/3 and 2/3 of the way by position; stop, after the last aligned word, takes its times.
+    expected = pd.DataFrame(
+        {
+            "word": [
+                '"Wait,"',
+                "she",
+                "said.",
+                "The",
+                "well-",
+                "known",
+                "ferry",
+                "didn't",
+                "stop.",
+            ],
+            "onset": [0.5, 1.0, 1.2, 1.6, 2.0, 2.4, 2.8, 3.3, 3.3],
+            "offset": [0.8, 1.2, 1.5, 1.9, 2.3, 2.7, 3.1, 3.6, 3.6],
+            "aligned": [True, True, True, False, False, True, True, True, False],
+        }
+    )
+    assert_table(table, expected)  # "um" (not in the transcript) is left out
+
+
+def test_gentle_opening_quote_goes_with_the_next_word(tmp_path):
+    transcript = 'He said, "Go\nnow."'
+    words = [
+        {"word": w, "startOffset": s, "endOffset": s + len(w), "case": "success", "start": t}
+        for w, s, t in (("He", 0, 1.0), ("said", 3, 2.0), ("Go", 10, 3.0), ("now", 13, 4.0))
+    ]
+    for w in words:
+        w["end"] = w["start"] + 0.5
+    path = tmp_path / "align.json"
+    path.write_text(json.dumps({"transcript": transcript, "words": words}))
+    assert stimuli.read_gentle(path)["word"].tolist() == ["He", "said,", '"Go', 'now."']
+
+
+def test_textgrid_long_format():
+    assert_table(stimuli.read_textgrid(DATA / "long.TextGrid"), FIXTURE)
+    phones = stimuli.read_textgrid(DATA / "long.TextGrid", tier="phones")
+    assert phones["word"].tolist() == ["W"]  # "sil" skipped
+
+
+def test_textgrid_short_format_and_utf16_give_the_same_words(tmp_path):
+    assert_table(stimuli.read_textgrid(DATA / "short.TextGrid"), FIXTURE)
+    utf16 = tmp_path / "utf16.TextGrid"
+    utf16.write_bytes((DATA / "long.TextGrid").read_text().encode("utf-16"))
+    assert_table(stimuli.read_textgrid(utf16), FIXTURE)
+
+
+def test_events_keep_only_word_rows():
+    assert_table(stimuli.read_events(DATA / "events.tsv"), FIXTURE)
+    files = stimuli.read_events(DATA / "events.tsv", word_column="stim_file")
+    assert files["word"].tolist() == ["ferry.wav"] * 4
+    noise = stimuli.read_events(DATA / "events.tsv", trial_type="noise", word_column="onset")
+    assert noise["word"].tolist() == ["1.5"] and noise["offset"].tolist() == [2.25]
+
+
+def test_events_without_trial_type_take_every_row(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text("onset\tduration\tword\n1\t0.5\tNA\n2\t0.25\tnull\n")
+    table = stimuli.read_events(path)
+    assert table["word"].tolist() == ["NA", "null"]  # words, not missing values
+    assert table["offset"].tolist() == [1.5, 2.25]
+
+
+def test_read_words_dispatches_and_checks_options():
+    assert_table(stimuli.read_words(DATA / "short.TextGrid", "textgrid", tier="words"), FIXTURE)
+    assert_table(stimuli.read_words(DATA / "events.tsv", "events"), FIXTURE)
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            "unknown word-timing format 'praat'; words.format must be one of gentle, textgrid, "
+            "events"
+        ),
+    ):
+        stimuli.read_words(DATA / "long.TextGrid", "praat")
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            "word-timing format 'gentle' takes no option tier (options: none); drop it from "
+            "the call"
+        ),
+    ):
+        stimuli.read_words(DATA / "align.json", "gentle", tier="words")
+
+
+# --- writers -------------------------------------------------------------------------------------
+
+
+def _story_table() -> tuple[pd.DataFrame, float]:
+    words = ['"Wait,"', "she", "said.", "—", "The", "well-known", "ferry", "didn't", "stop?"]
+    rng = np.random.default_rng(3)
+    gaps = rng.uniform(0.0, 0.4, len(words))
+    gaps[4] = 0.0  # two words that touch: no silence interval between them
+    lengths = rng.uniform(0.1, 0.5, len(words))
+    onset = 1.7 + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+    table = pd.DataFrame({"word": words, "onset": onset, "offset": onset + lengths})
+    return table, float(table["offset"].iloc[-1] + 3.0)
+
+
+def test_each_writer_round_trips(tmp_path):
+    table, duration = _story_table()
+    expected = table.assign(aligned=True)
+    stimuli.write_gentle(table, tmp_path / "align.json")
+    stimuli.write_textgrid(table, tmp_path / "story.TextGrid", duration)
+    stimuli.write_events(table, tmp_path / "events.tsv")
+    assert_table(stimuli.read_gentle(tmp_path / "align.json"), expected)
+    assert_table(stimuli.read_textgrid(tmp_path / "story.TextGrid"), expected)
+    assert_table(stimuli.read_events(tmp_path / "events.tsv"), expected)
+
+
+def test_gentle_writer_layout(tmp_path):
+    table, _ = _story_table()
+    stimuli.write_gentle(table, tmp_path / "align.json")
+    data = json.loads((tmp_path / "align.json").read_text())
+    assert data["transcript"] == " ".join(table["word"])
+    assert [w["word"] for w in data["words"]] == [
+        "Wait", "she", "said", "—", "The", "well-known", "ferry", "didn't", "stop"
+    ]  # fmt: skip
+    assert [w["alignedWord"] for w in data["words"]][:5] == ["wait", "she", "said", "—", "the"]
+    for entry in data["words"]:
+        assert data["transcript"][entry["startOffset"] : entry["endOffset"]] == entry["word"]
+        assert entry["case"] == "success"
+
+
+def test_textgrid_writer_fills_every_gap_with_silence(tmp_path):
+    table, duration = _story_table()
+    path = tmp_path / "story.TextGrid"
+    stimuli.write_textgrid(table, path, duration)
+    kind, items = stimuli._textgrid_tiers(path)["words"]
+    assert kind == "IntervalTier"
+    starts = [a for a, _, _ in items]
+    ends = [b for _, b, _ in items]
+    assert starts[0] == 0 and ends[-1] == duration and starts[1:] == ends[:-1]
+    assert [label for *_, label in items if label] == table["word"].tolist()
+    assert len(items) == 2 * len(table)  # a silence before each word but the touching one, + end
+
+
+def test_three_formats_give_the_same_words_table(tmp_path):
+    tables = {"ferry": _story_table(), "orchard": (FIXTURE[["word", "onset", "offset"]], 5.0)}
+    paths: dict[str, dict[str, Path]] = {"gentle": {}, "textgrid": {}, "events": {}}
+    for story, (table, duration) in tables.items():
+        paths["gentle"][story] = tmp_path / story / "align.json"
+        paths["textgrid"][story] = tmp_path / story / f"{story}.TextGrid"
+        paths["events"][story] = tmp_path / story / "events.tsv"
+        stimuli.write_gentle(table, paths["gentle"][story])
+        stimuli.write_textgrid(table, paths["textgrid"][story], duration)
+        stimuli.write_events(table, paths["events"][story])
+    out = {fmt: stimuli.words_table(sources, fmt) for fmt, sources in paths.items()}
+    reference = out["textgrid"]
+    assert list(reference.columns) == ["story", "word_index", "word", "onset", "offset", "aligned"]
+    assert reference["story"].tolist() == ["ferry"] * 9 + ["orchard"] * 4
+    assert reference["word_index"].tolist() == list(range(9)) + list(range(4))
+    assert reference["word_index"].dtype == np.int64 and reference["aligned"].dtype == bool
+    assert pd.api.types.is_string_dtype(reference["story"])
+    assert pd.api.types.is_string_dtype(reference["word"])
+    for fmt in ("gentle", "events"):
+        pd.testing.assert_frame_equal(out[fmt], reference, check_exact=False, rtol=0, atol=1e-9)
+    # story order is the order of the sources, not alphabetical
+    flipped = stimuli.words_table(dict(reversed(paths["events"].items())), "events")
+    assert flipped["story"].iloc[0] == "orchard"
+
+
+def test_writers_refuse_tables_they_cannot_write(tmp_path):
+    table, duration = _story_table()
+    path = tmp_path / "x.TextGrid"
+    overlap = table.copy()
+    overlap.loc[1, "offset"] = overlap.loc[2, "onset"] + 0.05
+    message = (
+        f"cannot write {path}: word 1 ('she') ends at {overlap.loc[1, 'offset']:g} s, after the "
+        f"next word starts at {overlap.loc[2, 'onset']:g} s; TextGrid intervals cannot overlap, "
+        "fix the times of the words table"
+    )
+    with pytest.raises(BrainshapeError, match=exactly(message)):
+        stimuli.write_textgrid(overlap, path, duration)
+    with pytest.raises(BrainshapeError, match="outside the duration 0-1 s"):
+        stimuli.write_textgrid(table, path, 1.0)
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"cannot write {path}: the words table lacks column(s) offset; it needs word, onset "
+            "and offset (seconds)"
+        ),
+    ):
+        stimuli.write_events(table.drop(columns="offset"), path)
+    assert not path.exists()
+
+
+# --- malformed files -----------------------------------------------------------------------------
+
+
+def _gentle(words: list[dict], transcript: str = "one two") -> str:
+    return json.dumps({"transcript": transcript, "words": words})
+
+
+ONE = {"word": "one", "startOffset": 0, "endOffset": 3, "case": "success", "start": 1, "end": 2}
+TWO = {"word": "two", "startOffset": 4, "endOffset": 7, "case": "success", "start": 3, "end": 4}
+FIX_GENTLE = "re-run Gentle on this story or fix the file"
+
+GENTLE_CASES = {
+    "bad_json": (
+        '{"transcript": "one"',
+        "{p} is not valid JSON (Expecting ',' delimiter: line 1 column 21 (char 20)); give the "
+        "align.json that Gentle wrote, or set words.format to the format of the file",
+    ),
+    "no_words_key": (
+        '{"transcript": "one"}',
+        f"{{p}} lacks the key 'words'; a Gentle align.json needs 'transcript' and 'words', "
+        f"{FIX_GENTLE}",
+    ),
+    "no_offset": (
+        _gentle([ONE, {k: v for k, v in TWO.items() if k != "startOffset"}]),
+        "{p}: word 1 ('two') lacks 'startOffset'; every Gentle word needs 'startOffset', "
+        f"'endOffset' and 'case', {FIX_GENTLE}",
+    ),
+    "no_end": (
+        _gentle([ONE, {k: v for k, v in TWO.items() if k != "end"}]),
+        f"{{p}}: word 1 ('two') is aligned (case 'success') but lacks 'end'; {FIX_GENTLE}",
+    ),
+    "nan_time": (
+        _gentle([ONE, {**TWO, "start": float("nan")}]),
+        f"{{p}}: word 1 ('two') has no valid time (onset nan, offset 4.0); {FIX_GENTLE}",
+    ),
+    "ends_first": (
+        _gentle([ONE, {**TWO, "end": 2.5}]),
+        f"{{p}}: word 1 ('two') ends at 2.5 s, before it starts at 3 s; {FIX_GENTLE}",
+    ),
+    "backwards": (
+        _gentle([ONE, {**TWO, "start": 0.5}]),
+        "{p}: word 1 ('two') starts at 0.5 s, before word 0 ('one') at 1 s; words must be in "
+        f"time order, {FIX_GENTLE}",
+    ),
+    "empty": (_gentle([]), f"{{p}} holds no words; {FIX_GENTLE}"),
+    "none_aligned": (
+        _gentle([{**ONE, "case": "not-found-in-audio"}, {**TWO, "case": "not-found-in-audio"}]),
+        "{p}: none of its 2 words was aligned to the audio (no word has case 'success'); check "
+        "that the audio and the transcript belong together and re-run Gentle",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GENTLE_CASES)
+def test_malformed_gentle(tmp_path, case):
+    text, message = GENTLE_CASES[case]
+    path = tmp_path / "align.json"
+    path.write_text(text)
+    with pytest.raises(BrainshapeError, match=exactly(message.format(p=path))):
+        stimuli.read_gentle(path)
+
+
+def test_missing_files(tmp_path):
+    fix = "check the dataset's words.path in the config (relative to bids_root) or create the file"
+    path = tmp_path / "nope"
+    for reader, what in (
+        (stimuli.read_gentle, "Gentle alignment"),
+        (stimuli.read_textgrid, "TextGrid"),
+        (stimuli.read_events, "events file"),
+    ):
+        with pytest.raises(BrainshapeError, match=exactly(f"{what} {path} does not exist; {fix}")):
+            reader(path)
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"story text {path} does not exist; give the path of a UTF-8 text file of the story"
+        ),
+    ):
+        stimuli.story_words(path)
+    (tmp_path / "blank.txt").write_text(" \n\n")
+    with pytest.raises(BrainshapeError, match="holds no words; write the story into it"):
+        stimuli.story_words(tmp_path / "blank.txt")
+
+
+FIX_TG = "save it from Praat as a text TextGrid or fix the file"
+LONG = (DATA / "long.TextGrid").read_text()
+SHORT = (DATA / "short.TextGrid").read_text()
+
+TEXTGRID_CASES = {
+    "not_textgrid": (
+        "xmin = 0\n",
+        '{p} is not a TextGrid: it does not start with File type = "ooTextFile" and Object '
+        f'class = "TextGrid"; {FIX_TG}',
+    ),
+    "truncated": (
+        SHORT[: SHORT.index('"she"')],
+        f"{{p}} is not a valid TextGrid: it ends where the text of item 4 of tier 'words' was "
+        f"expected; {FIX_TG}",
+    ),
+    "undefined": (
+        SHORT.replace("1.2\n1.5", "1.2\n--undefined--", 1),
+        f"{{p}} is not a valid TextGrid: unexpected '--undefined--' on line 26; {FIX_TG}",
+    ),
+    "ends_first": (
+        SHORT.replace("1.2\n1.5", "1.2\n1.1", 1),
+        f"{{p}}: word 2 ('said.') ends at 1.1 s, before it starts at 1.2 s; {FIX_TG}",
+    ),
+    "backwards": (
+        LONG.replace("xmin = 2.25", "xmin = 0.25", 1),
+        "{p}: word 3 ('well-known') starts at 0.25 s, before word 2 ('said.') at 1.2 s; words "
+        f"must be in time order, {FIX_TG}",
+    ),
+    "silence_only": (
+        SHORT.replace('"she"', '"sp"')
+        .replace('"said."', '""')
+        .replace('"""Wait,"""', '"SIL"')
+        .replace('"well-known"', '"{SL}"'),
+        f"{{p}} holds no words; {FIX_TG}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TEXTGRID_CASES)
+def test_malformed_textgrid(tmp_path, case):
+    text, message = TEXTGRID_CASES[case]
+    path = tmp_path / "story.TextGrid"
+    path.write_text(text)
+    with pytest.raises(BrainshapeError, match=exactly(message.format(p=path))):
+        stimuli.read_textgrid(path)
+
+
+def test_textgrid_missing_tier_lists_tiers():
+    path = DATA / "long.TextGrid"
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} has no tier 'word' (tiers present: 'phones', 'words'); set words.tier in the "
+            "config to the tier that holds the words"
+        ),
+    ):
+        stimuli.read_textgrid(path, tier="word")
+
+
+FIX_EV = "fix the events file"
+HEAD = "onset\tduration\ttrial_type\tword\n"
+
+EVENTS_CASES = {
+    "no_duration": (
+        "onset\ttrial_type\tword\n1\tword\tone\n",
+        "{p} lacks the column(s) duration (columns present: onset, trial_type, word); a word "
+        "events file needs onset, duration and word, or set the word column to the one that "
+        "holds the words",
+    ),
+    "nan_onset": (
+        HEAD + "1\t0.5\tword\tone\nn/a\t0.5\tword\ttwo\n",
+        f"{{p}}: word 1 ('two') has no valid time (onset nan, offset nan); {FIX_EV}",
+    ),
+    "negative_duration": (
+        HEAD + "1\t-0.5\tword\tone\n",
+        f"{{p}}: word 0 ('one') ends at 0.5 s, before it starts at 1 s; {FIX_EV}",
+    ),
+    "backwards": (
+        HEAD + "2\t0.5\tword\tone\n1\t0.5\tword\ttwo\n",
+        "{p}: word 1 ('two') starts at 1 s, before word 0 ('one') at 2 s; words must be in "
+        f"time order, {FIX_EV}",
+    ),
+    "no_word_rows": (
+        HEAD + "1\t0.5\tnoise\tn/a\n2\t0.5\tsilence\tn/a\n",
+        "{p} holds no words: no row has trial_type 'word' (trial types present: noise, "
+        "silence); set the word trial_type to the one that marks words",
+    ),
+    "empty_word": (
+        HEAD + "1\t0.5\tword\tn/a\n",
+        f"{{p}}: word 0 (onset 1) has no text in column 'word'; {FIX_EV}",
+    ),
+    "header_only": (HEAD, f"{{p}} holds no words; {FIX_EV}"),
+}
+
+
+@pytest.mark.parametrize("case", EVENTS_CASES)
+def test_malformed_events(tmp_path, case):
+    text, message = EVENTS_CASES[case]
+    path = tmp_path / "events.tsv"
+    path.write_text(text)
+    with pytest.raises(BrainshapeError, match=exactly(message.format(p=path))):
+        stimuli.read_events(path)
+
+
+def test_unparseable_events(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text(HEAD + "1\t0.5\tword\tone\textra\n")
+    message = (
+        f"{path} is not a readable tab-separated events file (line 2 has 5 cells, the header "
+        "4); fix the events file"
+    )
+    with pytest.raises(BrainshapeError, match=exactly(message)):
+        stimuli.read_events(path)
+    path.write_text("\n\n")
+    with pytest.raises(BrainshapeError, match="events file \\(it is empty\\)"):
+        stimuli.read_events(path)
+
+
+# --- the packaged stories ------------------------------------------------------------------------
+
+
+def test_packaged_stories():
+    paths = sorted(STORIES.glob("*.txt"))
+    assert [p.stem for p in paths] == ["ferry", "glacier", "lighthouse", "orchard"]
+    for path in paths:
+        words = stimuli.story_words(path)
+        assert 480 <= len(words) <= 620, path.name
+        text = path.read_text(encoding="utf-8")
+        assert "\n\n" not in text and text.endswith("\n")  # one paragraph per line
+        # Things tokenizers split: contractions, hyphens, numbers, quotes, questions.
+        assert any("'" in w for w in words), path.name
+        assert any("-" in w for w in words), path.name
+        assert any('"' in w for w in words), path.name
+        assert any(w.endswith("?") or w.endswith('?"') for w in words), path.name
+    assert sum(any(ch.isdigit() for ch in w) for p in paths for w in stimuli.story_words(p)) >= 4
