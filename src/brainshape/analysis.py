@@ -1,0 +1,101 @@
+"""Aggregates over encoding results: the brainscore table and its figures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainshape.errors import BrainshapeError
+from brainshape.io import atomic_path
+
+#: Columns that identify one brainscore.
+KEYS = ["model", "variant", "layer", "subject", "roi", "hemisphere"]
+
+#: Columns an encoding table (one row per target) must have.
+ENCODING_COLUMNS = [*KEYS, "target", "score", "alpha"]
+
+
+def brainscores(tables: Sequence[str | os.PathLike] | Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Brainscore table from per-target encoding tables.
+
+    The brainscore of a (model, variant, layer, subject, roi, hemisphere) is the mean held-out
+    Pearson r over its targets (one target for ROI means, its voxels otherwise). Returns one row
+    per key with columns ``KEYS + [score, score_sem, n_targets, alpha_median]``; ``score_sem``
+    is the standard error over targets (NaN for a single target).
+    """
+    frames = []
+    for t in tables:
+        frame = t if isinstance(t, pd.DataFrame) else pd.read_parquet(t)
+        missing = [c for c in ENCODING_COLUMNS if c not in frame.columns]
+        if missing:
+            raise BrainshapeError(
+                f"encoding table {t if not isinstance(t, pd.DataFrame) else ''} "
+                f"lacks columns {missing}; rerun the encode rule for it"
+            )
+        frames.append(frame[ENCODING_COLUMNS])
+    if not frames:
+        raise BrainshapeError("no encoding tables to aggregate: the config selects no model")
+    data = pd.concat(frames, ignore_index=True)
+    grouped = data.groupby(KEYS, sort=True, observed=True)
+    out = grouped.agg(
+        score=("score", "mean"),
+        score_sem=("score", lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else np.nan),
+        n_targets=("score", "size"),
+        alpha_median=("alpha", "median"),
+    ).reset_index()
+    out["layer"] = out["layer"].astype("int64")
+    out["n_targets"] = out["n_targets"].astype("int64")
+    return out
+
+
+def plot_brainscores(
+    scores: pd.DataFrame, model: str, path: str | os.PathLike, dataset: str = ""
+) -> None:
+    """Brainscore by layer, one panel per ROI x hemisphere, one line per variant of ``model``.
+
+    Lines show the mean over subjects; the band is +-1 standard error across subjects.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = scores[scores["model"] == model]
+    if data.empty:
+        raise BrainshapeError(
+            f"no brainscores for model '{model}' in the table; is it selected "
+            "in the config's models list?"
+        )
+    rois = list(dict.fromkeys(data["roi"]))
+    hemis = ["L", "R"]
+    fig, axes = plt.subplots(
+        len(rois), 2, figsize=(8, 1.9 * len(rois) + 0.8), sharex=True, sharey=True, squeeze=False
+    )
+    for r, roi in enumerate(rois):
+        for h, hemi in enumerate(hemis):
+            ax = axes[r, h]
+            panel = data[(data["roi"] == roi) & (data["hemisphere"] == hemi)]
+            for variant, rows in panel.groupby("variant", sort=True):
+                by_layer = rows.groupby("layer")["score"]
+                mean = by_layer.mean()
+                sem = by_layer.std(ddof=1) / np.sqrt(by_layer.size())
+                ax.plot(mean.index, mean.values, marker="o", ms=3, label=variant)
+                ax.fill_between(mean.index, (mean - sem).values, (mean + sem).values, alpha=0.2)
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.set_title(f"{roi} {hemi}", fontsize=9)
+            if h == 0:
+                ax.set_ylabel("r")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle(f"{model}: brainscore by layer{f' ({dataset})' if dataset else ''}")
+    fig.tight_layout(rect=(0, 0, 0.88, 0.97))
+    with atomic_path(Path(path), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""Validation of the study configuration and the model registry.
+
+The schemas (``workflow/schemas/*.schema.yaml``) are the single place where keys, types and
+defaults are written down; this module applies them and turns the first violation into one
+line that names the key and the file, which is what a user at a login node needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
+
+from brainshape.errors import BrainshapeError
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills ``default`` values of missing properties while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_FillingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_yaml(path: str | Path, what: str) -> Any:
+    """Read a YAML file, with a clear error if it is missing or not YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrainshapeError(
+            f"{what} file not found: {path}. Check the path (relative paths are "
+            "taken from the directory snakemake runs in)."
+        )
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise BrainshapeError(
+            f"{what} file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+
+
+def _key(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted((error.schema.get("properties") or {}).keys())
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
+        unknown = extra[0] if extra else "?"
+        where = f"{key}.{unknown}" if error.absolute_path else unknown
+        hint = difflib.get_close_matches(unknown, allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        listing = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{source}: unknown key '{where}'{suggestion}{listing}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        where = f"{key}.{missing}" if error.absolute_path else missing
+        return f"{source}: missing required key '{where}'"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return (
+            f"{source}: key '{key}' must be of type {expected}, "
+            f"got {type(error.instance).__name__} {error.instance!r}"
+        )
+    if error.validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return f"{source}: key '{key}' is {error.instance!r}; choose one of: {options}"
+    if error.validator == "pattern":
+        return (
+            f"{source}: key '{key}' value {error.instance!r} does not match "
+            f"{error.validator_value!r}"
+        )
+    if error.validator == "propertyNames":
+        return f"{source}: name {error.instance!r} under '{key}' is not allowed: {error.message}"
+    if error.validator == "oneOf":
+        return f"{source}: key '{key}' has an invalid value {error.instance!r}"
+    return f"{source}: key '{key}': {error.message}"
+
+
+def validate(data: Any, schema_path: str | Path, source: str) -> Any:
+    """Validate ``data`` against a YAML JSON-schema, filling defaults in place.
+
+    Returns ``data``. Raises BrainshapeError with one line naming ``source`` (the file the data
+    came from) and the offending key.
+    """
+    schema = load_yaml(schema_path, "schema")
+    if data is None:
+        data = {}
+    errors = list(_FillingValidator(schema).iter_errors(data))
+    if errors:
+        raise BrainshapeError(_describe(best_match(errors), source))
+    return data
+
+
+def check_schema(schema_path: str | Path) -> None:
+    """Raise if a schema file is not itself a valid JSON schema (used by tests)."""
+    Draft202012Validator.check_schema(load_yaml(schema_path, "schema"))
+
+
+def load_registry_dict(path: str | Path, schema_path: str | Path) -> dict:
+    """Read and validate a model registry YAML file; returns the dict with defaults filled."""
+    data = load_yaml(path, "model registry")
+    return validate(data, schema_path, source=str(path))
+
+
+def check_planted(planted: list[Mapping], registry: Mapping, source: str) -> None:
+    """Check that each planted (model, variant) of the demo exists in the registry."""
+    models = registry.get("models", {})
+    for i, entry in enumerate(planted):
+        model = entry["model"]
+        if model not in models:
+            raise BrainshapeError(
+                f"{source}: demo.planted[{i}].model '{model}' is not in the "
+                f"registry (known: {', '.join(sorted(models))})"
+            )
+        if entry["variant"] not in models[model]["variants"]:
+            raise BrainshapeError(
+                f"{source}: demo.planted[{i}].variant '{entry['variant']}' is not a variant of "
+                f"'{model}' (known: {', '.join(sorted(models[model]['variants']))})"
+            )

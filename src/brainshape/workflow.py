@@ -1,0 +1,299 @@
+"""The study as the workflow sees it: datasets, paths, per-job parameters and resources.
+
+Snakemake's rule files call into one :class:`Study` built from the validated config and
+registry, so that every path convention and every parameter set lives here, in plain Python that
+tests can import without Snakemake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from brainshape.errors import BrainshapeError
+from brainshape.fmri import BOLD, CONFOUNDS, MASK
+
+#: Where the demo generator writes its atlas, relative to the dataset root.
+DEMO_ATLAS = {
+    "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
+    "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
+}
+
+#: Model sources that the workflow materialises itself (rule prepare_model).
+PREPARED_SOURCES = ("tiny", "gguf_package")
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Study:
+    """Datasets, models and stage parameters of one validated configuration."""
+
+    def __init__(self, config: Mapping[str, Any], registry: Mapping[str, Any], source: str):
+        self.config = config
+        self.registry = registry["models"]
+        self.source = source
+        self.model_root = Path(config["model_root"])
+        self._models = self._select_models()
+
+    # --- selection ---------------------------------------------------------------------------
+
+    def _select_models(self) -> dict[str, list[str]]:
+        known = list(self.registry)
+        wanted = known if self.config["models"] == "all" else list(self.config["models"])
+        selected: dict[str, list[str]] = {}
+        for name in wanted:
+            if name not in self.registry:
+                raise BrainshapeError(
+                    f"{self.source}: models lists unknown model id '{name}'"
+                    f"{_suggest(name, known)}; the registry {self.config['registry']} has: "
+                    f"{', '.join(known)}"
+                )
+            variants = list(self.registry[name]["variants"])
+            if self.config["variants"] != "all":
+                variants = [v for v in self.config["variants"] if v in variants]
+            if variants:
+                selected[name] = variants
+        if self.config["variants"] != "all":
+            everywhere = {v for e in self.registry.values() for v in e["variants"]}
+            for v in self.config["variants"]:
+                if v not in everywhere:
+                    raise BrainshapeError(
+                        f"{self.source}: variants lists '{v}', which no registry entry has"
+                        f"{_suggest(v, sorted(everywhere))}"
+                    )
+        if not selected:
+            raise BrainshapeError(f"{self.source}: the models/variants selection is empty")
+        return selected
+
+    @property
+    def datasets(self) -> dict[str, dict]:
+        return self.config["datasets"]
+
+    def dataset(self, name: str) -> dict:
+        return self.datasets[name]
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    def variants(self, model: str) -> list[str]:
+        return self._models[model]
+
+    def model_variants(self) -> list[tuple[str, str]]:
+        return [(m, v) for m, vs in self._models.items() for v in vs]
+
+    # --- paths -------------------------------------------------------------------------------
+
+    def root(self, ds: str) -> Path:
+        return Path(self.dataset(ds)["bids_root"])
+
+    def _under_root(self, ds: str, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.root(ds) / p
+
+    def fmriprep_dir(self, ds: str) -> Path:
+        return self._under_root(ds, self.dataset(ds)["fmriprep_dir"])
+
+    def atlas(self, ds: str) -> dict[str, Path]:
+        spec = self.dataset(ds).get("atlas") or (DEMO_ATLAS if self.is_demo(ds) else None)
+        if spec is None:
+            raise BrainshapeError(
+                f"{self.source}: datasets.{ds}.atlas is missing; give the atlas "
+                "label image and its labels TSV (columns index, name)"
+            )
+        return {k: self._under_root(ds, spec[k]) for k in ("image", "labels")}
+
+    def is_demo(self, ds: str) -> bool:
+        return bool(self.dataset(ds)["demo"])
+
+    def word_file(self, ds: str, story: str) -> Path:
+        return self._under_root(ds, self.dataset(ds)["words"]["path"].format(story=story))
+
+    def run_files(self, ds: str, sub: str, story: str) -> dict[str, Path]:
+        base = self.fmriprep_dir(ds)
+        space = self.dataset(ds)["space"]
+        fmt = {"sub": sub, "story": story, "space": space}
+        return {
+            "bold": base / BOLD.format(**fmt),
+            "mask": base / MASK.format(**fmt),
+            "confounds": base / CONFOUNDS.format(**fmt),
+        }
+
+    def model_dir(self, model: str) -> Path | None:
+        """Local directory of a model the workflow prepares; None for hub models."""
+        if self.registry[model]["source"]["kind"] in PREPARED_SOURCES:
+            return self.model_root / model
+        return None
+
+    # --- targets and inputs ------------------------------------------------------------------
+
+    def all_targets(self) -> list[str]:
+        targets = []
+        for ds in self.datasets:
+            targets.append(f"results/{ds}/brainscores.parquet")
+            targets += [f"results/{ds}/plots/brainscores_{m}.png" for m in self.models()]
+        return targets
+
+    def demo_dir(self, ds: str) -> str:
+        return f"resources/demo/{ds}"
+
+    def demo_model_dirs(self, ds: str) -> list[str]:
+        planted = {p["model"] for p in self.config["demo"]["planted"]}
+        return [str(self.model_dir(m)) for m in sorted(planted) if self.model_dir(m) is not None]
+
+    def _demo_or(self, ds: str, files: list[Path]) -> list[str]:
+        # A demo dataset is one directory output of rule demo_data: depend on it, not its files.
+        return [self.demo_dir(ds)] if self.is_demo(ds) else [str(f) for f in files]
+
+    def word_files(self, ds: str) -> list[str]:
+        return self._demo_or(ds, [self.word_file(ds, s) for s in self.dataset(ds)["stories"]])
+
+    def fmri_files(self, ds: str, sub: str) -> list[str]:
+        files = [
+            f for s in self.dataset(ds)["stories"] for f in self.run_files(ds, sub, s).values()
+        ]
+        return self._demo_or(ds, files + list(self.atlas(ds).values()))
+
+    def fmri_dirs(self, ds: str) -> list[str]:
+        return [f"results/{ds}/fmri/sub-{s}" for s in self.dataset(ds)["subjects"]]
+
+    def encoding_tables(self, ds: str) -> list[str]:
+        return [f"results/{ds}/encoding/{m}/{v}.parquet" for m, v in self.model_variants()]
+
+    def model_dir_input(self, model: str) -> list[str]:
+        d = self.model_dir(model)
+        return [str(d)] if d is not None else []
+
+    # --- parameters (what a job computes with; a change reruns that job) -----------------------
+
+    def demo_params(self, ds: str) -> dict:
+        d = self.dataset(ds)
+        if d["bids_root"].rstrip("/") != self.demo_dir(ds):
+            raise BrainshapeError(
+                f"{self.source}: datasets.{ds} is a demo dataset, so its "
+                f"bids_root must be '{self.demo_dir(ds)}' (got '{d['bids_root']}')"
+            )
+        demo = dict(self.config["demo"])
+        return {
+            "subjects": list(d["subjects"]),
+            "stories": list(d["stories"]),
+            "tr": d["tr"] if d["tr"] is not None else 2.0,
+            "seed": demo["seed"],
+            "snr": demo["snr"],
+            "ar1": demo["ar1"],
+            "planted": [dict(p) for p in demo["planted"]],
+            "registry": self.config["registry"],
+            "model_root": str(self.model_root),
+            "context_tokens": self.config["features"]["context_tokens"],
+            "stride": self.config["features"]["stride"],
+            "batch_size": self.config["features"]["batch_size"],
+        }
+
+    def words_params(self, ds: str) -> dict:
+        d = self.dataset(ds)
+        return {
+            "format": d["words"]["format"],
+            "tier": d["words"]["tier"],
+            "sources": {s: str(self.word_file(ds, s)) for s in d["stories"]},
+        }
+
+    def features_params(self, ds: str, model: str, variant: str) -> dict:
+        f = self.config["features"]
+        return {
+            "model": model,
+            "variant": variant,
+            "entry": self.registry[model],
+            "model_dir": str(self.model_dir(model) or ""),
+            "stories": list(self.dataset(ds)["stories"]),
+            "context_tokens": f["context_tokens"],
+            "stride": f["stride"],
+            "batch_size": f["batch_size"],
+            "word_token": f["word_token"],
+        }
+
+    def fmri_params(self, ds: str, sub: str) -> dict:
+        d, f = self.dataset(ds), self.config["fmri"]
+        atlas = self.atlas(ds)
+        return {
+            "subject": sub,
+            "stories": list(d["stories"]),
+            "fmriprep_dir": str(self.fmriprep_dir(ds)),
+            "space": d["space"],
+            "tr": d["tr"],
+            "atlas": str(atlas["image"]),
+            "labels": str(atlas["labels"]),
+            "targets": f["targets"],
+            "rois": f["rois"],
+            "confounds": list(f["confounds"]),
+            "detrend": f["detrend"],
+            "standardize": f["standardize"],
+            "high_pass": f["high_pass"],
+            "trim_start": f["trim_start"],
+            "trim_end": f["trim_end"],
+        }
+
+    def encode_params(self, ds: str) -> dict:
+        e = self.config["encoding"]
+        return {
+            "stories": list(self.dataset(ds)["stories"]),
+            "subjects": list(self.dataset(ds)["subjects"]),
+            "delays": list(e["delays"]),
+            "alphas": [float(a) for a in e["alphas"]],
+            "lanczos_window": e["lanczos_window"],
+            "target_chunk": e["target_chunk"],
+        }
+
+    # --- resources ---------------------------------------------------------------------------
+
+    def _params_count(self, model: str) -> int:
+        return int(self.registry[model]["params"] or 10_000_000)
+
+    def features_mem_mb(self, model: str, variant: str) -> int:
+        """Host memory for an extraction job: weights at the variant's width, plus headroom."""
+        entry = self.registry[model]
+        dtype = entry["variants"][variant].get("dtype", "float32")
+        weights_mb = self._params_count(model) * _DTYPE_BYTES[dtype] / 2**20
+        return int(math.ceil(2 * weights_mb + 2048))
+
+    def features_runtime_min(self, ds: str, model: str) -> int:
+        """Wall-clock minutes: a generous bound from parameters and the number of stories."""
+        n_stories = len(self.dataset(ds)["stories"])
+        return int(math.ceil(10 + self._params_count(model) / 1e8 * n_stories))
+
+    def encode_mem_mb(self, ds: str, model: str) -> int:
+        return 4096
+
+    # --- checks before anything runs ---------------------------------------------------------
+
+    def check_inputs(self) -> None:
+        """Fail at planning time, in one message, if a real dataset lacks input files."""
+        for ds, d in self.datasets.items():
+            if self.is_demo(ds):
+                self.demo_params(ds)
+                continue
+            root = self.root(ds)
+            if not root.is_dir():
+                raise BrainshapeError(
+                    f"{self.source}: datasets.{ds}.bids_root {root} does not "
+                    "exist; point it at the BIDS dataset"
+                )
+            missing = [self.word_file(ds, s) for s in d["stories"]]
+            for sub in d["subjects"]:
+                for story in d["stories"]:
+                    missing += list(self.run_files(ds, sub, story).values())
+            missing += list(self.atlas(ds).values())
+            missing = [p for p in missing if not p.exists()]
+            if missing:
+                shown = ", ".join(str(p) for p in missing[:3])
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                raise BrainshapeError(
+                    f"datasets.{ds}: {len(missing)} input file(s) missing: {shown}{more}. Check "
+                    f"bids_root, fmriprep_dir, space, subjects and stories in {self.source}"
+                )

@@ -1,0 +1,147 @@
+import copy
+
+import pytest
+import yaml
+from conftest import REPO, SCHEMAS
+
+from brainshape.config import check_schema, load_registry_dict, validate
+from brainshape.errors import BrainshapeError
+from brainshape.workflow import Study
+
+CONFIG_SCHEMA = SCHEMAS / "config.schema.yaml"
+MODELS_SCHEMA = SCHEMAS / "models.schema.yaml"
+
+
+def demo_config():
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def registry():
+    return load_registry_dict(REPO / "config" / "models.demo.yaml", MODELS_SCHEMA)
+
+
+def test_schemas_are_valid_json_schemas():
+    check_schema(CONFIG_SCHEMA)
+    check_schema(MODELS_SCHEMA)
+
+
+def test_defaults_are_filled_from_the_schema():
+    cfg = validate(demo_config(), CONFIG_SCHEMA, "demo.yaml")
+    assert cfg["fmri"]["confounds"][:3] == ["trans_x", "trans_y", "trans_z"]
+    assert cfg["fmri"]["detrend"] is True
+    assert cfg["encoding"]["lanczos_window"] == 3
+    assert cfg["datasets"]["demo"]["words"]["tier"] == "words"
+    assert cfg["datasets"]["demo"]["fmriprep_dir"] == "derivatives/fmriprep"
+    assert cfg["features"]["word_token"] == "last"
+
+
+def test_the_study_config_validates():
+    validate(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), CONFIG_SCHEMA, "c")
+
+
+def test_unknown_key_names_the_key_and_suggests():
+    cfg = demo_config()
+    cfg["fmri"]["trimstart"] = 3
+    with pytest.raises(BrainshapeError) as err:
+        validate(cfg, CONFIG_SCHEMA, "demo.yaml")
+    msg = str(err.value)
+    assert msg.startswith("demo.yaml: unknown key 'fmri.trimstart' (did you mean 'trim_start'?)")
+    assert "\n" not in msg
+
+
+def test_wrong_type_names_the_key():
+    cfg = demo_config()
+    cfg["fmri"]["trim_start"] = "two"
+    with pytest.raises(
+        BrainshapeError,
+        match=r"^demo.yaml: key 'fmri.trim_start' must be of type "
+        r"integer, got str 'two'$",
+    ):
+        validate(cfg, CONFIG_SCHEMA, "demo.yaml")
+
+
+def test_bad_enum_lists_the_choices():
+    cfg = demo_config()
+    cfg["datasets"]["demo"]["words"]["format"] = "praat"
+    with pytest.raises(
+        BrainshapeError,
+        match=r"key 'datasets.demo.words.format' is 'praat'; "
+        r"choose one of: gentle, textgrid, events",
+    ):
+        validate(cfg, CONFIG_SCHEMA, "demo.yaml")
+
+
+def test_missing_required_key():
+    cfg = demo_config()
+    del cfg["datasets"]["demo"]["subjects"]
+    with pytest.raises(BrainshapeError, match=r"missing required key 'datasets.demo.subjects'"):
+        validate(cfg, CONFIG_SCHEMA, "demo.yaml")
+
+
+def test_missing_registry_file(tmp_path):
+    with pytest.raises(BrainshapeError, match=r"model registry file not found: .*nope.yaml"):
+        load_registry_dict(tmp_path / "nope.yaml", MODELS_SCHEMA)
+
+
+def test_registry_with_bad_variant_kind(tmp_path):
+    reg = yaml.safe_load((REPO / "config" / "models.demo.yaml").read_text())
+    reg["models"]["tiny-gpt2"]["variants"]["fp32"]["kind"] = "fp8"
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(reg))
+    with pytest.raises(BrainshapeError, match=r"models.tiny-gpt2.variants.fp32.kind' is 'fp8'"):
+        load_registry_dict(path, MODELS_SCHEMA)
+
+
+def study(cfg=None):
+    cfg = validate(cfg or demo_config(), CONFIG_SCHEMA, "demo.yaml")
+    return Study(cfg, registry(), source="demo.yaml")
+
+
+def test_unknown_model_id_suggests_the_closest():
+    cfg = demo_config()
+    cfg["models"] = ["tiny-gtp2"]
+    with pytest.raises(
+        BrainshapeError,
+        match=r"unknown model id 'tiny-gtp2' \(did you mean "
+        r"'tiny-gpt2'\?\)",
+    ):
+        study(cfg)
+
+
+def test_study_targets_and_params():
+    s = study()
+    assert "results/demo/brainscores.parquet" in s.all_targets()
+    assert s.model_variants()[:2] == [("tiny-gpt2", "fp32"), ("tiny-gpt2", "untrained")]
+    assert s.fmri_dirs("demo") == [f"results/demo/fmri/sub-0{i}" for i in range(1, 5)]
+    # A demo dataset is one directory: every stage depends on it rather than on its files.
+    assert s.word_files("demo") == ["resources/demo/demo"]
+    p = s.fmri_params("demo", "02")
+    assert p["fmriprep_dir"] == "resources/demo/demo/derivatives/fmriprep"
+    assert p["atlas"].endswith("atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz")
+
+
+def test_real_dataset_with_missing_files_fails_in_one_message(tmp_path):
+    cfg = copy.deepcopy(demo_config())
+    cfg["datasets"] = {
+        "real": {
+            "bids_root": str(tmp_path),
+            "subjects": ["01"],
+            "stories": ["a", "b", "c"],
+            "atlas": {"image": "atlas.nii.gz", "labels": "atlas.tsv"},
+        }
+    }
+    s = study(cfg)
+    (tmp_path / "stimuli" / "a").mkdir(parents=True)
+    (tmp_path / "stimuli" / "a" / "align.json").write_text("{}")
+    with pytest.raises(BrainshapeError) as err:
+        s.check_inputs()
+    msg = str(err.value)
+    assert msg.startswith("datasets.real: 13 input file(s) missing: ")
+    assert "stimuli/b/align.json" in msg and "and 10 more" in msg
+
+
+def test_demo_dataset_root_is_fixed():
+    cfg = demo_config()
+    cfg["datasets"]["demo"]["bids_root"] = "elsewhere"
+    with pytest.raises(BrainshapeError, match=r"bids_root must be 'resources/demo/demo'"):
+        study(cfg).check_inputs()

@@ -1,0 +1,266 @@
+"""The whole workflow on generated demo data: planted-signal recovery, reruns, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """Run the demo config end to end once (this is what `make demo` runs)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    write_config(workdir, cfg)
+    snakemake(workdir, "--cores", "2")
+    snakemake(workdir, "--cores", "2", "--report", str(workdir / "report.html"))
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def scores(demo_run):
+    return pd.read_parquet(demo_run / "results" / "demo" / "brainscores.parquet")
+
+
+@pytest.fixture(scope="session")
+def truth(demo_run):
+    return json.loads((demo_run / "resources" / "demo" / "demo" / "ground_truth.json").read_text())
+
+
+def group_mean(scores: pd.DataFrame) -> pd.DataFrame:
+    keys = ["model", "variant", "layer", "roi", "hemisphere"]
+    return scores.groupby(keys, as_index=False)["score"].mean()
+
+
+def test_brainscores_table_schema(scores):
+    assert list(scores.columns[:7]) == [
+        "model",
+        "variant",
+        "layer",
+        "subject",
+        "roi",
+        "hemisphere",
+        "score",
+    ]
+    assert set(scores["model"]) == {"tiny-gpt2", "tiny-neox", "smollm2-135m"}
+    assert set(scores["variant"]) == {"fp32", "untrained"}
+    assert set(scores["subject"]) == {"01", "02", "03", "04"}
+    assert set(scores["hemisphere"]) == {"L", "R"}
+    assert scores["score"].between(-1, 1).all()
+    # SmolLM2 has 30 layers: 31 hidden states including the embeddings.
+    assert scores.loc[scores.model == "smollm2-135m", "layer"].max() == 30
+
+
+def test_planted_layer_is_the_best(scores, truth):
+    mean = group_mean(scores)
+    for p in truth["planted"]:
+        roi = mean[(mean.roi == p["roi"]) & (mean.hemisphere == p["hemisphere"])]
+        best = roi.loc[roi["score"].idxmax()]
+        assert (best.model, best.variant, best.layer) == (p["model"], p["variant"], p["layer"]), (
+            f"{p['roi']}-{p['hemisphere']}: best is {best.model}/{best.variant}/L{best.layer} "
+            f"({best.score:.3f}), planted {p['model']}/{p['variant']}/L{p['layer']}"
+        )
+
+
+def test_planted_score_is_near_what_the_snr_allows(scores, truth):
+    mean = group_mean(scores)
+    for p in truth["planted"]:
+        row = mean[
+            (mean.roi == p["roi"])
+            & (mean.hemisphere == p["hemisphere"])
+            & (mean.model == p["model"])
+            & (mean.variant == p["variant"])
+            & (mean.layer == p["layer"])
+        ]
+        got, ceiling = float(row["score"].iloc[0]), p["expected_r_roi_mean"]
+        # Held-out prediction cannot beat the noise-only ceiling (beyond sampling error), and a
+        # correctly specified model should come close to it.
+        assert ceiling - 0.2 < got < ceiling + 0.05, (p, got)
+
+
+def test_rois_without_signal_score_near_zero(scores, truth):
+    mean = group_mean(scores)
+    for null in truth["null"]:
+        roi = mean[(mean.roi == null["roi"]) & (mean.hemisphere == null["hemisphere"])]
+        assert abs(roi["score"].mean()) < 0.05, null
+        assert roi["score"].abs().max() < 0.25, null
+
+
+def test_untrained_scores_below_trained(scores, truth):
+    mean = group_mean(scores)
+    for p in truth["planted"]:
+        sel = mean[
+            (mean.roi == p["roi"])
+            & (mean.hemisphere == p["hemisphere"])
+            & (mean.model == p["model"])
+            & (mean.layer == p["layer"])
+        ]
+        by_variant = sel.set_index("variant")["score"]
+        assert by_variant["untrained"] < by_variant[p["variant"]] - 0.1, p
+
+
+def test_report_has_a_figure_per_model(demo_run):
+    html = (demo_run / "report.html").read_text(errors="replace")
+    for model in ("tiny-gpt2", "tiny-neox", "smollm2-135m"):
+        assert f"brainscores_{model}.png" in html
+        assert (demo_run / "results" / "demo" / "plots" / f"brainscores_{model}.png").stat().st_size
+
+
+def test_rerun_with_nothing_changed_runs_no_job(demo_run):
+    proc = snakemake(demo_run, "-n", "--cores", "2")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+# --- bad input through the workflow ------------------------------------------------------------
+
+
+@pytest.fixture()
+def real_copy(demo_run, tmp_path):
+    """The demo data as an ordinary (non-generated) dataset, with one small model."""
+    data = tmp_path / "bids"
+    shutil.copytree(demo_run / "resources" / "demo" / "demo", data)
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["model_root"] = str(demo_run / "resources" / "models")
+    cfg["models"] = ["tiny-gpt2"]
+    cfg["variants"] = ["fp32"]
+    ds = cfg["datasets"].pop("demo")
+    ds.update(
+        demo=False,
+        bids_root=str(data),
+        atlas={
+            "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
+            "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
+        },
+    )
+    cfg["datasets"] = {"study": ds}
+    work = tmp_path / "work"
+    write_config(work, cfg)
+    return work, data, cfg
+
+
+def bold_path(data: Path, sub: str, story: str) -> Path:
+    return (
+        data
+        / "derivatives"
+        / "fmriprep"
+        / f"sub-{sub}"
+        / "func"
+        / f"sub-{sub}_task-{story}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    )
+
+
+def test_unknown_model_id_is_one_clear_line(real_copy):
+    work, _, cfg = real_copy
+    cfg["models"] = ["tiny-gtp2"]
+    write_config(work, cfg)
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        f"brainshape: {work / 'config.yaml'}: models lists unknown model id "
+        f"'tiny-gtp2' (did you mean 'tiny-gpt2'?); the registry "
+        f"{cfg['registry']} has: tiny-gpt2, tiny-neox, smollm2-135m"
+    ]
+
+
+def test_unknown_config_key_is_one_clear_line(real_copy):
+    work, _, cfg = real_copy
+    cfg["encoding"]["delay"] = [1, 2]
+    write_config(work, cfg)
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"brainshape: {work / 'config.yaml'}: unknown key 'encoding.delay' (did you mean "
+        "'delays'?); allowed keys here: alphas, delays, lanczos_window, target_chunk"
+    )
+
+
+def test_missing_derivative_file_is_named(real_copy):
+    work, data, _ = real_copy
+    missing = bold_path(data, "03", "ferry")
+    missing.unlink()
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith(
+        f"brainshape: datasets.study: 1 input file(s) missing: {missing}."
+    )
+
+
+def test_nan_voxels_fail_that_subject_and_keep_the_rest(real_copy):
+    work, data, _ = real_copy
+    snakemake(work, "--cores", "2", "results/study/fmri/sub-01", "results/study/words.parquet")
+    done = work / "results" / "study" / "fmri" / "sub-01" / "ferry.npy"
+    before = done.read_bytes()
+    path = bold_path(data, "02", "orchard")
+    img = nib.load(path)
+    arr = np.asarray(img.dataobj).copy()
+    mask = np.asarray(nib.load(str(path).replace("desc-preproc_bold", "desc-brain_mask")).dataobj)
+    ijk = np.argwhere(mask > 0)[:3]
+    arr[tuple(ijk.T)] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine, img.header), path)
+    proc = snakemake(work, "--cores", "2", "--keep-going", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs" / "study" / "fmri" / "sub-02.log").read_text()
+    assert "3 in-mask voxels" in log and str(path) in log
+    assert not (work / "results" / "study" / "fmri" / "sub-02").exists()
+    assert done.read_bytes() == before
+    assert (work / "results" / "study" / "fmri" / "sub-04" / "ferry.npy").exists()
+
+
+def test_bold_shorter_than_the_story_is_refused(real_copy):
+    work, data, _ = real_copy
+    # Cut sub-03's lighthouse run (BOLD and confounds alike) so the story outlasts the scan.
+    path = bold_path(data, "03", "lighthouse")
+    img = nib.load(path)
+    n = img.shape[-1]
+    keep = n - 20
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :keep], img.affine, img.header), path)
+    conf = Path(
+        str(path).replace(
+            "_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", "_desc-confounds_timeseries.tsv"
+        )
+    )
+    table = pd.read_csv(conf, sep="\t")
+    table.iloc[:keep].to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    proc = snakemake(work, "--cores", "2", "--keep-going", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs" / "study" / "encoding" / "tiny-gpt2" / "fp32.log").read_text()
+    assert "lighthouse" in log and "sub-03" in log
+    assert not (work / "results" / "study" / "encoding" / "tiny-gpt2" / "fp32.parquet").exists()
+    assert (work / "results" / "study" / "fmri" / "sub-03" / "lighthouse.npy").exists()

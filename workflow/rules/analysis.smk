@@ -1,0 +1,35 @@
+# Brainscores per (model, variant, layer, subject, ROI, hemisphere) and their report figures.
+
+
+rule brainscores:
+    input:
+        brainscores_inputs,
+    output:
+        "results/{dataset}/brainscores.parquet",
+    log:
+        "logs/{dataset}/brainscores.log",
+    conda:
+        "../envs/brainshape.yaml"
+    script:
+        "../scripts/brainscores.py"
+
+
+rule plot_brainscores:
+    input:
+        plot_inputs,
+    output:
+        report(
+            "results/{dataset}/plots/brainscores_{model}.png",
+            caption="../report/brainscores.rst",
+            category="Brainscores",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        "logs/{dataset}/plots/brainscores_{model}.log",
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        model="{model}",
+    script:
+        "../scripts/plot_brainscores.py"

@@ -1,0 +1,16 @@
+# BOLD to targets: mask, atlas ROI x hemisphere, confounds, detrending, z-scoring, trimming.
+
+
+rule fmri:
+    input:
+        fmri_inputs,
+    output:
+        directory("results/{dataset}/fmri/sub-{subject}"),
+    log:
+        "logs/{dataset}/fmri/sub-{subject}.log",
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        settings=fmri_params,
+    script:
+        "../scripts/fmri.py"

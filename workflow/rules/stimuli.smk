@@ -1,0 +1,16 @@
+# Word timings of every story (Gentle, TextGrid or BIDS events) into one words table.
+
+
+rule words:
+    input:
+        stimuli_inputs,
+    output:
+        "results/{dataset}/words.parquet",
+    log:
+        "logs/{dataset}/words.log",
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        settings=stimuli_params,
+    script:
+        "../scripts/words.py"

@@ -1,0 +1,26 @@
+from pathlib import Path
+
+import pandas as pd
+
+from brainshape import features, models, runner
+
+
+def main(job):
+    p = job.params.settings
+    spec = models.registry_from_dict({"models": {p["model"]: p["entry"]}})[p["model"]]
+    words = pd.read_parquet(job.input.words)
+    stories = {s: words.loc[words.story == s, "word"].tolist() for s in p["stories"]}
+    out = Path(job.output[0])
+    # Finished stories go to a scratch folder first: Snakemake deletes the declared output of a
+    # failed job, but not this, so a killed job resumes at the next story.
+    partial = out.parent / f".{out.name}.partial"
+    features.extract_stories(
+        spec, p["variant"], p["model_dir"] or None, stories,
+        {s: partial / f"{s}.npy" for s in stories},
+        context_tokens=p["context_tokens"], stride=p["stride"], batch_size=p["batch_size"],
+        word_token=p["word_token"],
+    )
+    partial.rename(out)
+
+
+runner.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,13 @@
+from brainshape import runner, stimuli
+from brainshape.io import save_parquet
+
+
+def main(job):
+    p = job.params.settings
+    kwargs = {"tier": p["tier"]} if p["format"] == "textgrid" else {}
+    table = stimuli.words_table(p["sources"], p["format"], **kwargs)
+    save_parquet(job.output[0], table)
+    runner.log.info("%d words in %d stories", len(table), table["story"].nunique())
+
+
+runner.run(snakemake, main)  # noqa: F821
