@@ -17,6 +17,9 @@ PLANTED = [
     {"roi": "STG", "hemisphere": "L", "model": "stand-in", "variant": "fp32", "layer": 2},
     {"roi": "AG", "hemisphere": "R", "model": "stand-in", "variant": "fp32", "layer": 1},
 ]
+# A low per-voxel SNR (the demo default is 0.5) so that ROI means stay well below r = 1 and
+# the checks on the manifest's expected correlations have room to fail.
+LOW_SNR = 0.05
 NUISANCE = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "csf", "white_matter"]
 
 
@@ -29,11 +32,11 @@ def stand_in_features(words, seed=0):
     }
 
 
-def make_dataset(root, *, stories=STORIES, subjects=2, seed=SEED, **kwargs):
+def make_dataset(root, *, stories=STORIES, subjects=2, seed=SEED, snr=LOW_SNR, **kwargs):
     words = demo.generate_stimuli(root, stories=stories, subjects=subjects, seed=seed)
     feats = stand_in_features(words, seed)
     manifest = demo.generate_bold(
-        root, words, feats, subjects=subjects, seed=seed, planted=PLANTED, **kwargs
+        root, words, feats, subjects=subjects, seed=seed, snr=snr, planted=PLANTED, **kwargs
     )
     return words, feats, manifest
 
@@ -210,7 +213,7 @@ def test_layer_scores_are_unit_variance_and_uncorrelated(dataset):
 def test_ground_truth_manifest(dataset):
     root, _, _, manifest = dataset
     assert json.loads((root / "ground_truth.json").read_text()) == manifest
-    assert manifest["seed"] == SEED and manifest["snr"] == demo.DEFAULT_SNR
+    assert manifest["seed"] == SEED and manifest["snr"] == LOW_SNR
     assert "k * tr + tr / 2" in manifest["time_convention"]
     assert "SPM canonical double gamma" in manifest["hrf"]
     planted = {(p["roi"], p["hemisphere"]): p for p in manifest["planted"]}
@@ -410,6 +413,7 @@ def test_generate_writes_a_dataset_planted_from_a_model(tiny_models, tmp_path):
         subjects=["07"],
         stories=("ferry", "glacier"),
         seed=1,
+        snr=LOW_SNR,
         context_tokens=64,
         stride=48,
     )

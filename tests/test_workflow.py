@@ -107,10 +107,13 @@ def test_planted_score_is_near_what_the_snr_allows(scores, truth):
             & (mean.variant == p["variant"])
             & (mean.layer == p["layer"])
         ]
-        got, ceiling = float(row["score"].iloc[0]), p["expected_r_roi_mean"]
-        # Held-out prediction cannot beat the noise-only ceiling (beyond sampling error), and a
-        # correctly specified model should come close to it.
-        assert ceiling - 0.2 < got < ceiling + 0.05, (p, got)
+        got = float(row["score"].iloc[0])
+        # expected_r_roi_mean_cleaned is the correlation the SNR allows once the confounds are
+        # regressed out, as the fmri stage does: held-out prediction cannot beat it (beyond
+        # sampling error), and a correctly specified model estimated from ~700 TRs comes close.
+        ceiling = p["expected_r_roi_mean_cleaned"]
+        assert ceiling - 0.15 < got < ceiling + 0.03, (p, got)
+        assert got < p["expected_r_roi_mean"]
 
 
 def test_rois_without_signal_score_near_zero(scores, truth):

@@ -7,16 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from brainshape import __version__
+from brainshape import demo as demo_module
 from brainshape.errors import BrainshapeError
 
 
 def _demo_data(args: argparse.Namespace) -> None:
-    from brainshape import demo
     from brainshape.runner import setup_logging
 
     setup_logging(None)
     subjects = [f"{i:02d}" for i in range(1, args.subjects + 1)]
-    demo.generate(
+    demo_module.generate(
         args.dir,
         registry_path=args.registry,
         model_root=args.model_root,
@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--snr",
         type=float,
-        default=0.5,
-        help="per-voxel signal-to-noise variance ratio (default: 0.5)",
+        default=demo_module.DEFAULT_SNR,
+        help="per-voxel signal-to-noise variance ratio (default: %(default)s)",
     )
     demo.set_defaults(func=_demo_data)
     return parser

@@ -57,15 +57,15 @@ DEFAULT_STORIES = ("lighthouse", "orchard", "ferry", "glacier")
 #: Which (model, variant, layer) drives which ROI x hemisphere in the default demo.
 DEFAULT_PLANTED: tuple[dict[str, Any], ...] = (
     {"roi": "STG", "hemisphere": "L", "model": "smollm2-135m", "variant": "fp32", "layer": 12},
-    {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 3},
-    {"roi": "AG", "hemisphere": "R", "model": "tiny-neox", "variant": "fp32", "layer": 2},
-    {"roi": "MTG", "hemisphere": "R", "model": "smollm2-135m", "variant": "fp32", "layer": 24},
+    {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 2},
+    {"roi": "AG", "hemisphere": "R", "model": "tiny-neox", "variant": "fp32", "layer": 1},
+    {"roi": "MTG", "hemisphere": "R", "model": "smollm2-135m", "variant": "fp32", "layer": 18},
 )
 
-#: Per-voxel signal-to-noise variance ratio. With ROIs of 36-48 voxels whose signals correlate
-#: about 0.8 with each other, 0.05 gives ROI means a correlation near 0.75-0.8 with the planted
-#: signal, while a single voxel reaches only about 0.2.
-DEFAULT_SNR = 0.05
+#: Per-voxel signal-to-noise variance ratio. 0.5 lets a single voxel reach r near 0.58; ROI
+#: means (36-48 voxels) reach about 0.97 before confound cleaning and 0.88-0.92 after it, which
+#: leaves room to tell a planted layer from its neighbours (their scores differ by 0.01-0.05).
+DEFAULT_SNR = 0.5
 DEFAULT_AR1 = 0.3
 
 SPACE = "MNI152NLin2009cAsym"
