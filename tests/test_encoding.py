@@ -329,7 +329,8 @@ def test_encode_variant_recovers_planted_layer_and_matches_manual_pipeline():
     words, features, subjects, _ = _dataset()
     table = encode_variant(words, features, subjects, alphas=ALPHAS, target_chunk=2)
     assert list(table.columns) == [
-        "layer", "subject", "target", "roi", "hemisphere", "score", "alpha"
+        "layer", "subject", "target", "roi", "hemisphere", "score", "alpha", "mi", "p_value",
+        "q_value", "p_value_roi",
     ]  # fmt: skip
     assert len(table) == 3 * 2 * 3
     assert table["layer"].dtype == np.int64 and table["target"].dtype == np.int64

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainshape import ridge, scoring
 from brainshape.errors import BrainshapeError
 
 DEFAULT_DELAYS = (1, 2, 3, 4)
@@ -260,57 +261,15 @@ def cross_validated_scores(
     X_runs, Y_runs = _check_runs(X_runs, Y_runs, min_runs=3, purpose="cross_validated_scores")
     alpha_grid = _check_alphas(alphas)
     target_chunk = _check_chunk(target_chunk)
-    n_runs = len(X_runs)
-    m = Y_runs[0].shape[1]
-
-    # The r of the concatenated predictions comes from running sums per target (p, y, p^2,
-    # y^2, p*y), taken around the overall data mean to avoid cancellation.
-    y_ref = np.zeros(m)
-    for chunk in _chunks(m, target_chunk):
-        y_ref[chunk] = np.concatenate([Y[:, chunk] for Y in Y_runs]).astype(np.float64).mean(0)
-    sums = np.zeros((5, m))
-    n_total = 0
-    fold_scores = np.zeros((n_runs, m))
-    fold_alphas = np.zeros((n_runs, m))
-
-    for test in range(n_runs):
-        train = [i for i in range(n_runs) if i != test]
-        x_mean, x_scale = _standardiser(np.concatenate([X_runs[i] for i in train]))
-        Xz_runs = [(X_runs[i] - x_mean) / x_scale for i in train]
-        Y_train_runs = [Y_runs[i] for i in train]
-        cv_scores = _inner_cv_scores(Xz_runs, Y_train_runs, alpha_grid, target_chunk)
-        chosen = alpha_grid[_best_alpha_index(cv_scores)]
-        fold_alphas[test] = chosen
-
-        basis, rows, eig = _diagonalise(np.concatenate(Xz_runs))
-        test_proj = ((X_runs[test] - x_mean) / x_scale) @ basis
-        n_total += X_runs[test].shape[0]
-        for chunk in _chunks(m, target_chunk):
-            Yc = np.concatenate([Y[:, chunk] for Y in Y_train_runs]).astype(np.float64)
-            y_mean = _column_mean(Yc)
-            pred = test_proj @ _shrunk_targets(rows, eig, Yc - y_mean, chosen[chunk]) + y_mean
-            y_test = Y_runs[test][:, chunk].astype(np.float64)
-            fold_scores[test, chunk] = _pearson(pred, y_test)
-            p_c = pred - y_ref[chunk]
-            y_c = y_test - y_ref[chunk]
-            sums[:, chunk] += np.stack(
-                [p_c.sum(0), y_c.sum(0), (p_c**2).sum(0), (y_c**2).sum(0), (p_c * y_c).sum(0)]
-            )
-
-    sp, sy, spp, syy, spy = sums
-    cov = spy - sp * sy / n_total
-    var_p = spp - sp**2 / n_total
-    var_y = syy - sy**2 / n_total
-    constant_y = np.zeros(m, dtype=bool)
-    for chunk in _chunks(m, target_chunk):
-        constant_y[chunk] = _constant_columns(np.concatenate([Y[:, chunk] for Y in Y_runs]))
-    # Rounding can leave a tiny positive variance for predictions that are constant.
-    flat_p = var_p <= 1e-10 * spp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = cov / np.sqrt(var_p * var_y)
-    scores[constant_y | flat_p] = 0.0
+    result = ridge.cross_validate(
+        np.concatenate(X_runs),
+        np.concatenate(Y_runs),
+        alpha_grid,
+        ridge.contiguous_folds([len(X) for X in X_runs]),
+        target_chunk=target_chunk,
+    )
     return EncodingScores(
-        scores=np.clip(scores, -1.0, 1.0), fold_scores=fold_scores, alphas=fold_alphas
+        scores=result.scores, fold_scores=result.fold_scores, alphas=result.alphas
     )
 
 
@@ -695,6 +654,14 @@ def encode_variant(
     alphas: np.ndarray | Sequence[float] = DEFAULT_ALPHAS,
     window: float = 3,
     target_chunk: int = DEFAULT_TARGET_CHUNK,
+    folds: str = "stories",
+    n_blocks: int | None = None,
+    gap: int = 0,
+    backend: str = "numpy",
+    dtype: str | None = None,
+    n_permutations: int = 0,
+    permutation_block: int = 10,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -705,8 +672,24 @@ def encode_variant(
     the kept volumes. Subjects with the same stories and run lengths share one design (their
     targets are stacked). Returns one row per (layer, subject, target): ``layer`` (int64),
     ``subject`` (str), ``target`` (int64), ``roi``, ``hemisphere``, ``score`` (float64,
-    held-out Pearson r) and ``alpha`` (float64, median over outer folds of the chosen alpha).
+    held-out Pearson r) and ``alpha`` (float64, median over outer folds of the chosen alpha),
+    ``mi`` (bits, Gaussian mutual information of that r), ``p_value`` (block-permutation
+    p-value of the target's r), ``q_value`` (Benjamini-Hochberg over the targets of that layer
+    and subject) and ``p_value_roi`` (permutation p-value of the mean r over the targets of
+    that subject's ROI x hemisphere); the three are NaN when ``n_permutations`` is 0.
+
+    Cross-validation (``ridge.cross_validate``): ``folds="stories"`` holds out one story at a
+    time; ``folds="blocks"`` cuts the concatenated runs into ``n_blocks`` contiguous blocks and
+    drops ``gap`` TRs of training data on each side of the held-out block. ``backend`` and
+    ``dtype`` pick the solver's arrays (``ridge.get_backend``).
     """
+    if folds not in ("stories", "blocks"):
+        raise BrainshapeError(f"encoding.folds must be 'stories' or 'blocks', got {folds!r}.")
+    if folds == "blocks" and n_blocks is None:
+        raise BrainshapeError("encoding.folds is 'blocks' but encoding.n_blocks is not set.")
+    solver = ridge.get_backend(backend, dtype)
+    alphas = _check_alphas(alphas)
+    target_chunk = _check_chunk(target_chunk)
     if not subjects:
         raise BrainshapeError("No subjects to encode; check the fMRI inputs of this dataset.")
     word_times = _word_times(words)
@@ -763,29 +746,60 @@ def encode_variant(
             for r in run_list
         ]
         widths = np.cumsum([0] + [len(subjects[sub].targets) for sub in subs])
+        Y = np.concatenate(Y_runs)
+        lengths = [len(y) for y in Y_runs]
+        segments = ridge.contiguous_folds(lengths, n_blocks if folds == "blocks" else None)
+        if folds == "stories" and len(segments) < 3:
+            raise BrainshapeError(
+                f"{', '.join(_sub_label(s) for s in subs)}: {len(segments)} stories; "
+                "cross-validated brainscores need at least 3. Use more stories."
+            )
         for layer in range(n_layers):
             X_runs = []
             for r, resampler in zip(run_list, resamplers, strict=True):
                 layer_features = np.asarray(features[r["story"]][layer], dtype=np.float64)
                 delayed = add_delays(resampler @ layer_features, delays)
                 X_runs.append(delayed[r["trim_start"] : r["n_trs"] - r["trim_end"]])
-            result = cross_validated_scores(X_runs, Y_runs, alphas, target_chunk=target_chunk)
+            result = ridge.cross_validate(
+                np.concatenate(X_runs),
+                Y,
+                alphas,
+                segments,
+                gap=gap if folds == "blocks" else 0,
+                backend=solver,
+                target_chunk=target_chunk,
+                n_permutations=n_permutations,
+                permutation_block=permutation_block,
+                seed=seed,
+            )
             median_alpha = np.median(result.alphas, axis=0)
             for j, sub in enumerate(subs):
                 cols = slice(widths[j], widths[j + 1])
                 targets = subjects[sub].targets
-                tables.append(
-                    pd.DataFrame(
-                        {
-                            "layer": np.full(len(targets), layer, dtype=np.int64),
-                            "subject": [str(sub)] * len(targets),
-                            "target": targets["target"].to_numpy(dtype=np.int64),
-                            "roi": targets["roi"].to_numpy(),
-                            "hemisphere": targets["hemisphere"].to_numpy(),
-                            "score": result.scores[cols].astype(np.float64),
-                            "alpha": median_alpha[cols].astype(np.float64),
-                        }
-                    )
+                frame = pd.DataFrame(
+                    {
+                        "layer": np.full(len(targets), layer, dtype=np.int64),
+                        "subject": [str(sub)] * len(targets),
+                        "target": targets["target"].to_numpy(dtype=np.int64),
+                        "roi": targets["roi"].to_numpy(),
+                        "hemisphere": targets["hemisphere"].to_numpy(),
+                        "score": result.scores[cols].astype(np.float64),
+                        "alpha": median_alpha[cols].astype(np.float64),
+                        "mi": scoring.gaussian_mutual_information(result.scores[cols]),
+                        "p_value": np.nan,
+                        "q_value": np.nan,
+                        "p_value_roi": np.nan,
+                    }
                 )
+                if result.null is not None:
+                    frame["p_value"] = result.p_values[cols]
+                    frame["q_value"] = scoring.fdr(result.p_values[cols])
+                    null = result.null[:, cols]
+                    for _, rows in frame.groupby(["roi", "hemisphere"], sort=False).groups.items():
+                        idx = frame.index.get_indexer(rows)
+                        frame.loc[rows, "p_value_roi"] = scoring.permutation_p_value(
+                            frame["score"].to_numpy()[idx].mean(), null[:, idx].mean(axis=1)
+                        )
+                tables.append(frame)
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)

@@ -1,0 +1,485 @@
+"""The ridge engine: every alpha of a grid from one decomposition, contiguous folds, backends.
+
+Time-ordered fMRI is cross-validated with contiguous folds only: a fold holds out one story
+(``contiguous_folds(run_lengths)``) or one contiguous block of TRs with ``gap`` TRs dropped
+from the training rows on either side (``contiguous_folds(run_lengths, n_blocks=..., gap=...)``).
+``check_time_ordered`` refuses splits whose held-out rows are not one contiguous block, the
+signature of a shuffled K-fold.
+
+``cross_validate`` is the outer loop: per outer fold the features are z-scored on the training
+rows, the alpha of every target is chosen by an inner contiguous cross-validation on those rows
+(``inner_cv_scores``), the model is refitted on all training rows and the held-out rows are
+predicted. Each training design is decomposed once (eigendecomposition of the smaller Gram
+matrix, equivalent to its thin SVD) and that one decomposition serves every alpha and every
+block of targets, so stacking the targets of many subjects who heard the same stories costs one
+decomposition, not one per subject.
+
+Backends: ``numpy`` (CPU) and ``torch`` (CUDA when present, else CPU). ``dtype="float64"`` is
+the reference path (used in tests against himalaya); ``float32`` is the fast path on GPUs.
+Targets are processed in blocks of ``target_chunk`` columns so whole-brain voxel targets fit
+in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from brainshape.errors import BrainshapeError
+
+DEFAULT_TARGET_CHUNK = 20000
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
+class NumpyBackend:
+    """Arrays on the CPU through numpy (and its BLAS/LAPACK)."""
+
+    name = "numpy"
+
+    def __init__(self, dtype: str = "float64"):
+        self.dtype = np.dtype(dtype)
+        self.device = "cpu"
+
+    def asarray(self, a):
+        return np.asarray(a, dtype=self.dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)
+
+    def eigh(self, A):
+        return np.linalg.eigh(A)
+
+    def zeros(self, shape):
+        return np.zeros(shape, dtype=self.dtype)
+
+    def index(self, idx: np.ndarray):
+        return idx
+
+    def colmax(self, A):
+        return A.max(axis=0)
+
+    def colmin(self, A):
+        return A.min(axis=0)
+
+    def sqrt(self, A):
+        return np.sqrt(A)
+
+    def clip_min(self, A, low: float):
+        return np.clip(A, low, None)
+
+
+class TorchBackend:
+    """Arrays on a torch device (CUDA when available); the same solver code as numpy."""
+
+    name = "torch"
+
+    def __init__(self, dtype: str = "float32", device: str | None = None):
+        import torch
+
+        self.torch = torch
+        self.dtype = getattr(torch, str(dtype))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def asarray(self, a):
+        if isinstance(a, self.torch.Tensor):
+            return a.to(device=self.device, dtype=self.dtype)
+        return self.torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return a.detach().to("cpu", self.torch.float64).numpy()
+
+    def eigh(self, A):
+        return self.torch.linalg.eigh(A)
+
+    def zeros(self, shape):
+        return self.torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def index(self, idx: np.ndarray):
+        return self.torch.as_tensor(idx, dtype=self.torch.long, device=self.device)
+
+    def colmax(self, A):
+        return A.max(dim=0).values
+
+    def colmin(self, A):
+        return A.min(dim=0).values
+
+    def sqrt(self, A):
+        return self.torch.sqrt(A)
+
+    def clip_min(self, A, low: float):
+        return self.torch.clamp(A, min=low)
+
+
+BACKENDS = ("auto", "numpy", "torch")
+
+
+def get_backend(name: str = "auto", dtype: str | None = None):
+    """The backend for ``encoding.backend``: ``numpy``, ``torch`` or ``auto``.
+
+    ``auto`` takes torch on a CUDA GPU (float32 unless ``dtype`` says otherwise) and numpy
+    otherwise (float64 unless told). An explicit ``torch`` runs on CUDA when present, else CPU.
+    """
+    if name not in BACKENDS:
+        raise BrainshapeError(f"encoding.backend must be one of {list(BACKENDS)}, got {name!r}.")
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise BrainshapeError(f"encoding.dtype must be float32 or float64, got {dtype!r}.")
+    if name == "auto":
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            cuda = False
+        name = "torch" if cuda else "numpy"
+    if name == "torch":
+        return TorchBackend(dtype or "float32")
+    return NumpyBackend(dtype or "float64")
+
+
+# --- folds ------------------------------------------------------------------------------------
+
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def contiguous_folds(
+    run_lengths: Sequence[int], n_blocks: int | None = None, gap: int = 0
+) -> list[np.ndarray]:
+    """Held-out segments (row indices) of the concatenated runs, in time order.
+
+    With ``n_blocks=None`` each run (story) is one segment: leave one story out. Otherwise the
+    concatenated rows are cut into ``n_blocks`` contiguous blocks of near-equal length. Use
+    ``folds_from_segments`` to turn segments into (train, test) splits with a gap.
+    """
+    lengths = [int(n) for n in run_lengths]
+    n = sum(lengths)
+    if n_blocks is None:
+        edges = np.cumsum([0, *lengths])
+    else:
+        if isinstance(n_blocks, bool) or int(n_blocks) != n_blocks or n_blocks < 3:
+            raise BrainshapeError(
+                f"encoding.n_blocks must be a whole number of at least 3 (one block held out "
+                f"for scoring, two to choose alphas), got {n_blocks!r}."
+            )
+        if n_blocks > n:
+            raise BrainshapeError(f"encoding.n_blocks ({n_blocks}) exceeds the {n} TRs.")
+        edges = np.linspace(0, n, int(n_blocks) + 1).round().astype(int)
+    return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def folds_from_segments(segments: Sequence[np.ndarray], gap: int = 0) -> list[Split]:
+    """Leave-one-segment-out splits; training rows within ``gap`` rows of the test are dropped.
+
+    ``segments`` hold row indices in increasing order. The gap is measured in rows of the
+    concatenation (TRs), so it keeps the haemodynamic tail of the held-out block out of the
+    training set of a block split.
+    """
+    if isinstance(gap, bool) or int(gap) != gap or gap < 0:
+        raise BrainshapeError(f"encoding.gap must be a non-negative number of TRs, got {gap!r}.")
+    splits = []
+    for i, test in enumerate(segments):
+        train = np.concatenate([s for j, s in enumerate(segments) if j != i])
+        if gap and test.size:
+            near = (train >= test[0] - gap) & (train <= test[-1] + gap)
+            train = train[~near]
+        splits.append((train, np.asarray(test)))
+    return splits
+
+
+def check_time_ordered(splits: Sequence[Split], n_rows: int) -> None:
+    """Refuse splits that are not contiguous: time-ordered data never get shuffled folds.
+
+    Every held-out set must be one run of consecutive rows in increasing order, disjoint from
+    its training rows and inside ``[0, n_rows)``. A shuffled K-fold fails on the first fold.
+    """
+    for k, (train, test) in enumerate(splits):
+        test = np.asarray(test)
+        train = np.asarray(train)
+        if test.size == 0:
+            raise BrainshapeError(f"fold {k}: the held-out set is empty.")
+        if test.min() < 0 or test.max() >= n_rows or (train.size and train.max() >= n_rows):
+            raise BrainshapeError(f"fold {k}: row indices fall outside the {n_rows} TRs.")
+        if not np.array_equal(test, np.arange(test[0], test[0] + test.size)):
+            raise BrainshapeError(
+                f"fold {k}: the held-out TRs are not one contiguous block in time order (a "
+                "shuffled or interleaved split). fMRI time series are autocorrelated, so such "
+                "a split leaks the held-out signal into training; hold out whole stories "
+                "(encoding.folds: stories) or contiguous blocks with a gap (encoding.folds: "
+                "blocks, encoding.gap)."
+            )
+        if np.intersect1d(train, test).size:
+            raise BrainshapeError(f"fold {k}: training and held-out rows overlap.")
+
+
+# --- the solver -------------------------------------------------------------------------------
+
+
+@dataclass
+class CVResult:
+    """Outer cross-validation of ridge encoding models (numpy float64 arrays).
+
+    ``scores`` (m,): Pearson r of the held-out predictions of all folds, concatenated, with
+    the data. ``fold_scores`` (n_folds, m): r within each held-out fold. ``alphas``
+    (n_folds, m): the alpha chosen in each fold. ``null`` (n_permutations, m) or None: r of
+    the concatenated predictions with block-permuted data (blocks shuffled within each held-out
+    fold, the same permutations for every target). ``p_values`` (m,) or None:
+    ``(1 + #{null >= score}) / (1 + n_permutations)``.
+    """
+
+    scores: np.ndarray
+    fold_scores: np.ndarray
+    alphas: np.ndarray
+    null: np.ndarray | None = None
+    p_values: np.ndarray | None = None
+
+
+def _chunks(m: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, m)) for start in range(0, m, size)]
+
+
+def _decompose(B, Xc):
+    """``(basis, rows, eig)`` of a centred design with ``basis diag(1/(eig+a)) rows^T`` the
+    ridge operator: the thin SVD ``X = U S V^T`` taken through the smaller Gram matrix."""
+    n, p = Xc.shape
+    if n >= p:
+        eig, V = B.eigh(Xc.T @ Xc)
+        basis, rows = V, Xc @ V
+    else:
+        eig, U = B.eigh(Xc @ Xc.T)
+        basis, rows = Xc.T @ U, U
+    # Rounding leaves zero eigenvalues slightly negative.
+    return basis, rows, B.clip_min(eig, 0.0)
+
+
+def _constant(B, A):
+    return B.colmax(A) == B.colmin(A)
+
+
+def _column_mean(B, A):
+    """Column means, exact for constant columns so that centring leaves exact zeros."""
+    mean = A.mean(0)
+    const = _constant(B, A)
+    mean[const] = A[0][const]
+    return mean
+
+
+def _standardise(B, X):
+    mean = _column_mean(B, X)
+    scale = X.std(0) if B.name == "numpy" else X.std(0, correction=0)
+    scale[_constant(B, X) | (scale == 0)] = 1.0
+    return mean, scale
+
+
+def _r_from_moments(B, cov, var_p, var_y, flat):
+    denom = B.sqrt(var_p * var_y)
+    r = cov / (denom + (denom == 0))
+    r[flat | (denom == 0)] = 0.0
+    return r
+
+
+def _split_scores(B, P, RtY, shrink, y_val, out):
+    """Add the held-out r of every alpha to ``out`` (n_alphas, m_chunk).
+
+    ``P`` (n_val, k) is the projection of the held-out rows, ``RtY`` (k, m) the training
+    targets in the decomposition's basis, ``shrink`` (n_alphas, k) ``1 / (eig + alpha)``.
+    r needs the covariance and the two variances: with ``P`` centred on its own rows the
+    covariance of every alpha is one small product, and only the prediction variance needs
+    the full (n_val, k) x (k, m) product per alpha.
+    """
+    Pc = P - P.mean(0)
+    yc = y_val - y_val.mean(0)
+    var_y = (yc * yc).sum(0)
+    cross = RtY * (Pc.T @ yc)  # (k, m)
+    cov = shrink @ cross  # (n_alphas, m)
+    # A target constant in training has RtY exactly 0 (exact centring), so its predictions
+    # are exactly flat and the zero denominator sets r = 0.
+    const_y = _constant(B, y_val)
+    for a in range(shrink.shape[0]):
+        pred = Pc @ (RtY * shrink[a][:, None])
+        out[a] += _r_from_moments(B, cov[a], (pred * pred).sum(0), var_y, const_y)
+
+
+def _rel_tol(B) -> float:
+    # Predictions whose variance is rounding noise count as constant (r = 0).
+    return 1e-20 if B.dtype in (np.float64,) or str(B.dtype).endswith("float64") else 1e-10
+
+
+def inner_cv_scores(B, Xz, Y, splits: Sequence[Split], alphas, target_chunk: int):
+    """Mean over ``splits`` of held-out Pearson r per alpha and target: (n_alphas, m).
+
+    ``Xz`` (n, p) and ``Y`` (n, m) are backend arrays (Y may be numpy, moved by chunks).
+    Each split re-centres features and targets on its own training rows, as himalaya's
+    ``solve_ridge_cv_svd(fit_intercept=True)`` does.
+    """
+    m = Y.shape[1]
+    alphas_b = B.asarray(alphas)
+    total = B.zeros((len(alphas), m))
+    for train, val in splits:
+        tr, va = B.index(train), B.index(val)
+        X_tr = Xz[tr]
+        mean = _column_mean(B, X_tr)
+        basis, rows, eig = _decompose(B, X_tr - mean)
+        P = (Xz[va] - mean) @ basis
+        shrink = 1.0 / (eig[None, :] + alphas_b[:, None])
+        for chunk in _chunks(m, target_chunk):
+            Yc = B.asarray(Y[:, chunk])
+            Y_tr = Yc[tr]
+            RtY = rows.T @ (Y_tr - _column_mean(B, Y_tr))
+            _split_scores(B, P, RtY, shrink, Yc[va], total[:, chunk])
+    return total / len(splits)
+
+
+def best_alpha_index(B, cv_scores):
+    """Index of the best alpha per target; exact ties go to the larger alpha."""
+    n_alphas = cv_scores.shape[0]
+    flipped = cv_scores.flip(0) if B.name == "torch" else cv_scores[::-1]
+    idx = flipped.argmax(0) if B.name == "torch" else np.argmax(flipped, axis=0)
+    return n_alphas - 1 - idx
+
+
+def block_permutations(
+    lengths: Sequence[int], n_permutations: int, block: int, seed: int = 0
+) -> list[np.ndarray]:
+    """Per held-out fold, ``n_permutations`` row orders that shuffle blocks of ``block`` TRs.
+
+    Returns one (n_permutations, n_i) integer array per fold of length ``n_i``. Blocks keep
+    the autocorrelation of the data inside them, so the null respects it.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        starts = np.arange(0, n, block)
+        blocks = [np.arange(s, min(s + block, n)) for s in starts]
+        orders = np.empty((n_permutations, n), dtype=np.int64)
+        for q in range(n_permutations):
+            orders[q] = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+        out.append(orders)
+    return out
+
+
+def cross_validate(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alphas: np.ndarray,
+    segments: Sequence[np.ndarray],
+    *,
+    gap: int = 0,
+    backend=None,
+    target_chunk: int = DEFAULT_TARGET_CHUNK,
+    n_permutations: int = 0,
+    permutation_block: int = 10,
+    seed: int = 0,
+) -> CVResult:
+    """Outer leave-one-segment-out ridge with per-target alphas from an inner loop.
+
+    ``X`` (n, p) is the delayed design and ``Y`` (n, m) the targets, rows in time order (TRs
+    of the runs, concatenated); ``segments`` the held-out row sets (``contiguous_folds``), at
+    least 3. In outer fold i, training rows are the other segments less ``gap`` rows on each
+    side of segment i; features are z-scored on them; the alpha of each target maximises the
+    mean held-out r over the inner leave-one-segment-out folds of the remaining segments
+    (with the same gap); the refit on all training rows predicts segment i. Scores of the
+    concatenated predictions come from running sums, so predictions of all folds are never
+    held at once.
+    """
+    B = backend or get_backend("numpy")
+    if len(segments) < 3:
+        raise BrainshapeError(
+            f"cross-validation needs at least 3 folds (stories or blocks): one held out for "
+            f"scoring and two to choose alphas, got {len(segments)}. Use more stories."
+        )
+    outer = folds_from_segments(segments, gap)
+    check_time_ordered(outer, X.shape[0])
+    n, m = Y.shape
+    alphas = np.asarray(alphas, dtype=np.float64)
+    Xb = B.asarray(X)
+    rel = _rel_tol(B)
+    perms = (
+        block_permutations([len(s) for s in segments], n_permutations, permutation_block, seed)
+        if n_permutations
+        else None
+    )
+    y_ref = np.zeros(m)
+    constant_y = np.zeros(m, dtype=bool)
+    for chunk in _chunks(m, target_chunk):
+        Yc = np.asarray(Y[:, chunk], dtype=np.float64)
+        y_ref[chunk] = Yc.mean(0)
+        constant_y[chunk] = Yc.max(0) == Yc.min(0)
+    sums = np.zeros((5, m))
+    null_cross = np.zeros((n_permutations, m)) if perms else None
+    n_total = 0
+    fold_scores = np.zeros((len(segments), m))
+    fold_alphas = np.zeros((len(segments), m))
+
+    for i, (train, test) in enumerate(outer):
+        if train.size < 2:
+            raise BrainshapeError(f"fold {i}: fewer than 2 training TRs remain after the gap.")
+        tr, te = B.index(train), B.index(test)
+        x_mean, x_scale = _standardise(B, Xb[tr])
+        Xz = (Xb - x_mean) / x_scale
+        # Inner folds: the other segments, with the training rows of this outer fold only.
+        inner_segments = [s[np.isin(s, train)] for j, s in enumerate(segments) if j != i]
+        inner_segments = [s for s in inner_segments if s.size]
+        position = np.full(n, -1)
+        position[train] = np.arange(train.size)
+        inner = [(position[a], position[b]) for a, b in folds_from_segments(inner_segments, gap)]
+        Xz_tr = Xz[tr]
+        cv = inner_cv_scores(B, Xz_tr, Y[train], inner, alphas, target_chunk)
+        chosen = B.asarray(alphas)[best_alpha_index(B, cv)]
+        fold_alphas[i] = B.to_numpy(chosen)
+
+        basis, rows, eig = _decompose(B, Xz_tr)  # z-scored on these rows: already centred
+        P = Xz[te] @ basis
+        n_total += test.size
+        for chunk in _chunks(m, target_chunk):
+            Yc = B.asarray(Y[:, chunk])
+            Y_tr = Yc[tr]
+            y_mean = _column_mean(B, Y_tr)
+            coef = (rows.T @ (Y_tr - y_mean)) / (eig[:, None] + chosen[chunk][None, :])
+            pred = P @ coef + y_mean
+            y_test = Yc[te]
+            pc = pred - pred.mean(0)
+            yc = y_test - y_test.mean(0)
+            var_p = (pc * pc).sum(0)
+            flat = _constant(B, y_test) | (var_p <= rel * (pred * pred).sum(0))
+            fold_scores[i, chunk] = B.to_numpy(
+                _r_from_moments(B, (pc * yc).sum(0), var_p, (yc * yc).sum(0), flat)
+            )
+            ref = B.asarray(y_ref[chunk])
+            p_c = pred - ref
+            y_c = y_test - ref
+            moments = [p_c.sum(0), y_c.sum(0), (p_c**2).sum(0), (y_c**2).sum(0)]
+            moments.append((p_c * y_c).sum(0))
+            for k, value in enumerate(moments):
+                sums[k, chunk] += B.to_numpy(value)
+            if perms is not None:
+                for q, order in enumerate(perms[i]):
+                    null_cross[q, chunk] += B.to_numpy((p_c * y_c[B.index(order)]).sum(0))
+
+    sp, sy, spp, syy, spy = sums
+    var_p = spp - sp**2 / n_total
+    var_y = syy - sy**2 / n_total
+    flat = constant_y | (var_p <= 1e-10 * spp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (spy - sp * sy / n_total) / np.sqrt(var_p * var_y)
+        scores[flat] = 0.0
+        null = p_values = None
+        if perms is not None:
+            null = (null_cross - sp * sy / n_total) / np.sqrt(var_p * var_y)
+            null[:, flat] = 0.0
+            null = np.clip(null, -1.0, 1.0)
+    scores = np.clip(scores, -1.0, 1.0)
+    if null is not None:
+        p_values = permutation_p_values(scores, null)
+    return CVResult(
+        scores=scores, fold_scores=fold_scores, alphas=fold_alphas, null=null, p_values=p_values
+    )
+
+
+def permutation_p_values(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """One-sided p-values ``(1 + #{null >= observed}) / (1 + n_permutations)`` per column."""
+    null = np.asarray(null)
+    return (1.0 + (null >= np.asarray(observed)[None] - 1e-12).sum(0)) / (1.0 + null.shape[0])

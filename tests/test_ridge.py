@@ -1,0 +1,158 @@
+"""The ridge engine: himalaya equality, contiguous folds, backends, permutations."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import KFold
+
+from brainshape import ridge
+from brainshape.errors import BrainshapeError
+
+
+def _data(rng, lengths, p, m, noise=2.0):
+    scale = rng.uniform(0.5, 3, p)
+    X = rng.standard_normal((sum(lengths), p)) * scale + 3.0
+    w = rng.standard_normal((p, m)) / scale[:, None]
+    Y = X @ w + noise * rng.standard_normal((X.shape[0], m))
+    return X, Y
+
+
+def _himalaya_outer(X, Y, alphas, segments, gap):
+    """The same outer loop written with himalaya's solver for the inner alpha choice."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import solve_ridge_cv_svd
+    from himalaya.scoring import correlation_score
+
+    set_backend("numpy")
+    preds = np.zeros_like(Y)
+    alphas_per_fold = []
+    fold_r = []
+    for i, (train, test) in enumerate(ridge.folds_from_segments(segments, gap)):
+        mean, sd = X[train].mean(0), X[train].std(0)
+        Xz = (X - mean) / sd
+        others = [s[np.isin(s, train)] for j, s in enumerate(segments) if j != i]
+        pos = np.full(len(X), -1)
+        pos[train] = np.arange(train.size)
+        inner = [(pos[a], pos[b]) for a, b in ridge.folds_from_segments(others, gap)]
+        best, coefs, _, intercept = solve_ridge_cv_svd(
+            Xz[train],
+            Y[train],
+            alphas=alphas,
+            fit_intercept=True,
+            score_func=correlation_score,
+            cv=inner,
+            local_alpha=True,
+            warn=False,
+        )
+        preds[test] = Xz[test] @ coefs + intercept
+        alphas_per_fold.append(best)
+        fold_r.append([np.corrcoef(preds[test, t], Y[test, t])[0, 1] for t in range(Y.shape[1])])
+    rows = np.concatenate(segments)
+    r = [np.corrcoef(preds[rows, t], Y[rows, t])[0, 1] for t in range(Y.shape[1])]
+    return np.array(alphas_per_fold), np.array(fold_r), np.array(r)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "n_blocks", "gap"), [((50, 40, 60, 45), None, 0), ((200,), 5, 4)]
+)
+def test_cross_validate_equals_himalaya_with_same_alphas_and_folds(lengths, n_blocks, gap):
+    rng = np.random.default_rng(10)
+    X, Y = _data(rng, lengths, p=15, m=30, noise=6.0)
+    alphas = np.logspace(0, 4, 9)
+    segments = ridge.contiguous_folds(lengths, n_blocks=n_blocks, gap=gap)
+    result = ridge.cross_validate(X, Y, alphas, segments, gap=gap, target_chunk=7)
+    ref_alphas, ref_fold_r, ref_r = _himalaya_outer(X, Y, alphas, segments, gap)
+    np.testing.assert_allclose(result.alphas, ref_alphas, rtol=1e-12)
+    assert len(np.unique(result.alphas)) > 2  # targets really choose different alphas
+    np.testing.assert_allclose(result.fold_scores, ref_fold_r, atol=1e-6)
+    np.testing.assert_allclose(result.scores, ref_r, atol=1e-6)
+
+
+def test_torch_float64_equals_numpy_and_float32_is_close():
+    rng = np.random.default_rng(11)
+    lengths = (40, 50, 45)
+    X, Y = _data(rng, lengths, p=25, m=12)  # p < training rows and > inner train rows
+    alphas = np.logspace(-1, 4, 7)
+    segments = ridge.contiguous_folds(lengths)
+    ref = ridge.cross_validate(X, Y, alphas, segments)
+    t64 = ridge.cross_validate(
+        X, Y, alphas, segments, backend=ridge.get_backend("torch", "float64")
+    )
+    np.testing.assert_allclose(t64.scores, ref.scores, atol=1e-10)
+    np.testing.assert_array_equal(t64.alphas, ref.alphas)
+    t32 = ridge.cross_validate(
+        X, Y, alphas, segments, backend=ridge.get_backend("torch", "float32")
+    )
+    np.testing.assert_allclose(t32.scores, ref.scores, atol=1e-3)
+
+
+def test_wide_design_uses_the_small_gram_matrix_and_matches_the_tall_path():
+    # p > n: the decomposition goes through X X^T; the result must equal sklearn's Ridge.
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((30, 80))
+    Y = rng.standard_normal((30, 3))
+    B = ridge.get_backend("numpy")
+    Xc = X - X.mean(0)
+    basis, rows, eig = ridge._decompose(B, Xc)
+    coef = basis @ ((rows.T @ (Y - Y.mean(0))) / (eig[:, None] + 5.0))
+    np.testing.assert_allclose(coef, Ridge(alpha=5.0).fit(X, Y).coef_.T, atol=1e-10)
+
+
+def test_shuffled_splits_are_refused_for_time_ordered_data():
+    splits = list(KFold(5, shuffle=True, random_state=0).split(np.zeros((100, 1))))
+    with pytest.raises(BrainshapeError, match="fold 0: the held-out TRs are not one contiguous"):
+        ridge.check_time_ordered(splits, 100)
+    # Unshuffled K-fold holds out contiguous blocks: accepted.
+    ridge.check_time_ordered(list(KFold(5).split(np.zeros((100, 1)))), 100)
+    # A segment list in scrambled order reaches the same check inside cross_validate.
+    rng = np.random.default_rng(13)
+    X, Y = _data(rng, (90,), p=3, m=2)
+    order = rng.permutation(90)
+    shuffled = [np.sort(order[k::3]) for k in range(3)]
+    with pytest.raises(BrainshapeError, match="shuffled or interleaved split"):
+        ridge.cross_validate(X, Y, [1.0, 10.0], shuffled)
+
+
+def test_gap_drops_training_rows_next_to_the_held_out_block():
+    segments = ridge.contiguous_folds([30], n_blocks=3)
+    splits = ridge.folds_from_segments(segments, gap=2)
+    train, test = splits[1]
+    np.testing.assert_array_equal(test, np.arange(10, 20))
+    np.testing.assert_array_equal(train, np.r_[0:8, 22:30])
+    with pytest.raises(BrainshapeError, match="encoding.n_blocks must be a whole number of at"):
+        ridge.contiguous_folds([30], n_blocks=2)
+    with pytest.raises(BrainshapeError, match="encoding.gap must be a non-negative"):
+        ridge.folds_from_segments(segments, gap=-1)
+
+
+def test_block_permutation_p_values_separate_signal_from_noise():
+    rng = np.random.default_rng(14)
+    lengths = (120, 120, 120)
+    n = sum(lengths)
+    X = rng.standard_normal((n, 4))
+    Y = np.column_stack([X @ [1.0, -1, 0.5, 0] + rng.standard_normal(n), rng.standard_normal(n)])
+    result = ridge.cross_validate(
+        X, Y, [1.0, 100.0], ridge.contiguous_folds(lengths), n_permutations=99, seed=1
+    )
+    assert result.null.shape == (99, 2)
+    assert result.p_values[0] == pytest.approx(0.01)  # no permutation beats the real signal
+    assert result.p_values[1] > 0.05
+    # The definition, recomputed from the null.
+    expected = (1 + (result.null[:, 1] >= result.scores[1]).sum()) / 100
+    assert result.p_values[1] == pytest.approx(expected)
+
+
+def test_block_permutations_keep_blocks_intact():
+    (orders,) = ridge.block_permutations([25], n_permutations=4, block=10, seed=0)
+    for order in orders:
+        assert sorted(order) == list(range(25))
+        starts = [i for i in range(25) if order[i] % 10 == 0]
+        for s in starts:  # each block is copied whole and in order
+            run = order[s : s + min(10, 25 - order[s])]
+            np.testing.assert_array_equal(run, np.arange(order[s], order[s] + len(run)))
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(BrainshapeError, match="encoding.backend must be one of"):
+        ridge.get_backend("jax")
