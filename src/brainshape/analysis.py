@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainshape import scoring
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path
 
@@ -19,24 +20,51 @@ KEYS = ["model", "variant", "layer", "subject", "roi", "hemisphere"]
 ENCODING_COLUMNS = [*KEYS, "target", "score", "alpha"]
 
 
-def brainscores(tables: Sequence[str | os.PathLike] | Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Brainscore table from per-target encoding tables.
+#: Significance threshold on per-target q-values for ``fraction_significant``.
+FDR_LEVEL = 0.05
+
+_SITE = ["subject", "roi", "hemisphere"]
+
+
+def _read(t, what: str, columns: list[str]) -> pd.DataFrame:
+    frame = t if isinstance(t, pd.DataFrame) else pd.read_parquet(t)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        name = "" if isinstance(t, pd.DataFrame) else f"{t} "
+        raise BrainshapeError(
+            f"{what} {name}lacks columns {missing}; rerun the rule that writes it"
+        )
+    return frame
+
+
+def brainscores(
+    tables: Sequence[str | os.PathLike] | Sequence[pd.DataFrame],
+    baselines: Sequence[str | os.PathLike] | Sequence[pd.DataFrame] = (),
+    ceiling: str | os.PathLike | pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Brainscore table from per-target encoding tables, with baselines and ceiling beside it.
 
     The brainscore of a (model, variant, layer, subject, roi, hemisphere) is the mean held-out
     Pearson r over its targets (one target for ROI means, its voxels otherwise). Returns one row
     per key with columns ``KEYS + [score, score_sem, n_targets, alpha_median]``; ``score_sem``
-    is the standard error over targets (NaN for a single target).
+    is the standard error over targets (NaN for a single target). Then, where the inputs have
+    them:
+
+    - ``p_value`` (block-permutation p of the ROI mean r), ``q_value`` (Benjamini-Hochberg over
+      the ROI x hemispheres of one model, variant, layer and subject) and
+      ``fraction_significant`` (share of targets with per-target q below ``FDR_LEVEL``);
+    - ``ceiling`` (mean over targets of the inter-subject r) and ``score_normalized``
+      (``score / ceiling``, NaN where the ceiling is not positive);
+    - ``score_<baseline>`` and ``excess_<baseline>`` (``score`` minus it) per baseline table,
+      matched on subject, roi and hemisphere;
+    - ``score_untrained`` and ``excess_untrained``: the same model's ``untrained`` variant at
+      the same layer, subject, roi and hemisphere (NaN if the model has no such variant).
     """
     frames = []
     for t in tables:
-        frame = t if isinstance(t, pd.DataFrame) else pd.read_parquet(t)
-        missing = [c for c in ENCODING_COLUMNS if c not in frame.columns]
-        if missing:
-            raise BrainshapeError(
-                f"encoding table {t if not isinstance(t, pd.DataFrame) else ''} "
-                f"lacks columns {missing}; rerun the encode rule for it"
-            )
-        frames.append(frame[ENCODING_COLUMNS])
+        frame = _read(t, "encoding table", ENCODING_COLUMNS)
+        extra = [c for c in ("p_value", "q_value", "p_value_roi") if c in frame.columns]
+        frames.append(frame[ENCODING_COLUMNS + extra])
     if not frames:
         raise BrainshapeError("no encoding tables to aggregate: the config selects no model")
     data = pd.concat(frames, ignore_index=True)
@@ -49,6 +77,38 @@ def brainscores(tables: Sequence[str | os.PathLike] | Sequence[pd.DataFrame]) ->
     ).reset_index()
     out["layer"] = out["layer"].astype("int64")
     out["n_targets"] = out["n_targets"].astype("int64")
+
+    if "p_value_roi" in data.columns:
+        stats = grouped.agg(
+            p_value=("p_value_roi", "first"),
+            fraction_significant=("q_value", lambda q: float(np.mean(q < FDR_LEVEL))),
+        ).reset_index()
+        out = out.merge(stats, on=KEYS, how="left")
+        family = ["model", "variant", "layer", "subject"]
+        out["q_value"] = out.groupby(family, observed=True)["p_value"].transform(
+            lambda p: pd.Series(scoring.fdr(p.to_numpy()), index=p.index)
+        )
+        nan = out["p_value"].isna()
+        out.loc[nan, "fraction_significant"] = np.nan
+
+    if ceiling is not None:
+        ceil = _read(ceiling, "ceiling table", [*_SITE, "ceiling"])
+        ceil = ceil.groupby(_SITE, observed=True)["ceiling"].mean().reset_index()
+        out = out.merge(ceil, on=_SITE, how="left")
+        positive = out["ceiling"] > 0
+        out["score_normalized"] = np.where(positive, out["score"] / out["ceiling"], np.nan)
+
+    for t in baselines:
+        base = _read(t, "baseline table", ["baseline", *_SITE, "score"])
+        for name, rows in base.groupby("baseline", sort=True):
+            mean = rows.groupby(_SITE, observed=True)["score"].mean().rename(f"score_{name}")
+            out = out.merge(mean.reset_index(), on=_SITE, how="left")
+            out[f"excess_{name}"] = out["score"] - out[f"score_{name}"]
+
+    untrained = out.loc[out["variant"] == "untrained", ["model", "layer", *_SITE, "score"]]
+    untrained = untrained.rename(columns={"score": "score_untrained"})
+    out = out.merge(untrained, on=["model", "layer", *_SITE], how="left")
+    out["excess_untrained"] = out["score"] - out["score_untrained"]
     return out
 
 
