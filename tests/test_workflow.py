@@ -137,6 +137,33 @@ def test_untrained_scores_below_trained(scores, truth):
         assert by_variant["untrained"] < by_variant[p["variant"]] - 0.1, p
 
 
+def test_table_has_ceiling_baselines_and_significance(scores, truth):
+    for column in (
+        "ceiling", "score_normalized", "p_value", "q_value", "score_word_rate",
+        "excess_word_rate", "score_word_length_position", "excess_word_length_position",
+        "score_untrained", "excess_untrained",
+    ):  # fmt: skip
+        assert column in scores.columns, column
+    for p in truth["planted"]:
+        best = scores[
+            (scores.roi == p["roi"])
+            & (scores.hemisphere == p["hemisphere"])
+            & (scores.model == p["model"])
+            & (scores.variant == p["variant"])
+            & (scores.layer == p["layer"])
+        ]
+        assert (best["q_value"] < 0.05).all(), p
+        assert (best["excess_untrained"] > 0.1).all(), p
+        # The demo's signal is not word rate: the planted layer beats the trivial baselines.
+        assert (best["excess_word_length_position"] > 0.1).all(), p
+        # Subjects share the planted signal, so the ceiling is positive and bounds the score.
+        assert (best["ceiling"] > 0.2).all(), p
+        assert best["score_normalized"].mean() < 1.2, p
+    for null in truth["null"]:
+        rows = scores[(scores.roi == null["roi"]) & (scores.hemisphere == null["hemisphere"])]
+        assert (rows["q_value"] < 0.05).mean() < 0.1, null
+
+
 def test_report_has_a_figure_per_model(demo_run):
     html = (demo_run / "report.html").read_text(errors="replace")
     for model in ("tiny-gpt2", "tiny-neox", "smollm2-135m"):
@@ -210,7 +237,9 @@ def test_unknown_config_key_is_one_clear_line(real_copy):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"brainshape: {work / 'config.yaml'}: unknown key 'encoding.delay' (did you mean "
-        "'delays'?); allowed keys here: alphas, delays, lanczos_window, target_chunk"
+        "'delays'?); allowed keys here: alphas, backend, baselines, ceiling, delays, dtype, "
+        "folds, gap, group_size, lanczos_window, n_blocks, n_permutations, permutation_block, "
+        "seed, target_chunk"
     )
 
 
@@ -263,7 +292,10 @@ def test_bold_shorter_than_the_story_is_refused(real_copy):
     table.iloc[:keep].to_csv(conf, sep="\t", index=False, na_rep="n/a")
     proc = snakemake(work, "--cores", "2", "--keep-going", check=False)
     assert proc.returncode != 0
-    log = (work / "logs" / "study" / "encoding" / "tiny-gpt2" / "fp32.log").read_text()
+    # sub-03 is in the second group of two subjects (encoding.group_size: 2 in the demo).
+    log = (work / "logs" / "study" / "encoding" / "tiny-gpt2" / "fp32" / "g2.log").read_text()
     assert "lighthouse" in log and "sub-03" in log
-    assert not (work / "results" / "study" / "encoding" / "tiny-gpt2" / "fp32.parquet").exists()
+    encoded = work / "results" / "study" / "encoding" / "tiny-gpt2" / "fp32"
+    assert not (encoded / "g2.parquet").exists()
+    assert (encoded / "g1.parquet").exists()  # the other group is unaffected
     assert (work / "results" / "study" / "fmri" / "sub-03" / "lighthouse.npy").exists()

@@ -115,9 +115,12 @@ def brainscores(
 def plot_brainscores(
     scores: pd.DataFrame, model: str, path: str | os.PathLike, dataset: str = ""
 ) -> None:
-    """Brainscore by layer, one panel per ROI x hemisphere, one line per variant of ``model``.
+    """Brainscore by layer, one row per ROI, one line per variant of ``model``.
 
-    Lines show the mean over subjects; the band is +-1 standard error across subjects.
+    Columns: raw r for the left and right hemisphere and, where the table has a noise ceiling,
+    the ceiling-normalised score for both. Lines show the mean over subjects; the band is +-1
+    standard error across subjects. Dashed horizontal lines are the baselines (``score_<name>``
+    columns; on normalised panels divided by the ceiling).
     """
     import matplotlib
 
@@ -132,30 +135,57 @@ def plot_brainscores(
         )
     rois = list(dict.fromkeys(data["roi"]))
     hemis = ["L", "R"]
+    measures = ["score"]
+    if "score_normalized" in data.columns and data["score_normalized"].notna().any():
+        measures.append("score_normalized")
+    baselines = [
+        c[len("score_") :]
+        for c in data.columns
+        if c.startswith("score_") and c not in ("score_sem", "score_normalized", "score_untrained")
+    ]
+    panels = [(m, h) for m in measures for h in hemis]
     fig, axes = plt.subplots(
-        len(rois), 2, figsize=(8, 1.9 * len(rois) + 0.8), sharex=True, sharey=True, squeeze=False
+        len(rois),
+        len(panels),
+        figsize=(4 * len(panels), 1.9 * len(rois) + 0.8),
+        sharex=True,
+        squeeze=False,
     )
     for r, roi in enumerate(rois):
-        for h, hemi in enumerate(hemis):
-            ax = axes[r, h]
+        for c, (measure, hemi) in enumerate(panels):
+            ax = axes[r, c]
             panel = data[(data["roi"] == roi) & (data["hemisphere"] == hemi)]
             for variant, rows in panel.groupby("variant", sort=True):
-                by_layer = rows.groupby("layer")["score"]
+                by_layer = rows.groupby("layer")[measure]
                 mean = by_layer.mean()
                 sem = by_layer.std(ddof=1) / np.sqrt(by_layer.size())
                 ax.plot(mean.index, mean.values, marker="o", ms=3, label=variant)
                 ax.fill_between(mean.index, (mean - sem).values, (mean + sem).values, alpha=0.2)
+            for k, name in enumerate(baselines):
+                cols = [f"score_{name}"] + (["ceiling"] if "ceiling" in panel.columns else [])
+                per_subject = panel.groupby("subject")[cols].first()
+                level = per_subject[f"score_{name}"]
+                if measure == "score_normalized":
+                    level = level / per_subject["ceiling"].where(per_subject["ceiling"] > 0)
+                if level.notna().any():
+                    ax.axhline(
+                        level.mean(), color=f"C{7 + k}", ls="--", lw=1, label=f"baseline: {name}"
+                    )
             ax.axhline(0, color="grey", lw=0.6)
-            ax.set_title(f"{roi} {hemi}", fontsize=9)
-            if h == 0:
+            label = "r" if measure == "score" else "r / ceiling"
+            ax.set_title(f"{roi} {hemi} ({label})", fontsize=9)
+            if c == 0:
                 ax.set_ylabel("r")
     for ax in axes[-1]:
         ax.set_xlabel("layer")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    legend: dict = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper right", fontsize=8)
     fig.suptitle(f"{model}: brainscore by layer{f' ({dataset})' if dataset else ''}")
-    fig.tight_layout(rect=(0, 0, 0.88, 0.97))
+    fig.tight_layout(rect=(0, 0, 0.86, 0.97))
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

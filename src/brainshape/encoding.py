@@ -803,3 +803,20 @@ def encode_variant(
                 tables.append(frame)
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)
+
+
+def variant_options(params: Mapping) -> dict:
+    """``encode_variant`` keyword arguments from the encode job's params (``encoding:`` keys)."""
+    options = {
+        "delays": tuple(params["delays"]),
+        "alphas": np.asarray(params["alphas"], dtype=np.float64),
+        "window": params["lanczos_window"],
+        "target_chunk": params["target_chunk"],
+    }
+    for key in ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations"):
+        if key in params:
+            options[key] = params[key]
+    for key in ("permutation_block", "seed"):
+        if key in params:
+            options[key] = params[key]
+    return options

@@ -165,7 +165,39 @@ class Study:
         return [f"results/{ds}/fmri/sub-{s}" for s in self.dataset(ds)["subjects"]]
 
     def encoding_tables(self, ds: str) -> list[str]:
-        return [f"results/{ds}/encoding/{m}/{v}.parquet" for m, v in self.model_variants()]
+        return [
+            f"results/{ds}/encoding/{m}/{v}/{g}.parquet"
+            for m, v in self.model_variants()
+            for g in self.subject_groups(ds)
+        ]
+
+    def subject_groups(self, ds: str) -> dict[str, list[str]]:
+        """Subjects of ``ds`` in groups of ``encoding.group_size`` (names g1, g2, ...).
+
+        Every subject of a dataset heard its stories, so any group shares one design; one encode
+        job per group keeps the study's job count at models x variants x groups.
+        """
+        subs = list(self.dataset(ds)["subjects"])
+        size = self.config["encoding"]["group_size"]
+        return {f"g{i // size + 1}": subs[i : i + size] for i in range(0, len(subs), size)}
+
+    def group_subjects(self, ds: str, group: str) -> list[str]:
+        groups = self.subject_groups(ds)
+        if group not in groups:
+            raise BrainshapeError(
+                f"datasets.{ds} has subject groups {', '.join(groups)}, not '{group}' "
+                "(encoding.group_size sets them)"
+            )
+        return groups[group]
+
+    def group_fmri_dirs(self, ds: str, group: str) -> list[str]:
+        return [f"results/{ds}/fmri/sub-{s}" for s in self.group_subjects(ds, group)]
+
+    def baseline_tables(self, ds: str) -> list[str]:
+        return [f"results/{ds}/baselines/{b}.parquet" for b in self.config["encoding"]["baselines"]]
+
+    def ceiling_tables(self, ds: str) -> list[str]:
+        return [f"results/{ds}/ceiling.parquet"] if self.config["encoding"]["ceiling"] else []
 
     def model_dir_input(self, model: str) -> list[str]:
         d = self.model_dir(model)
@@ -248,7 +280,22 @@ class Study:
             "alphas": [float(a) for a in e["alphas"]],
             "lanczos_window": e["lanczos_window"],
             "target_chunk": e["target_chunk"],
+            **self.ridge_params(),
         }
+
+    def ridge_params(self) -> dict:
+        """Solver options shared by model and baseline encoding jobs."""
+        e = self.config["encoding"]
+        if e["folds"] == "blocks" and e["n_blocks"] is None:
+            raise BrainshapeError(
+                f"{self.source}: encoding.folds is 'blocks' but encoding.n_blocks is not set; "
+                "give the number of contiguous blocks (at least 3)"
+            )
+        keys = ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations")
+        return {k: e[k] for k in (*keys, "permutation_block", "seed")}
+
+    def encode_group_params(self, ds: str, group: str) -> dict:
+        return {**self.encode_params(ds), "subjects": self.group_subjects(ds, group)}
 
     # --- resources ---------------------------------------------------------------------------
 

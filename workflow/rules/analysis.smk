@@ -3,7 +3,7 @@
 
 rule brainscores:
     input:
-        brainscores_inputs,
+        unpack(brainscores_inputs),
     output:
         "results/{dataset}/brainscores.parquet",
     log:

@@ -24,6 +24,8 @@ wildcard_constraints:
     model="[a-z0-9][a-z0-9.-]*",
     variant="[a-z0-9][a-z0-9-]*",
     subject="[A-Za-z0-9]+",
+    group="g[0-9]+",
+    baseline="[a-z_]+",
 
 
 def all_targets():
@@ -73,16 +75,35 @@ def encode_inputs(wildcards):
     return {
         "words": f"results/{wildcards.dataset}/words.parquet",
         "features": f"results/{wildcards.dataset}/features/{wildcards.model}/{wildcards.variant}",
-        "fmri": STUDY.fmri_dirs(wildcards.dataset),
+        "fmri": STUDY.group_fmri_dirs(wildcards.dataset, wildcards.group),
     }
 
 
 def encode_params(wildcards):
-    return STUDY.encode_params(wildcards.dataset)
+    return STUDY.encode_group_params(wildcards.dataset, wildcards.group)
+
+
+def baseline_inputs(wildcards):
+    return {
+        "words": f"results/{wildcards.dataset}/words.parquet",
+        "fmri": STUDY.fmri_dirs(wildcards.dataset),
+    }
+
+
+def baseline_params(wildcards):
+    return {**STUDY.encode_params(wildcards.dataset), "baseline": wildcards.baseline}
+
+
+def ceiling_inputs(wildcards):
+    return STUDY.fmri_dirs(wildcards.dataset)
 
 
 def brainscores_inputs(wildcards):
-    return STUDY.encoding_tables(wildcards.dataset)
+    return {
+        "encoding": STUDY.encoding_tables(wildcards.dataset),
+        "baselines": STUDY.baseline_tables(wildcards.dataset),
+        "ceiling": STUDY.ceiling_tables(wildcards.dataset),
+    }
 
 
 def plot_inputs(wildcards):
@@ -102,3 +123,7 @@ def features_runtime(wildcards, attempt):
 
 def encode_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def baseline_mem_mb(wildcards, attempt):
+    return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt

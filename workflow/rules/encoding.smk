@@ -1,13 +1,16 @@
-# Ridge encoding models: one job per (dataset, model, variant), all subjects, layers and targets.
+# Ridge encoding models: one job per (dataset, model, variant, subject group), all layers and
+# targets; baselines and the noise ceiling: a few jobs per dataset, shared by every model.
 
 
 rule encode:
     input:
         unpack(encode_inputs),
     output:
-        "results/{dataset}/encoding/{model}/{variant}.parquet",
+        "results/{dataset}/encoding/{model}/{variant}/{group}.parquet",
     log:
-        "logs/{dataset}/encoding/{model}/{variant}.log",
+        "logs/{dataset}/encoding/{model}/{variant}/{group}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/encoding/{model}/{variant}/{group}.tsv"
     conda:
         "../envs/brainshape.yaml"
     threads: 2
@@ -17,3 +20,34 @@ rule encode:
         settings=encode_params,
     script:
         "../scripts/encode.py"
+
+
+rule baseline:
+    input:
+        unpack(baseline_inputs),
+    output:
+        "results/{dataset}/baselines/{baseline}.parquet",
+    log:
+        "logs/{dataset}/baselines/{baseline}.log",
+    conda:
+        "../envs/brainshape.yaml"
+    threads: 2
+    resources:
+        mem_mb=baseline_mem_mb,
+    params:
+        settings=baseline_params,
+    script:
+        "../scripts/baseline.py"
+
+
+rule ceiling:
+    input:
+        ceiling_inputs,
+    output:
+        "results/{dataset}/ceiling.parquet",
+    log:
+        "logs/{dataset}/ceiling.log",
+    conda:
+        "../envs/brainshape.yaml"
+    script:
+        "../scripts/ceiling.py"

@@ -3,7 +3,11 @@ from brainshape.io import save_parquet
 
 
 def main(job):
-    save_parquet(job.output[0], analysis.brainscores(list(job.input)))
+    table = analysis.brainscores(
+        list(job.input.encoding), baselines=list(job.input.baselines),
+        ceiling=job.input.ceiling[0] if job.input.ceiling else None,
+    )
+    save_parquet(job.output[0], table)
 
 
 runner.run(snakemake, main)  # noqa: F821

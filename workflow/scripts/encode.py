@@ -13,10 +13,7 @@ def main(job):
     features_dir = Path(job.input.features)
     feats = {s: np.load(features_dir / f"{s}.npy", mmap_mode="r") for s in p["stories"]}
     subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input.fmri}
-    table = encoding.encode_variant(
-        words, feats, subjects, delays=tuple(p["delays"]), alphas=np.asarray(p["alphas"]),
-        window=p["lanczos_window"], target_chunk=p["target_chunk"],
-    )
+    table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
     table.insert(0, "model", job.wildcards.model)
     save_parquet(job.output[0], table)

@@ -1,0 +1,17 @@
+import logging
+from pathlib import Path
+
+from brainshape import baselines, encoding, runner
+from brainshape.io import save_parquet
+
+
+def main(job):
+    subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input}
+    table = baselines.inter_subject_ceiling(subjects)
+    lonely = table.attrs.get("without_ceiling")
+    if lonely:
+        logging.getLogger("brainshape").warning("no ceiling (nobody shares their runs): %s", lonely)
+    save_parquet(job.output[0], table)
+
+
+runner.run(snakemake, main)  # noqa: F821
