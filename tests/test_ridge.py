@@ -156,3 +156,26 @@ def test_block_permutations_keep_blocks_intact():
 def test_unknown_backend_is_named():
     with pytest.raises(BrainshapeError, match="encoding.backend must be one of"):
         ridge.get_backend("jax")
+
+
+def test_solve_ridge_cv_equals_himalaya_solve_ridge_cv_svd():
+    from himalaya.backend import set_backend
+    from himalaya.ridge import solve_ridge_cv_svd
+    from himalaya.scoring import correlation_score
+
+    set_backend("numpy")
+    rng = np.random.default_rng(15)
+    X, Y = _data(rng, (300,), p=40, m=25, noise=8.0)
+    alphas = np.logspace(-1, 4, 11)
+    splits = ridge.folds_from_segments(ridge.contiguous_folds([300], n_blocks=5))
+    fit = ridge.solve_ridge_cv(X, Y, alphas, splits, target_chunk=10)
+    best, coefs, cv_scores, intercept = solve_ridge_cv_svd(
+        X, Y, alphas=alphas, fit_intercept=True, score_func=correlation_score, cv=splits,
+        local_alpha=True, warn=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(fit.alphas, best, rtol=1e-12)
+    assert len(np.unique(fit.alphas)) > 2
+    np.testing.assert_allclose(fit.coef, coefs, atol=1e-6)
+    np.testing.assert_allclose(fit.intercept, intercept, atol=1e-6)
+    chosen = np.take_along_axis(fit.cv_scores, np.searchsorted(alphas, fit.alphas)[None], 0)
+    np.testing.assert_allclose(chosen[0], cv_scores[0], atol=1e-6)

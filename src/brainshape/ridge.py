@@ -483,3 +483,56 @@ def permutation_p_values(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     """One-sided p-values ``(1 + #{null >= observed}) / (1 + n_permutations)`` per column."""
     null = np.asarray(null)
     return (1.0 + (null >= np.asarray(observed)[None] - 1e-12).sum(0)) / (1.0 + null.shape[0])
+
+
+@dataclass
+class RidgeCVFit:
+    """One level of ridge cross-validation (numpy float64 arrays).
+
+    ``alphas`` (m,): the chosen alpha per target; ``coef`` (p, m) and ``intercept`` (m,) the
+    refit on all rows (``X @ coef + intercept``); ``cv_scores`` (n_alphas, m): mean held-out
+    Pearson r of every alpha over the splits.
+    """
+
+    alphas: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    cv_scores: np.ndarray
+
+
+def solve_ridge_cv(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alphas: np.ndarray,
+    splits: Sequence[Split],
+    *,
+    backend=None,
+    target_chunk: int = DEFAULT_TARGET_CHUNK,
+) -> RidgeCVFit:
+    """Per-target alpha by cross-validation over ``splits``, then a refit on all rows.
+
+    The counterpart of himalaya's ``solve_ridge_cv_svd(X, Y, alphas, cv=splits,
+    fit_intercept=True, score_func=correlation_score, local_alpha=True)`` (no feature
+    scaling here: pass z-scored features if wanted). Splits must be time-ordered
+    (``check_time_ordered``).
+    """
+    B = backend or get_backend("numpy")
+    check_time_ordered(splits, X.shape[0])
+    alphas = np.asarray(alphas, dtype=np.float64)
+    Xb = B.asarray(X)
+    cv = inner_cv_scores(B, Xb, Y, splits, alphas, target_chunk)
+    chosen = B.asarray(alphas)[best_alpha_index(B, cv)]
+    x_mean = _column_mean(B, Xb)
+    basis, rows, eig = _decompose(B, Xb - x_mean)
+    m = Y.shape[1]
+    coef = np.zeros((X.shape[1], m))
+    intercept = np.zeros(m)
+    for chunk in _chunks(m, target_chunk):
+        Yc = B.asarray(Y[:, chunk])
+        y_mean = _column_mean(B, Yc)
+        c = basis @ ((rows.T @ (Yc - y_mean)) / (eig[:, None] + chosen[chunk][None, :]))
+        coef[:, chunk] = B.to_numpy(c)
+        intercept[chunk] = B.to_numpy(y_mean - x_mean @ c)
+    return RidgeCVFit(
+        alphas=B.to_numpy(chosen), coef=coef, intercept=intercept, cv_scores=B.to_numpy(cv)
+    )
