@@ -5,6 +5,10 @@
   across studies that report information rather than correlation.
 - ``fdr``: Benjamini-Hochberg q-values (scipy's ``false_discovery_control``).
 - ``permutation_p_value``: the p-value of a statistic against its permutation null.
+- ``segment_identification``: can the predicted response of a held-out segment of TRs pick out
+  the measured one among all segments? Sensitivity (hit rate of the top match), specificity
+  (share of wrong candidates ranked below the right one) and invariance (how stable the
+  identifications are when the targets are bootstrap-resampled).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from scipy.stats import false_discovery_control
 
 from brainshape.errors import BrainshapeError
 
-METRICS = ("r", "mi")
+METRICS = ("r", "mi", "segment_identification")
 
 
 def gaussian_mutual_information(r: np.ndarray) -> np.ndarray:
@@ -43,3 +47,68 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
     """``(1 + #{null >= observed}) / (1 + n_permutations)``: never 0, exact under the null."""
     null = np.asarray(null, dtype=np.float64)
     return float((1.0 + np.sum(null >= observed - 1e-12)) / (1.0 + null.size))
+
+
+def segment_identification(
+    pred: np.ndarray,
+    obs: np.ndarray,
+    segment_trs: int,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Identify held-out segments from predicted responses.
+
+    ``pred`` and ``obs`` (n_trs, n_targets) hold held-out predictions and data in time order.
+    They are cut into consecutive segments of ``segment_trs`` TRs (a shorter tail is dropped);
+    each segment's (segment_trs x n_targets) pattern is z-scored and the correlation matrix
+    ``C[i, j]`` between predicted segment i and measured segment j is formed. Returns:
+
+    - ``sensitivity``: share of segments whose best-matching measured segment is their own
+      (chance 1 / n_segments);
+    - ``specificity``: share of (segment, wrong candidate) pairs with ``C[i, j] < C[i, i]``
+      (chance 0.5);
+    - ``invariance``: mean over ``n_bootstrap`` resamples of the targets (with replacement) of
+      the share of segments identified as with all targets (1 = identification does not hinge
+      on particular targets);
+    - ``n_segments``.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    obs = np.asarray(obs, dtype=np.float64)
+    if pred.shape != obs.shape or pred.ndim != 2:
+        raise BrainshapeError(
+            f"segment identification needs predictions and data of one shape (n_trs, "
+            f"n_targets), got {pred.shape} and {obs.shape}."
+        )
+    n_segments = pred.shape[0] // int(segment_trs)
+    if segment_trs < 1 or n_segments < 2:
+        raise BrainshapeError(
+            f"segment identification needs at least 2 segments of {segment_trs} TRs; the "
+            f"held-out data have {pred.shape[0]} TRs. Use shorter segments."
+        )
+
+    def patterns(a, cols):
+        seg = a[: n_segments * segment_trs, cols].reshape(n_segments, -1)
+        seg = seg - seg.mean(1, keepdims=True)
+        norm = np.linalg.norm(seg, axis=1, keepdims=True)
+        return seg / np.where(norm > 0, norm, 1.0)
+
+    def identify(cols):
+        C = patterns(pred, cols) @ patterns(obs, cols).T
+        return C, C.argmax(1)
+
+    everything = np.arange(pred.shape[1])
+    C, best = identify(everything)
+    own = np.arange(n_segments)
+    diagonal = np.diag(C)
+    wrong = ~np.eye(n_segments, dtype=bool)
+    rng = np.random.default_rng(seed)
+    agree = [
+        np.mean(identify(rng.integers(0, pred.shape[1], pred.shape[1]))[1] == best)
+        for _ in range(n_bootstrap)
+    ]
+    return {
+        "sensitivity": float(np.mean(best == own)),
+        "specificity": float(np.mean((C < diagonal[:, None])[wrong])),
+        "invariance": float(np.mean(agree)) if agree else np.nan,
+        "n_segments": int(n_segments),
+    }
