@@ -464,3 +464,23 @@ def test_encode_variant_refuses_a_run_shorter_than_its_story():
         rf"{n_trs - 5} volumes \({(n_trs - 5) * TR:.1f} s at TR {TR:g} s\)",
     ):
         encode_variant(words, features, cut, alphas=ALPHAS)
+
+
+def test_segment_identification_is_best_at_the_planted_layer():
+    words, features, subjects, _ = _dataset()
+    table = encode_variant(
+        words,
+        features,
+        subjects,
+        alphas=ALPHAS,
+        metrics=("r", "segment_identification"),
+        segment_trs=5,
+    )
+    assert "mi" not in table.columns
+    signal = table[table.target < 2]  # targets 0 and 1 carry layer 2's signal
+    by_layer = signal.groupby("layer")[["sensitivity", "specificity"]].mean()
+    assert by_layer["sensitivity"].idxmax() == 2
+    assert by_layer.loc[2, "specificity"] > 0.8
+    assert table["invariance"].between(0, 1).all()
+    with pytest.raises(BrainshapeError, match=r"unknown metric\(s\) \['auc'\]"):
+        encode_variant(words, features, subjects, alphas=ALPHAS, metrics=("r", "auc"))

@@ -53,6 +53,8 @@ def brainscores(
     - ``p_value`` (block-permutation p of the ROI mean r), ``q_value`` (Benjamini-Hochberg over
       the ROI x hemispheres of one model, variant, layer and subject) and
       ``fraction_significant`` (share of targets with per-target q below ``FDR_LEVEL``);
+    - ``sensitivity``, ``specificity``, ``invariance``: segment identification of the ROI x
+      hemisphere (``scoring.segment_identification``), where the encoding used that metric;
     - ``ceiling`` (mean over targets of the inter-subject r) and ``score_normalized``
       (``score / ceiling``, NaN where the ceiling is not positive);
     - ``score_<baseline>`` and ``excess_<baseline>`` (``score`` minus it) per baseline table,
@@ -63,7 +65,8 @@ def brainscores(
     frames = []
     for t in tables:
         frame = _read(t, "encoding table", ENCODING_COLUMNS)
-        extra = [c for c in ("p_value", "q_value", "p_value_roi") if c in frame.columns]
+        optional = ("p_value", "q_value", "p_value_roi", "sensitivity", "specificity", "invariance")
+        extra = [c for c in optional if c in frame.columns]
         frames.append(frame[ENCODING_COLUMNS + extra])
     if not frames:
         raise BrainshapeError("no encoding tables to aggregate: the config selects no model")
@@ -90,6 +93,11 @@ def brainscores(
         )
         nan = out["p_value"].isna()
         out.loc[nan, "fraction_significant"] = np.nan
+
+    identification = [c for c in ("sensitivity", "specificity", "invariance") if c in data]
+    if identification:
+        found = grouped[identification].first().reset_index()
+        out = out.merge(found, on=KEYS, how="left")
 
     if ceiling is not None:
         ceil = _read(ceiling, "ceiling table", [*_SITE, "ceiling"])

@@ -662,6 +662,8 @@ def encode_variant(
     n_permutations: int = 0,
     permutation_block: int = 10,
     seed: int = 0,
+    metrics: Sequence[str] = ("r", "mi"),
+    segment_trs: int = 10,
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -682,7 +684,18 @@ def encode_variant(
     time; ``folds="blocks"`` cuts the concatenated runs into ``n_blocks`` contiguous blocks and
     drops ``gap`` TRs of training data on each side of the held-out block. ``backend`` and
     ``dtype`` pick the solver's arrays (``ridge.get_backend``).
+
+    ``metrics``: ``r`` (always computed: ``score``), ``mi`` (the ``mi`` column) and
+    ``segment_identification`` (columns ``sensitivity``, ``specificity`` and ``invariance`` of
+    ``scoring.segment_identification`` on the held-out predictions of each subject's ROI x
+    hemisphere, segments of ``segment_trs`` TRs, repeated on its targets' rows).
     """
+    unknown = [m for m in metrics if m not in scoring.METRICS]
+    if unknown:
+        raise BrainshapeError(
+            f"encoding.metrics lists unknown metric(s) {unknown}; known: {list(scoring.METRICS)}."
+        )
+    identify = "segment_identification" in metrics
     if folds not in ("stories", "blocks"):
         raise BrainshapeError(f"encoding.folds must be 'stories' or 'blocks', got {folds!r}.")
     if folds == "blocks" and n_blocks is None:
@@ -771,6 +784,7 @@ def encode_variant(
                 n_permutations=n_permutations,
                 permutation_block=permutation_block,
                 seed=seed,
+                keep_predictions=identify,
             )
             median_alpha = np.median(result.alphas, axis=0)
             for j, sub in enumerate(subs):
@@ -800,6 +814,17 @@ def encode_variant(
                         frame.loc[rows, "p_value_roi"] = scoring.permutation_p_value(
                             frame["score"].to_numpy()[idx].mean(), null[:, idx].mean(axis=1)
                         )
+                if "mi" not in metrics:
+                    frame = frame.drop(columns="mi")
+                if identify:
+                    by_roi = frame.groupby(["roi", "hemisphere"], sort=False).groups
+                    for _, rows in by_roi.items():
+                        idx = widths[j] + frame.index.get_indexer(rows)
+                        found = scoring.segment_identification(
+                            result.predictions[:, idx], Y[:, idx], segment_trs, seed=seed
+                        )
+                        for key in ("sensitivity", "specificity", "invariance"):
+                            frame.loc[rows, key] = found[key]
                 tables.append(frame)
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)
@@ -816,7 +841,7 @@ def variant_options(params: Mapping) -> dict:
     for key in ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations"):
         if key in params:
             options[key] = params[key]
-    for key in ("permutation_block", "seed"):
+    for key in ("permutation_block", "seed", "metrics", "segment_trs"):
         if key in params:
             options[key] = params[key]
     return options

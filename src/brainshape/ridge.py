@@ -227,7 +227,8 @@ class CVResult:
     (n_folds, m): the alpha chosen in each fold. ``null`` (n_permutations, m) or None: r of
     the concatenated predictions with block-permuted data (blocks shuffled within each held-out
     fold, the same permutations for every target). ``p_values`` (m,) or None:
-    ``(1 + #{null >= score}) / (1 + n_permutations)``.
+    ``(1 + #{null >= score}) / (1 + n_permutations)``. ``predictions`` (n, m) or None: the
+    held-out predictions of every row (with ``keep_predictions``).
     """
 
     scores: np.ndarray
@@ -235,6 +236,7 @@ class CVResult:
     alphas: np.ndarray
     null: np.ndarray | None = None
     p_values: np.ndarray | None = None
+    predictions: np.ndarray | None = None
 
 
 def _chunks(m: int, size: int) -> list[slice]:
@@ -373,6 +375,7 @@ def cross_validate(
     n_permutations: int = 0,
     permutation_block: int = 10,
     seed: int = 0,
+    keep_predictions: bool = False,
 ) -> CVResult:
     """Outer leave-one-segment-out ridge with per-target alphas from an inner loop.
 
@@ -411,6 +414,7 @@ def cross_validate(
     sums = np.zeros((5, m))
     null_cross = np.zeros((n_permutations, m)) if perms else None
     n_total = 0
+    predictions = np.zeros((n, m)) if keep_predictions else None
     fold_scores = np.zeros((len(segments), m))
     fold_alphas = np.zeros((len(segments), m))
 
@@ -440,6 +444,8 @@ def cross_validate(
             y_mean = _column_mean(B, Y_tr)
             coef = (rows.T @ (Y_tr - y_mean)) / (eig[:, None] + chosen[chunk][None, :])
             pred = P @ coef + y_mean
+            if predictions is not None:
+                predictions[test, chunk] = B.to_numpy(pred)
             y_test = Yc[te]
             pc = pred - pred.mean(0)
             yc = y_test - y_test.mean(0)
@@ -475,7 +481,12 @@ def cross_validate(
     if null is not None:
         p_values = permutation_p_values(scores, null)
     return CVResult(
-        scores=scores, fold_scores=fold_scores, alphas=fold_alphas, null=null, p_values=p_values
+        scores=scores,
+        fold_scores=fold_scores,
+        alphas=fold_alphas,
+        null=null,
+        p_values=p_values,
+        predictions=predictions,
     )
 
 

@@ -292,7 +292,7 @@ class Study:
                 "give the number of contiguous blocks (at least 3)"
             )
         keys = ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations")
-        return {k: e[k] for k in (*keys, "permutation_block", "seed")}
+        return {k: e[k] for k in (*keys, "permutation_block", "seed", "metrics", "segment_trs")}
 
     def encode_group_params(self, ds: str, group: str) -> dict:
         return {**self.encode_params(ds), "subjects": self.group_subjects(ds, group)}
