@@ -8,7 +8,6 @@ tests can import without Snakemake.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -256,16 +255,77 @@ class Study:
         return int(self.registry[model]["params"] or 10_000_000)
 
     def features_mem_mb(self, model: str, variant: str) -> int:
-        """Host memory for an extraction job: weights at the variant's width, plus headroom."""
-        entry = self.registry[model]
-        dtype = entry["variants"][variant].get("dtype", "float32")
-        weights_mb = self._params_count(model) * _DTYPE_BYTES[dtype] / 2**20
-        return int(math.ceil(2 * weights_mb + 2048))
+        """Host memory for an extraction job: the checkpoint as read, plus headroom."""
+        from brainshape import resources
 
-    def features_runtime_min(self, ds: str, model: str) -> int:
-        """Wall-clock minutes: a generous bound from parameters and the number of stories."""
-        n_stories = len(self.dataset(ds)["stories"])
-        return int(math.ceil(10 + self._params_count(model) / 1e8 * n_stories))
+        entry = self.registry[model]
+        settings = dict(entry["variants"][variant])
+        # Quantising kinds read the full-width checkpoint first; others read what they keep.
+        if settings["kind"] in ("bnb8", "bnb4"):
+            settings = {"kind": "full", "dtype": "bfloat16"}
+        return resources.host_mem_mb(resources.weight_bytes(self._params_count(model), settings))
+
+    def _gpu(self):
+        from brainshape import resources
+
+        g = self.config.get("gpu") or {}
+        return resources.gpu_type(g.get("type", "H100-80GB"), g.get("memory_gib"), g.get("tflops"))
+
+    def _window(self, model: str) -> tuple[int, int]:
+        f = self.config["features"]
+        window = min(int(f["context_tokens"]), int(self.registry[model]["context"]))
+        stride = f.get("stride") or max(1, window // 2)
+        return window, min(int(stride), window)
+
+    def features_gpus(self, model: str, variant: str) -> int:
+        """GPUs of one extraction job: weights plus activation headroom, sharded by layer."""
+        from brainshape import resources
+
+        entry = self.registry[model]
+        settings = entry["variants"][variant]
+        g = self.config.get("gpu") or {}
+        window, _ = self._window(model)
+        return resources.gpus_needed(
+            resources.weight_bytes(self._params_count(model), settings),
+            resources.activation_bytes(
+                entry,
+                settings,
+                batch_size=int(self.config["features"]["batch_size"]),
+                window=window,
+            ),
+            self._gpu(),
+            usable=float(g.get("usable", 0.9)),
+            max_gpus=int(g.get("max_gpus", 8)),
+            what=f"model '{model}' variant '{variant}'",
+        )
+
+    def features_gpu_model(self) -> str:
+        return str((self.config.get("gpu") or {}).get("type", "H100-80GB"))
+
+    def features_tokens(self, ds: str, model: str) -> int:
+        """Tokens an extraction job forwards over the dataset's stories (window overlap in)."""
+        from brainshape import resources
+
+        window, stride = self._window(model)
+        per_story = int(self.config["features"].get("tokens_per_story", 3000))
+        arch = self.registry[model]["arch"]
+        n = resources.tokens_processed(per_story, window=window, stride=stride, arch=arch)
+        return n * len(self.dataset(ds)["stories"])
+
+    def features_runtime_min(self, ds: str, model: str, variant: str | None = None) -> int:
+        """Wall-clock minutes: forward FLOPs over the GPU's sustained rate, plus loading."""
+        from brainshape import resources
+
+        params = self._params_count(model)
+        settings = self.registry[model]["variants"][variant] if variant else {"kind": "full"}
+        return resources.runtime_minutes(
+            params,
+            self.features_tokens(ds, model),
+            self._gpu(),
+            weights=resources.weight_bytes(params, settings),
+            slowdown=resources.KIND_SLOWDOWN.get(settings["kind"], 1.0),
+            safety=float((self.config.get("gpu") or {}).get("safety", 2.0)),
+        )
 
     def encode_mem_mb(self, ds: str, model: str) -> int:
         return 4096

@@ -97,7 +97,18 @@ def features_mem_mb(wildcards, attempt):
 
 
 def features_runtime(wildcards, attempt):
-    return STUDY.features_runtime_min(wildcards.dataset, wildcards.model) * attempt
+    return (
+        STUDY.features_runtime_min(wildcards.dataset, wildcards.model, wildcards.variant)
+        * attempt
+    )
+
+
+def features_gpus(wildcards):
+    return STUDY.features_gpus(wildcards.model, wildcards.variant)
+
+
+def features_gpu_model(wildcards):
+    return STUDY.features_gpu_model()
 
 
 def encode_mem_mb(wildcards, attempt):

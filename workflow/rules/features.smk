@@ -29,6 +29,8 @@ rule features:
     resources:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
+        gpu=features_gpus,
+        gpu_model=features_gpu_model,
     params:
         settings=features_params,
     script:
