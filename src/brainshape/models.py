@@ -691,6 +691,10 @@ def load(
         ) from None
     if not placed:
         model = model.to(device)
+    if spec.arch == "encoder-decoder" and hasattr(model, "get_encoder"):
+        # The study reads encoder states of encoder-decoder models (the decoder would need
+        # target text); the encoder alone takes input_ids and returns every layer's states.
+        model = model.get_encoder()
     model = model.eval()
     log.info(
         "model '%s' variant '%s' (%s, %s) loaded: %d parameters",

@@ -8,6 +8,7 @@ tests can import without Snakemake.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,22 @@ class Study:
         d = self.model_dir(model)
         return [str(d)] if d is not None else []
 
+    def quantized_dir(self, model: str, variant: str) -> Path | None:
+        """Folder of a ``gptq`` variant quantised here (rule quantize_model); else None."""
+        settings = self.registry[model]["variants"][variant]
+        if settings["kind"] == "gptq" and not settings.get("checkpoint"):
+            return self.model_root / "gptq" / model / variant
+        return None
+
+    def quantized_dir_input(self, model: str, variant: str) -> list[str]:
+        d = self.quantized_dir(model, variant)
+        return [str(d)] if d is not None else []
+
+    def features_env(self, model: str, variant: str) -> str:
+        """Conda environment file (in workflow/envs) of an extraction job."""
+        kind = self.registry[model]["variants"][variant]["kind"]
+        return "gptq.yaml" if kind == "gptq" else "brainshape.yaml"
+
     # --- parameters (what a job computes with; a change reruns that job) -----------------------
 
     def demo_params(self, ds: str) -> dict:
@@ -209,7 +226,7 @@ class Study:
             "model": model,
             "variant": variant,
             "entry": self.registry[model],
-            "model_dir": str(self.model_dir(model) or ""),
+            "model_dir": str(self.quantized_dir(model, variant) or self.model_dir(model) or ""),
             "stories": list(self.dataset(ds)["stories"]),
             "context_tokens": f["context_tokens"],
             "stride": f["stride"],
@@ -236,6 +253,17 @@ class Study:
             "high_pass": f["high_pass"],
             "trim_start": f["trim_start"],
             "trim_end": f["trim_end"],
+        }
+
+    def quantize_params(self, model: str, variant: str) -> dict:
+        entry = self.registry[model]
+        settings = entry["variants"][variant]
+        local = self.model_dir(model)
+        return {
+            "source": str(local) if local is not None else entry["hf_id"],
+            "revision": None if local is not None else entry.get("revision"),
+            "bits": int(settings.get("bits", 4)),
+            "group_size": int(settings.get("group_size", 128)),
         }
 
     def encode_params(self, ds: str) -> dict:
@@ -326,6 +354,22 @@ class Study:
             slowdown=resources.KIND_SLOWDOWN.get(settings["kind"], 1.0),
             safety=float((self.config.get("gpu") or {}).get("safety", 2.0)),
         )
+
+    def quantize_gpus(self, model: str) -> int:
+        """GPT-QModel keeps the model in host memory and quantises one layer at a time on a GPU."""
+        return 1
+
+    def quantize_mem_mb(self, model: str) -> int:
+        from brainshape import resources
+
+        weights = resources.weight_bytes(
+            self._params_count(model), {"kind": "full", "dtype": "bfloat16"}
+        )
+        return resources.host_mem_mb(2 * weights)
+
+    def quantize_runtime_min(self, model: str) -> int:
+        """A rough bound: GPTQ takes some minutes per billion parameters on a data-centre GPU."""
+        return max(30, int(math.ceil(10 * self._params_count(model) / 1e9)))
 
     def encode_mem_mb(self, ds: str, model: str) -> int:
         return 4096
