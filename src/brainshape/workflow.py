@@ -203,6 +203,22 @@ class Study:
         d = self.model_dir(model)
         return [str(d)] if d is not None else []
 
+    def quantized_dir(self, model: str, variant: str) -> Path | None:
+        """Folder of a ``gptq`` variant quantised here (rule quantize_model); else None."""
+        settings = self.registry[model]["variants"][variant]
+        if settings["kind"] == "gptq" and not settings.get("checkpoint"):
+            return self.model_root / "gptq" / model / variant
+        return None
+
+    def quantized_dir_input(self, model: str, variant: str) -> list[str]:
+        d = self.quantized_dir(model, variant)
+        return [str(d)] if d is not None else []
+
+    def features_env(self, model: str, variant: str) -> str:
+        """Conda environment file (in workflow/envs) of an extraction job."""
+        kind = self.registry[model]["variants"][variant]["kind"]
+        return "gptq.yaml" if kind == "gptq" else "brainshape.yaml"
+
     # --- parameters (what a job computes with; a change reruns that job) -----------------------
 
     def demo_params(self, ds: str) -> dict:
@@ -242,7 +258,7 @@ class Study:
             "model": model,
             "variant": variant,
             "entry": self.registry[model],
-            "model_dir": str(self.model_dir(model) or ""),
+            "model_dir": str(self.quantized_dir(model, variant) or self.model_dir(model) or ""),
             "stories": list(self.dataset(ds)["stories"]),
             "context_tokens": f["context_tokens"],
             "stride": f["stride"],
@@ -269,6 +285,17 @@ class Study:
             "high_pass": f["high_pass"],
             "trim_start": f["trim_start"],
             "trim_end": f["trim_end"],
+        }
+
+    def quantize_params(self, model: str, variant: str) -> dict:
+        entry = self.registry[model]
+        settings = entry["variants"][variant]
+        local = self.model_dir(model)
+        return {
+            "source": str(local) if local is not None else entry["hf_id"],
+            "revision": None if local is not None else entry.get("revision"),
+            "bits": int(settings.get("bits", 4)),
+            "group_size": int(settings.get("group_size", 128)),
         }
 
     def encode_params(self, ds: str) -> dict:
@@ -303,16 +330,93 @@ class Study:
         return int(self.registry[model]["params"] or 10_000_000)
 
     def features_mem_mb(self, model: str, variant: str) -> int:
-        """Host memory for an extraction job: weights at the variant's width, plus headroom."""
-        entry = self.registry[model]
-        dtype = entry["variants"][variant].get("dtype", "float32")
-        weights_mb = self._params_count(model) * _DTYPE_BYTES[dtype] / 2**20
-        return int(math.ceil(2 * weights_mb + 2048))
+        """Host memory for an extraction job: the checkpoint as read, plus headroom."""
+        from brainshape import resources
 
-    def features_runtime_min(self, ds: str, model: str) -> int:
-        """Wall-clock minutes: a generous bound from parameters and the number of stories."""
-        n_stories = len(self.dataset(ds)["stories"])
-        return int(math.ceil(10 + self._params_count(model) / 1e8 * n_stories))
+        entry = self.registry[model]
+        settings = dict(entry["variants"][variant])
+        # Quantising kinds read the full-width checkpoint first; others read what they keep.
+        if settings["kind"] in ("bnb8", "bnb4"):
+            settings = {"kind": "full", "dtype": "bfloat16"}
+        return resources.host_mem_mb(resources.weight_bytes(self._params_count(model), settings))
+
+    def _gpu(self):
+        from brainshape import resources
+
+        g = self.config.get("gpu") or {}
+        return resources.gpu_type(g.get("type", "H100-80GB"), g.get("memory_gib"), g.get("tflops"))
+
+    def _window(self, model: str) -> tuple[int, int]:
+        f = self.config["features"]
+        window = min(int(f["context_tokens"]), int(self.registry[model]["context"]))
+        stride = f.get("stride") or max(1, window // 2)
+        return window, min(int(stride), window)
+
+    def features_gpus(self, model: str, variant: str) -> int:
+        """GPUs of one extraction job: weights plus activation headroom, sharded by layer."""
+        from brainshape import resources
+
+        entry = self.registry[model]
+        settings = entry["variants"][variant]
+        g = self.config.get("gpu") or {}
+        window, _ = self._window(model)
+        return resources.gpus_needed(
+            resources.weight_bytes(self._params_count(model), settings),
+            resources.activation_bytes(
+                entry,
+                settings,
+                batch_size=int(self.config["features"]["batch_size"]),
+                window=window,
+            ),
+            self._gpu(),
+            usable=float(g.get("usable", 0.9)),
+            max_gpus=int(g.get("max_gpus", 8)),
+            what=f"model '{model}' variant '{variant}'",
+        )
+
+    def features_gpu_model(self) -> str:
+        return str((self.config.get("gpu") or {}).get("type", "H100-80GB"))
+
+    def features_tokens(self, ds: str, model: str) -> int:
+        """Tokens an extraction job forwards over the dataset's stories (window overlap in)."""
+        from brainshape import resources
+
+        window, stride = self._window(model)
+        per_story = int(self.config["features"].get("tokens_per_story", 3000))
+        arch = self.registry[model]["arch"]
+        n = resources.tokens_processed(per_story, window=window, stride=stride, arch=arch)
+        return n * len(self.dataset(ds)["stories"])
+
+    def features_runtime_min(self, ds: str, model: str, variant: str | None = None) -> int:
+        """Wall-clock minutes: forward FLOPs over the GPU's sustained rate, plus loading."""
+        from brainshape import resources
+
+        params = self._params_count(model)
+        settings = self.registry[model]["variants"][variant] if variant else {"kind": "full"}
+        return resources.runtime_minutes(
+            params,
+            self.features_tokens(ds, model),
+            self._gpu(),
+            weights=resources.weight_bytes(params, settings),
+            slowdown=resources.KIND_SLOWDOWN.get(settings["kind"], 1.0),
+            safety=float((self.config.get("gpu") or {}).get("safety", 2.0)),
+        )
+
+    def quantize_gpus(self, model: str) -> int:
+        """GPT-QModel keeps the model in host memory and quantises one layer at a time on a GPU."""
+        return 1
+
+    def quantize_mem_mb(self, model: str) -> int:
+        from brainshape import resources
+
+        weights = resources.weight_bytes(
+            self._params_count(model), {"kind": "full", "dtype": "bfloat16"}
+        )
+        return resources.host_mem_mb(2 * weights)
+
+    def quantize_runtime_min(self, model: str) -> int:
+        """A rough bound: GPTQ takes some minutes per billion parameters on a data-centre GPU."""
+        return max(30, int(math.ceil(10 * self._params_count(model) / 1e9)))
 
     def encode_mem_mb(self, ds: str, model: str) -> int:
         return 4096

@@ -55,8 +55,22 @@ def stimuli_params(wildcards):
 def features_inputs(wildcards):
     return {
         "words": f"results/{wildcards.dataset}/words.parquet",
-        "model": STUDY.model_dir_input(wildcards.model),
+        "model": STUDY.model_dir_input(wildcards.model)
+        + STUDY.quantized_dir_input(wildcards.model, wildcards.variant),
     }
+
+
+def features_conda_env(wildcards):
+    env = STUDY.features_env(wildcards.model, wildcards.variant)
+    return str(Path(workflow.basedir) / "workflow" / "envs" / env)
+
+
+def quantize_inputs(wildcards):
+    return STUDY.model_dir_input(wildcards.model)
+
+
+def quantize_params(wildcards):
+    return STUDY.quantize_params(wildcards.model, wildcards.variant)
 
 
 def features_params(wildcards):
@@ -118,7 +132,32 @@ def features_mem_mb(wildcards, attempt):
 
 
 def features_runtime(wildcards, attempt):
-    return STUDY.features_runtime_min(wildcards.dataset, wildcards.model) * attempt
+    return (
+        STUDY.features_runtime_min(
+            wildcards.dataset, wildcards.model, wildcards.variant
+        )
+        * attempt
+    )
+
+
+def features_gpus(wildcards):
+    return STUDY.features_gpus(wildcards.model, wildcards.variant)
+
+
+def features_gpu_model(wildcards):
+    return STUDY.features_gpu_model()
+
+
+def quantize_gpus(wildcards):
+    return STUDY.quantize_gpus(wildcards.model)
+
+
+def quantize_mem_mb(wildcards, attempt):
+    return STUDY.quantize_mem_mb(wildcards.model) * attempt
+
+
+def quantize_runtime(wildcards, attempt):
+    return STUDY.quantize_runtime_min(wildcards.model) * attempt
 
 
 def encode_mem_mb(wildcards, attempt):

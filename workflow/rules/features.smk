@@ -14,6 +14,26 @@ rule prepare_model:
         "../scripts/prepare_model.py"
 
 
+rule quantize_model:
+    input:
+        quantize_inputs,
+    output:
+        directory(f"{config['model_root']}/gptq/{{model}}/{{variant}}"),
+    log:
+        "logs/models/gptq/{model}/{variant}.log",
+    conda:
+        "../envs/gptq.yaml"
+    resources:
+        mem_mb=quantize_mem_mb,
+        runtime=quantize_runtime,
+        gpu=quantize_gpus,
+        gpu_model=features_gpu_model,
+    params:
+        settings=quantize_params,
+    script:
+        "../scripts/quantize_model.py"
+
+
 rule features:
     input:
         unpack(features_inputs),
@@ -24,11 +44,13 @@ rule features:
     benchmark:
         "results/{dataset}/benchmarks/features/{model}/{variant}.tsv"
     conda:
-        "../envs/brainshape.yaml"
+        features_conda_env
     threads: 2
     resources:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
+        gpu=features_gpus,
+        gpu_model=features_gpu_model,
     params:
         settings=features_params,
     script:

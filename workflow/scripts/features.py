@@ -18,7 +18,7 @@ def main(job):
         spec, p["variant"], p["model_dir"] or None, stories,
         {s: partial / f"{s}.npy" for s in stories},
         context_tokens=p["context_tokens"], stride=p["stride"], batch_size=p["batch_size"],
-        word_token=p["word_token"],
+        word_token=p["word_token"], progress=True,
     )
     partial.rename(out)
 
