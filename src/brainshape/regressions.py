@@ -432,3 +432,127 @@ def contrasts(
         "n_subjects",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+# --- parameter counts and plots ---------------------------------------------------------------
+
+
+def parameter_counts(
+    registry: Mapping[str, Mapping], model_dirs: Mapping[str, str | os.PathLike | None]
+) -> dict[str, float]:
+    """Parameters per model: the registry's ``params``, else the prepared model's count."""
+    import json
+    from pathlib import Path
+
+    counts = {}
+    for model, entry in registry.items():
+        n = entry.get("params")
+        info = Path(model_dirs[model]) / "brainshape_model.json" if model_dirs.get(model) else None
+        if n is None and info is not None and info.is_file():
+            n = json.loads(info.read_text()).get("params")
+        counts[model] = float(n) if n is not None else float("nan")
+    return counts
+
+
+def _save(fig, path) -> None:
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from brainshape.io import atomic_path
+
+    with atomic_path(Path(path), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str = "") -> None:
+    """Heat map of cross-validated R^2: ROI x hemisphere (rows) by feature set (columns).
+
+    Each cell is annotated with its R^2 and marked * where the BH q-value is below 0.05.
+    """
+    plt = _pyplot()
+    regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"])
+    regs = regs.assign(target=regs["roi"] + " " + regs["hemisphere"])
+    r2 = regs.pivot(index="target", columns="feature_set", values="cv_r2")
+    q = regs.pivot(index="target", columns="feature_set", values="q_value")
+    fig, ax = plt.subplots(figsize=(1.6 * r2.shape[1] + 2.5, 0.45 * r2.shape[0] + 1.6))
+    bound = max(0.1, float(np.nanmax(np.abs(r2.to_numpy()))))
+    image = ax.imshow(r2.to_numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    for i in range(r2.shape[0]):
+        for j in range(r2.shape[1]):
+            star = "*" if q.iloc[i, j] < 0.05 else ""
+            ax.text(j, i, f"{r2.iloc[i, j]:.2f}{star}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(r2.shape[1]), r2.columns, rotation=20)
+    ax.set_yticks(range(r2.shape[0]), r2.index)
+    fig.colorbar(image, ax=ax, label="cross-validated R²")
+    ax.set_title(f"Brainscore explained by shape{f' ({dataset})' if dataset else ''}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_scaling(
+    scores: pd.DataFrame,
+    counts: Mapping[str, float],
+    kinds: Mapping[tuple[str, str], str],
+    path: str | os.PathLike,
+    dataset: str = "",
+) -> None:
+    """Brainscore (best layer, mean over subjects and ROI x hemispheres) against log parameters.
+
+    One point per model variant, coloured by variant kind; published scores (no layer) are
+    averaged over ROI x hemispheres as given.
+    """
+    plt = _pyplot()
+    if "layer" in scores.columns:
+        best = variant_scores(scores)
+    else:
+        best = scores
+    per = best.groupby(["model", "variant"], as_index=False)["score"].mean()
+    per["params"] = per["model"].map(counts)
+    per["kind"] = [kinds.get((m, v), "full") for m, v in zip(per.model, per.variant, strict=True)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, rows in per.groupby("kind", sort=True):
+        ax.scatter(rows["params"], rows["score"], label=kind, s=30)
+        for row in rows.itertuples():
+            ax.annotate(row.model, (row.params, row.score), fontsize=7, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("brainscore (best layer, mean r)")
+    ax.legend(fontsize=8, title="variant kind", title_fontsize=8)
+    ax.set_title(f"Brainscore against model size{f' ({dataset})' if dataset else ''}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_contrasts(table: pd.DataFrame, path: str | os.PathLike, dataset: str = "") -> None:
+    """Paired differences over all ROI x hemispheres, one row per model and contrast."""
+    plt = _pyplot()
+    overall = table[table["roi"] == "all"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * max(len(overall), 1) + 1.5))
+    if overall.empty:
+        ax.text(0.5, 0.5, "no variant pairs to compare", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        y = np.arange(len(overall))
+        err = np.stack(
+            [overall["difference"] - overall["ci_low"], overall["ci_high"] - overall["difference"]]
+        )
+        ax.errorbar(overall["difference"], y, xerr=err, fmt="o", capsize=3)
+        ax.set_yticks(
+            y, [f"{m}: {c}" for m, c in zip(overall.model, overall.contrast, strict=True)]
+        )
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("difference in brainscore (r), 95% bootstrap interval over subjects")
+    ax.set_title(f"Variant against its twin{f' ({dataset})' if dataset else ''}")
+    fig.tight_layout()
+    _save(fig, path)

@@ -127,6 +127,53 @@ def word_times(words: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def _resamplers(
+    words: Mapping[str, np.ndarray], base: TimeBase, window: float
+) -> dict[str, np.ndarray]:
+    """Per story, the Lanczos weights (n_paired_volumes, n_words) of the time base."""
+    out = {}
+    for story in base.stories():
+        if story not in words:
+            raise BrainshapeError(
+                f"story {story} has fMRI but no words; the words table must hold every story of "
+                "the dataset"
+            )
+        run = base.runs[story]
+        # The cut-off comes from the whole run's volume spacing; only the paired rows are kept.
+        weights = lanczos_matrix(
+            words[story], tr_times(int(run["n_trs"]), float(run["tr"])), window=window
+        )
+        start = int(run["trim_start"])
+        out[story] = weights[start : start + base.model_times(story).size]
+    return out
+
+
+def layer_cloud(
+    features: Mapping[str, np.ndarray],
+    resamplers: Mapping[str, np.ndarray],
+    layer: int,
+) -> np.ndarray:
+    """One layer's cloud (n_points, hidden) float64, stories in time-base order.
+
+    ``features[story]`` is (n_layers + 1, n_words, hidden) (memory-mapped is fine: only
+    ``layer`` is read); ``resamplers`` come from :func:`_resamplers`.
+    """
+    parts = []
+    for story, weights in resamplers.items():
+        if story not in features:
+            raise BrainshapeError(
+                f"story {story} has fMRI but no features; compute the features of every story"
+            )
+        f = features[story]
+        if f.ndim != 3 or f.shape[1] != weights.shape[1]:
+            raise BrainshapeError(
+                f"features of story {story} have shape {tuple(f.shape)}; expected (layers, "
+                f"{weights.shape[1]} words, hidden); recompute the features"
+            )
+        parts.append(weights @ np.asarray(f[layer], dtype=np.float64))
+    return np.concatenate(parts, axis=0)
+
+
 def layer_clouds(
     features: Mapping[str, np.ndarray],
     words: Mapping[str, np.ndarray],
@@ -138,27 +185,11 @@ def layer_clouds(
     ``features[story]`` is (n_layers + 1, n_words, hidden) and ``words[story]`` the word times
     (seconds); each layer is Lanczos-resampled at the paired stimulus times of the time base.
     """
-    parts = []
-    for story in base.stories():
-        if story not in features or story not in words:
-            raise BrainshapeError(
-                f"story {story} has fMRI but no features or words; compute the features of "
-                "every story of the dataset"
-            )
-        f = np.asarray(features[story])
-        if f.ndim != 3 or f.shape[1] != words[story].size:
-            raise BrainshapeError(
-                f"features of story {story} have shape {f.shape}; expected (layers, "
-                f"{words[story].size} words, hidden); recompute the features"
-            )
-        times = base.model_times(story)
-        all_times = tr_times(int(base.runs[story]["n_trs"]), float(base.runs[story]["tr"]))
-        # The resampling matrix uses the whole run's spacing; only the paired rows are kept.
-        weights = lanczos_matrix(words[story], all_times, window=window)
-        start = int(base.runs[story]["trim_start"])
-        weights = weights[start : start + times.size]
-        parts.append(np.einsum("tw,lwh->lth", weights, f.astype(np.float64)).astype(np.float32))
-    return np.concatenate(parts, axis=1)
+    resamplers = _resamplers(words, base, window)
+    n_layers = np.asarray(features[base.stories()[0]]).shape[0]
+    return np.stack(
+        [layer_cloud(features, resamplers, k).astype(np.float32) for k in range(n_layers)]
+    )
 
 
 def brain_clouds(
@@ -469,15 +500,16 @@ def compute_layers(
         _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
         brain[row.cloud] = (row, extra["cloud"], distances(extra["cloud"], metric))
         index = extra["index"]
-    clouds = layer_clouds(features, word_times(words), base, window=window)
-    if index is None or clouds.shape[1] != base.n_points():
+    resamplers = _resamplers(word_times(words), base, window)
+    if index is None or sum(w.shape[0] for w in resamplers.values()) != base.n_points():
         raise BrainshapeError(
             f"{brain_dir}: the brain clouds do not match this dataset's time base; rerun "
             "rule topology_brain"
         )
+    n_layers = features[base.stories()[0]].shape[0]
     rows = []
-    for layer in range(clouds.shape[0]):
-        pts = clouds[layer][index]
+    for layer in range(n_layers):
+        pts = layer_cloud(features, resamplers, layer)[index]
         d = distances(pts, metric)
         save_diagrams(out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend), index=index)
         for info, bcloud, bd in brain.values():
