@@ -378,6 +378,21 @@ def contrasts(
     brainscore at each variant's best layer); the interval is a percentile bootstrap over
     subjects. ``roi`` = ``all`` averages the ROI x hemispheres per subject first.
     """
+    columns = [
+        "model",
+        "contrast",
+        "variant",
+        "reference",
+        "roi",
+        "hemisphere",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "n_subjects",
+    ]
+    if not {"variant", "layer", "subject"} <= set(scores.columns):
+        # Published scores carry no subjects to pair: nothing to compare.
+        return pd.DataFrame(columns=columns)
     best = variant_scores(scores)
     per = best.groupby(["model", "variant", "subject", "roi", "hemisphere"], as_index=False)[
         "score"
@@ -419,18 +434,6 @@ def contrasts(
                         "n_subjects": int(values.size),
                     }
                 )
-    columns = [
-        "model",
-        "contrast",
-        "variant",
-        "reference",
-        "roi",
-        "hemisphere",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "n_subjects",
-    ]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
-from brainshape.io import atomic_path
+from brainshape.io import atomic_path, save_json
 
 #: Distances between the points of a cloud.
 METRICS = ("correlation", "euclidean")
@@ -469,7 +469,7 @@ def compute_brain(
     )
     with atomic_path(Path(out_dir) / "clouds.parquet") as tmp:
         table.to_parquet(tmp, index=False)
-    (Path(out_dir) / "runs.json").write_text(json.dumps(base.runs, indent=2) + "\n")
+    save_json(Path(out_dir) / "runs.json", dict(base.runs))
     return table
 
 
