@@ -186,3 +186,34 @@ def test_contrasts_recover_planted_differences():
     t = overall.loc["full - untrained"]
     assert t["difference"] == pytest.approx(0.2, abs=0.01)
     assert 0 < t["ci_low"] < t["difference"] < t["ci_high"] and t["n_subjects"] == 12
+
+
+def _study(tmp_path, **regressions):
+    import yaml
+    from conftest import REPO, SCHEMAS
+
+    from brainshape.config import load_registry_dict, validate
+    from brainshape.workflow import Study
+
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["regressions"] = regressions
+    cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
+    reg = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
+    return Study(cfg, reg, source="demo.yaml")
+
+
+def test_study_wires_published_scores(tmp_path):
+    study = _study(tmp_path)
+    assert study.regression_scores("demo") == "results/demo/brainscores.parquet"
+    params = study.regressions_params("demo")
+    assert params["families"]["smollm2-135m"] == "smollm2" and params["published"] is False
+    assert params["default_variants"]["tiny-gpt2"] == "fp32"
+    assert "results/demo/regressions.parquet" in study.all_targets()
+    missing = tmp_path / "scores.csv"
+    study = _study(tmp_path, published_scores=str(missing))
+    with pytest.raises(BrainshapeError, match=f"regressions.published_scores {missing} does not"):
+        study.check_inputs()
+    missing.write_text("model,roi,hemisphere,score\n")
+    assert study.regression_scores("demo") == str(missing)
+    assert study.regressions_params("demo")["published"] is True
