@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
@@ -314,12 +313,43 @@ def load_diagrams(path: str | os.PathLike) -> tuple[list[np.ndarray], dict[str, 
     return dgms, extra
 
 
+def _to_diagonal(dgm: np.ndarray, p: float) -> np.ndarray:
+    """L_p distance of each point (b, d) to the diagonal: both coordinates move by (d - b) / 2."""
+    scale = 1.0 if math.isinf(p) else 2.0 ** (1.0 / p)
+    return (dgm[:, 1] - dgm[:, 0]) / 2 * scale
+
+
+def _wasserstein_same_birth(a: np.ndarray, b: np.ndarray, q: float, p: float) -> float:
+    """Exact q-th power cost when every point of both diagrams has the same birth (Rips H0).
+
+    The points then lie on one line, where |x - y|^q is convex: an optimal matching never
+    crosses, so it is an edit-distance alignment of the sorted deaths (match, or send a point
+    to the diagonal). Each row of the dynamic programme is a prefix minimum, done with numpy.
+    """
+    x, y = np.sort(a[:, 1]), np.sort(b[:, 1])
+    da = _to_diagonal(a[np.argsort(a[:, 1])], p) ** q
+    db = _to_diagonal(b[np.argsort(b[:, 1])], p) ** q
+    s = np.concatenate([[0.0], np.cumsum(db)])  # s[j]: b's first j points to the diagonal
+    prev = s.copy()
+    for i in range(x.size):
+        match = prev[:-1] + np.abs(x[i] - y) ** q
+        drop = prev + da[i]
+        best = np.minimum(drop[1:], match)
+        # dp[j] = min(best[j], dp[j - 1] + db[j - 1]) = s[j] + running min of (best - s).
+        head = drop[0]
+        row = np.concatenate([[head], best]) - s
+        prev = s + np.minimum.accumulate(row)
+    return float(prev[-1])
+
+
 def wasserstein(a: np.ndarray, b: np.ndarray, q: float = 1.0, p: float = math.inf) -> float:
     """q-Wasserstein distance between two diagrams with the L_p ground metric.
 
     Points may be matched to each other or to their projection on the diagonal; the cost of a
     match is the L_p distance raised to ``q``; the result is the q-th root of the cheapest total.
-    Solved exactly as an assignment problem on the diagonal-augmented cost matrix.
+    Exact: diagrams whose points share one birth (every Rips H0 diagram) by dynamic programming
+    on the sorted deaths, others as an optimal-transport problem with the diagonal as one extra
+    node on each side (network simplex, POT).
     """
     if not q >= 1 or math.isinf(q):
         raise BrainshapeError(f"topology.wasserstein q is {q}; use a finite number >= 1")
@@ -330,23 +360,22 @@ def wasserstein(a: np.ndarray, b: np.ndarray, q: float = 1.0, p: float = math.in
     n, m = len(a), len(b)
     if n + m == 0:
         return 0.0
-    # Distance of (b, d) to the diagonal in L_p: both coordinates move by (d - b) / 2.
-    scale = 1.0 if math.isinf(p) else 2.0 ** (1.0 / p)
-    to_diag_a = (a[:, 1] - a[:, 0]) / 2 * scale
-    to_diag_b = (b[:, 1] - b[:, 0]) / 2 * scale
+    births = np.concatenate([a[:, 0], b[:, 0]])
+    if np.all(births == births[0]):
+        return _wasserstein_same_birth(a, b, q, p) ** (1.0 / q)
+    import ot
+
     diff = np.abs(a[:, None, :] - b[None, :, :])
-    if math.isinf(p):
-        cross = diff.max(axis=2)
-    else:
-        cross = (diff**p).sum(axis=2) ** (1.0 / p)
-    # Rows: a's points, then m diagonal slots; columns: b's points, then n diagonal slots. Any
-    # diagonal slot will do for a point (they are interchangeable), and slot-to-slot costs 0.
-    cost = np.zeros((n + m, m + n))
+    cross = diff.max(axis=2) if math.isinf(p) else (diff**p).sum(axis=2) ** (1.0 / p)
+    cost = np.zeros((n + 1, m + 1))
     cost[:n, :m] = cross**q
-    cost[:n, m:] = (to_diag_a**q)[:, None]
-    cost[n:, :m] = (to_diag_b**q)[None, :]
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].sum() ** (1.0 / q))
+    cost[:n, m] = _to_diagonal(a, p) ** q
+    cost[n, :m] = _to_diagonal(b, p) ** q
+    # The diagonal node holds as much mass as the other side has points.
+    mass_a = np.concatenate([np.ones(n), [m]])
+    mass_b = np.concatenate([np.ones(m), [n]])
+    total = ot.emd2(mass_a, mass_b, cost, numItermax=max(100_000, 50 * (n + m) ** 2))
+    return float(max(total, 0.0) ** (1.0 / q))
 
 
 def summaries(dgm: np.ndarray) -> dict[str, float]:
