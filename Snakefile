@@ -22,6 +22,8 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/fmri.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/topology.smk"
+include: "workflow/rules/regressions.smk"
 
 
 rule all:

@@ -171,6 +171,36 @@ def test_report_has_a_figure_per_model(demo_run):
         assert (demo_run / "results" / "demo" / "plots" / f"brainscores_{model}.png").stat().st_size
 
 
+def test_topology_table_pairs_every_layer_with_every_brain_cloud(demo_run, scores):
+    results = demo_run / "results" / "demo"
+    topo = pd.read_parquet(results / "topology.parquet")
+    brains = pd.read_parquet(results / "topology" / "brain" / "clouds.parquet")
+    layers = scores.drop_duplicates(["model", "variant", "layer"])
+    assert len(topo) == len(layers) * len(brains)
+    assert set(brains["subject"]) == {"group"}
+    pairs = topo[["roi", "hemisphere"]].drop_duplicates()
+    assert len(pairs) == len(scores[["roi", "hemisphere"]].drop_duplicates())
+    for col in ("wasserstein_q1_pinf_h0", "wasserstein_q2_p2_h1", "procrustes", "rsa", "cka"):
+        assert topo[col].notna().all(), col
+    assert (results / "topology" / "layers" / "tiny-gpt2" / "fp32" / "layer-4.npz").is_file()
+
+
+def test_regressions_run_and_appear_in_the_report(demo_run):
+    results = demo_run / "results" / "demo"
+    regs = pd.read_parquet(results / "regressions.parquet")
+    per = regs.drop_duplicates(["roi", "hemisphere", "feature_set"])
+    assert set(per["feature_set"]) == {"wasserstein", "persistence", "geometry"}
+    assert len(per) == 10 * 3  # 5 ROIs x 2 hemispheres x 3 feature sets
+    assert (per["n_families"] == 3).all()  # leave one family out
+    assert per["q_value"].between(0, 1).all() and (per["q_value"] >= per["p_value"]).all()
+    contrasts = pd.read_parquet(results / "contrasts.parquet")
+    assert set(contrasts["contrast"]) == {"full - untrained"}
+    html = (demo_run / "report.html").read_text(errors="replace")
+    for name in ("regressions", "scaling", "contrasts"):
+        assert f"{name}.png" in html
+        assert (results / "plots" / f"{name}.png").stat().st_size
+
+
 def test_rerun_with_nothing_changed_runs_no_job(demo_run):
     proc = snakemake(demo_run, "-n", "--cores", "2")
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -139,6 +139,7 @@ class Study:
         for ds in self.datasets:
             targets.append(f"results/{ds}/brainscores.parquet")
             targets += [f"results/{ds}/plots/brainscores_{m}.png" for m in self.models()]
+            targets += self.shape_targets(ds)
         return targets
 
     def demo_dir(self, ds: str) -> str:
@@ -323,6 +324,70 @@ class Study:
 
     def encode_group_params(self, ds: str, group: str) -> dict:
         return {**self.encode_params(ds), "subjects": self.group_subjects(ds, group)}
+    # --- topology and regressions -------------------------------------------------------------
+
+    #: Report plots of the aggregate analyses, one per dataset each.
+    SHAPE_PLOTS = ("regressions", "scaling", "contrasts")
+
+    def shape_targets(self, ds: str) -> list[str]:
+        return [
+            f"results/{ds}/topology.parquet",
+            f"results/{ds}/regressions.parquet",
+            *(f"results/{ds}/plots/{name}.png" for name in self.SHAPE_PLOTS),
+        ]
+
+    def topology_pairs(self, ds: str) -> list[str]:
+        return [f"results/{ds}/topology/pairs/{m}/{v}.parquet" for m, v in self.model_variants()]
+
+    def topology_brain_params(self, ds: str) -> dict:
+        t = self.config["topology"]
+        keys = ("delay", "max_points", "seed", "metric", "maxdim", "backend", "per_subject")
+        return {k: t[k] for k in keys}
+
+    def layer_diagrams_params(self, ds: str) -> dict:
+        t = self.config["topology"]
+        return {
+            "stories": list(self.dataset(ds)["stories"]),
+            "window": self.config["encoding"]["lanczos_window"],
+            **{k: t[k] for k in ("delay", "metric", "maxdim", "backend")},
+        }
+
+    def topology_pairs_params(self) -> dict:
+        return {"orders": [dict(o) for o in self.config["topology"]["wasserstein"]]}
+
+    def published_scores(self) -> Path | None:
+        path = self.config["regressions"]["published_scores"]
+        return Path(path) if path else None
+
+    def regression_scores(self, ds: str) -> str:
+        """The scores to explain: a published CSV, or the pipeline's brainscores."""
+        published = self.published_scores()
+        return str(published) if published else f"results/{ds}/brainscores.parquet"
+
+    def regressions_params(self, ds: str) -> dict:
+        r = dict(self.config["regressions"])
+        r["feature_sets"] = {k: list(v) for k, v in r["feature_sets"].items()}
+        r["published"] = self.published_scores() is not None
+        r["families"] = {m: self.registry[m]["family"] for m in self.models()}
+        r["kinds"] = [
+            [m, v, self.registry[m]["variants"][v]["kind"]] for m, v in self.model_variants()
+        ]
+        # Published scores without a variant column are matched to each model's first full
+        # (trained, unquantized) variant.
+        r["default_variants"] = {
+            m: next(
+                (v for v in self.variants(m) if self.registry[m]["variants"][v]["kind"] == "full"),
+                self.variants(m)[0],
+            )
+            for m in self.models()
+        }
+        return r
+
+    def plot_regressions_params(self, ds: str) -> dict:
+        params = self.regressions_params(ds)
+        params["registry"] = {m: dict(self.registry[m]) for m in self.models()}
+        params["model_dirs"] = {m: str(self.model_dir(m) or "") for m in self.models()}
+        return params
 
     # --- resources ---------------------------------------------------------------------------
 
@@ -421,10 +486,20 @@ class Study:
     def encode_mem_mb(self, ds: str, model: str) -> int:
         return 4096
 
+    def layer_diagrams_mem_mb(self, ds: str, model: str) -> int:
+        return 4096
+
     # --- checks before anything runs ---------------------------------------------------------
 
     def check_inputs(self) -> None:
         """Fail at planning time, in one message, if a real dataset lacks input files."""
+        published = self.published_scores()
+        if published is not None and not published.is_file():
+            raise BrainshapeError(
+                f"{self.source}: regressions.published_scores {published} does not exist; give "
+                "a CSV with columns model, roi, hemisphere, score, or null for the pipeline's"
+                " brainscores"
+            )
         for ds, d in self.datasets.items():
             if self.is_demo(ds):
                 self.demo_params(ds)

@@ -166,3 +166,69 @@ def encode_mem_mb(wildcards, attempt):
 
 def baseline_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt
+# --- topology and regressions ----------------------------------------------------------------
+
+
+def topology_brain_inputs(wildcards):
+    return STUDY.fmri_dirs(wildcards.dataset)
+
+
+def topology_brain_params(wildcards):
+    return STUDY.topology_brain_params(wildcards.dataset)
+
+
+def layer_diagrams_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "words": f"results/{ds}/words.parquet",
+        "features": f"results/{ds}/features/{wildcards.model}/{wildcards.variant}",
+        "brain": f"results/{ds}/topology/brain",
+    }
+
+
+def layer_diagrams_params(wildcards):
+    return STUDY.layer_diagrams_params(wildcards.dataset)
+
+
+def layer_diagrams_mem_mb(wildcards, attempt):
+    return STUDY.layer_diagrams_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def topology_pairs_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "layers": f"results/{ds}/topology/layers/{wildcards.model}/{wildcards.variant}",
+        "brain": f"results/{ds}/topology/brain",
+    }
+
+
+def topology_pairs_params(wildcards):
+    return STUDY.topology_pairs_params()
+
+
+def topology_table_inputs(wildcards):
+    return STUDY.topology_pairs(wildcards.dataset)
+
+
+def regressions_inputs(wildcards):
+    return {
+        "topology": f"results/{wildcards.dataset}/topology.parquet",
+        "scores": STUDY.regression_scores(wildcards.dataset),
+    }
+
+
+def regressions_params(wildcards):
+    return STUDY.regressions_params(wildcards.dataset)
+
+
+def plot_regressions_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "regressions": f"results/{ds}/regressions.parquet",
+        "contrasts": f"results/{ds}/contrasts.parquet",
+        "scores": STUDY.regression_scores(ds),
+    }
+
+
+def plot_regressions_params(wildcards):
+    return STUDY.plot_regressions_params(wildcards.dataset)

@@ -1,0 +1,219 @@
+"""Aggregate regressions: planted relation found, shuffled scores not, references matched."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+
+from brainshape import regressions as R
+from brainshape.errors import BrainshapeError
+
+ROIS = [("STG", "L"), ("STG", "R"), ("IFG", "L")]
+
+
+def synthetic(seed=0, n_families=8, n_layers=6, planted=True):
+    """Topology and brainscore tables; in STG L the score is a linear function of feat_a."""
+    rng = np.random.default_rng(seed)
+    topo, scores = [], []
+    for f in range(n_families):
+        for variant in ("full", "untrained"):
+            for layer in range(n_layers):
+                for roi, hemi in ROIS:
+                    a, b, c, d = rng.standard_normal(4)
+                    topo.append(
+                        dict(
+                            model=f"m{f}",
+                            variant=variant,
+                            layer=layer,
+                            subject="group",
+                            roi=roi,
+                            hemisphere=hemi,
+                            feat_a=a,
+                            feat_b=b,
+                            noise_c=c,
+                            noise_d=d,
+                            constant=1.0,
+                        )
+                    )
+                    signal = 0.3 * a if (planted and (roi, hemi) == ("STG", "L")) else 0.0
+                    for sub in ("01", "02"):
+                        scores.append(
+                            dict(
+                                model=f"m{f}",
+                                variant=variant,
+                                layer=layer,
+                                subject=sub,
+                                roi=roi,
+                                hemisphere=hemi,
+                                score=0.2 + signal + 0.05 * rng.standard_normal(),
+                            )
+                        )
+    families = {f"m{f}": f"fam{f}" for f in range(n_families)}
+    return pd.DataFrame(scores), pd.DataFrame(topo), families
+
+
+SETS = {"shape": ["feat_*", "constant"], "noise": ["noise_*"]}
+
+
+def test_planted_relation_is_found_and_only_there():
+    scores, topo, families = synthetic()
+    obs = R.observations(scores, topo, families, unit="layer")
+    table = R.run_regressions(obs, SETS, n_permutations=1000, n_bootstrap=500, seed=1)
+    regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"]).set_index(
+        ["roi", "hemisphere", "feature_set"]
+    )
+    assert len(regs) == len(ROIS) * len(SETS)
+    hit = regs.loc[("STG", "L", "shape")]
+    assert hit["cv_r2"] > 0.8
+    assert hit["q_value"] < 0.01 and hit["p_value"] == pytest.approx(1 / 1001)
+    others = regs.drop(index=("STG", "L", "shape"))
+    assert (others["q_value"] > 0.05).all()
+    row = table[(table.roi == "STG") & (table.hemisphere == "L") & (table.feature_set == "shape")]
+    a = row.set_index("feature").loc["feat_a"]
+    # 0.3 score units per unit of feat_a: per standard deviation that is 0.3 * SD.
+    sd = obs[(obs.roi == "STG") & (obs.hemisphere == "L")]["feat_a"].std(ddof=0)
+    assert a["ci_low"] < 0.3 * sd < a["ci_high"] and a["ci_low"] > 0.2
+    assert a["selection_freq"] == 1.0
+    assert np.isnan(row.set_index("feature").loc["constant", "coef"])
+
+
+def test_shuffled_scores_find_nothing():
+    scores, topo, families = synthetic()
+    rng = np.random.default_rng(7)
+    scores["score"] = rng.permutation(scores["score"].to_numpy())
+    obs = R.observations(scores, topo, families, unit="layer")
+    table = R.run_regressions(obs, SETS, n_permutations=1000, n_bootstrap=200, seed=2)
+    regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"])
+    assert (regs["q_value"] > 0.05).all()
+    assert (regs["cv_r2"] < 0.05).all()
+
+
+def test_cv_r2_equals_sklearn_with_leave_one_family_out():
+    scores, topo, families = synthetic(n_families=4)
+    obs = R.observations(scores, topo, families, unit="layer")
+    part = obs[(obs.roi == "STG") & (obs.hemisphere == "L")]
+    x = part[["feat_a", "feat_b", "noise_c"]].to_numpy()
+    y, groups = part["score"].to_numpy(), part["family"].to_numpy()
+    pred = cross_val_predict(LinearRegression(), x, y, groups=groups, cv=LeaveOneGroupOut())
+    folds = R.group_folds(groups, n_folds=5)
+    assert len(folds) == 4  # 4 families <= 5 folds: leave one family out
+    assert R.cv_r2(x, y[:, None], folds)[0] == pytest.approx(r2_score(y, pred), abs=1e-10)
+
+
+def test_permutation_p_value_equals_a_loop():
+    scores, topo, families = synthetic(n_families=5, n_layers=3, planted=False)
+    obs = R.observations(scores, topo, families, unit="layer")
+    part = obs[(obs.roi == "IFG") & (obs.hemisphere == "L")]
+    x, y = part[["feat_a", "noise_c"]].to_numpy(), part["score"].to_numpy()
+    groups = part["family"].to_numpy()
+    res = R.fit(x, y, groups, ["feat_a", "noise_c"], n_permutations=50, n_bootstrap=10, seed=3)
+    rng = np.random.default_rng(3)
+    logo = LeaveOneGroupOut()
+    observed = r2_score(y, cross_val_predict(LinearRegression(), x, y, groups=groups, cv=logo))
+    null = []
+    for _ in range(50):
+        yp = rng.permutation(y)
+        pred = cross_val_predict(LinearRegression(), x, yp, groups=groups, cv=logo)
+        null.append(r2_score(yp, pred))
+    expected = (1 + np.sum(np.array(null) >= observed - 1e-12)) / 51
+    assert res.cv_r2 == pytest.approx(observed, abs=1e-10)
+    assert res.p_value == pytest.approx(expected)
+
+
+def test_group_folds_keep_families_together():
+    groups = np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 4 + ["d"] * 2 + ["e"] * 2 + ["f"] * 1)
+    folds = R.group_folds(groups, n_folds=3)
+    assert len(folds) == 3
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
+    for test in folds:
+        for g in set(groups[test]):
+            assert set(np.flatnonzero(groups == g)) <= set(test)
+    with pytest.raises(BrainshapeError, match="needs at least 2 model families"):
+        R.group_folds(np.array(["a", "a"]), 3)
+
+
+def test_units_and_published_scores(tmp_path):
+    scores, topo, families = synthetic(n_families=3, n_layers=4)
+    best = R.observations(scores, topo, families, unit="best_layer")
+    assert len(best) == 3 * 2 * len(ROIS)
+    mean = R.observations(scores, topo, families, unit="mean")
+    assert "layer" not in mean.columns and len(mean) == len(best)
+    csv = tmp_path / "published.csv"
+    pd.DataFrame(
+        {"model": ["m0", "m1", "m2"], "roi": "STG", "hemisphere": "L", "score": [0.1, 0.2, 0.3]}
+    ).to_csv(csv, index=False)
+    published = R.read_published(csv)
+    obs = R.observations(
+        published, topo, families, published=True, default_variants={m: "full" for m in families}
+    )
+    assert len(obs) == 3 and set(obs["variant"]) == {"full"}
+    expected = topo[(topo.model == "m1") & (topo.variant == "full") & (topo.roi == "STG")]
+    expected = expected[expected.hemisphere == "L"]["feat_a"].mean()
+    assert obs.set_index("model").loc["m1", "feat_a"] == pytest.approx(expected)
+    pd.DataFrame({"model": ["m0"], "region": ["STG"]}).to_csv(csv, index=False)
+    with pytest.raises(
+        BrainshapeError, match=r"lacks column\(s\) \['roi', 'hemisphere', 'score'\]"
+    ):
+        R.read_published(csv)
+    with pytest.raises(BrainshapeError, match="regressions.feature_sets.geo"):
+        R.feature_columns(obs, ["procrustes"], "geo")
+
+
+def test_contrasts_recover_planted_differences():
+    rng = np.random.default_rng(4)
+    rows = []
+    offsets = {"fp16": 0.0, "bnb4": -0.05, "untrained": -0.2}
+    for variant, off in offsets.items():
+        for layer in range(3):
+            for sub in [f"{i:02d}" for i in range(12)]:
+                for roi in ("STG", "AG"):
+                    base = 0.3 if layer == 1 else 0.1
+                    score = base + off + 0.01 * rng.standard_normal()
+                    rows.append(("m", variant, layer, sub, roi, "L", score))
+    scores = pd.DataFrame(
+        rows, columns=["model", "variant", "layer", "subject", "roi", "hemisphere", "score"]
+    )
+    kinds = {("m", "fp16"): "full", ("m", "bnb4"): "bnb4", ("m", "untrained"): "untrained"}
+    table = R.contrasts(scores, kinds, n_bootstrap=500)
+    overall = table[table.roi == "all"].set_index("contrast")
+    assert set(overall.index) == {"bnb4 - full", "full - untrained"}
+    q = overall.loc["bnb4 - full"]
+    # Subject noise: SD 0.01 per score, so the mean of 12 paired differences is within ~0.01.
+    assert q["difference"] == pytest.approx(-0.05, abs=0.01)
+    assert q["ci_low"] < q["difference"] < q["ci_high"] < 0
+    t = overall.loc["full - untrained"]
+    assert t["difference"] == pytest.approx(0.2, abs=0.01)
+    assert 0 < t["ci_low"] < t["difference"] < t["ci_high"] and t["n_subjects"] == 12
+
+
+def _study(tmp_path, **regressions):
+    import yaml
+    from conftest import REPO, SCHEMAS
+
+    from brainshape.config import load_registry_dict, validate
+    from brainshape.workflow import Study
+
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["regressions"] = regressions
+    cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
+    reg = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
+    return Study(cfg, reg, source="demo.yaml")
+
+
+def test_study_wires_published_scores(tmp_path):
+    study = _study(tmp_path)
+    assert study.regression_scores("demo") == "results/demo/brainscores.parquet"
+    params = study.regressions_params("demo")
+    assert params["families"]["smollm2-135m"] == "smollm2" and params["published"] is False
+    assert params["default_variants"]["tiny-gpt2"] == "fp32"
+    assert "results/demo/regressions.parquet" in study.all_targets()
+    missing = tmp_path / "scores.csv"
+    study = _study(tmp_path, published_scores=str(missing))
+    with pytest.raises(BrainshapeError, match=f"regressions.published_scores {missing} does not"):
+        study.check_inputs()
+    missing.write_text("model,roi,hemisphere,score\n")
+    assert study.regression_scores("demo") == str(missing)
+    assert study.regressions_params("demo")["published"] is True

@@ -1,0 +1,66 @@
+# Shape of representations: brain clouds (one job per dataset), layer diagrams and geometry
+# (one job per dataset, model and variant), pairings (same), and the table.
+
+
+rule topology_brain:
+    input:
+        topology_brain_inputs,
+    output:
+        directory("results/{dataset}/topology/brain"),
+    log:
+        "logs/{dataset}/topology/brain.log",
+    conda:
+        "../envs/brainshape.yaml"
+    threads: 2
+    params:
+        settings=topology_brain_params,
+    script:
+        "../scripts/topology_brain.py"
+
+
+rule layer_diagrams:
+    input:
+        unpack(layer_diagrams_inputs),
+    output:
+        directory("results/{dataset}/topology/layers/{model}/{variant}"),
+    log:
+        "logs/{dataset}/topology/layers/{model}/{variant}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/topology/{model}/{variant}.tsv"
+    conda:
+        "../envs/brainshape.yaml"
+    threads: 2
+    resources:
+        mem_mb=layer_diagrams_mem_mb,
+    params:
+        settings=layer_diagrams_params,
+    script:
+        "../scripts/layer_diagrams.py"
+
+
+rule topology_pairs:
+    input:
+        unpack(topology_pairs_inputs),
+    output:
+        "results/{dataset}/topology/pairs/{model}/{variant}.parquet",
+    log:
+        "logs/{dataset}/topology/pairs/{model}/{variant}.log",
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        settings=topology_pairs_params,
+    script:
+        "../scripts/topology_pairs.py"
+
+
+rule topology_table:
+    input:
+        topology_table_inputs,
+    output:
+        "results/{dataset}/topology.parquet",
+    log:
+        "logs/{dataset}/topology/table.log",
+    conda:
+        "../envs/brainshape.yaml"
+    script:
+        "../scripts/topology_table.py"

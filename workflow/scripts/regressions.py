@@ -1,0 +1,28 @@
+import pandas as pd
+
+from brainshape import regressions, runner
+from brainshape.io import save_parquet
+
+
+def main(job):
+    p = job.params.settings
+    topology = pd.read_parquet(job.input.topology)
+    if p["published"]:
+        scores = regressions.read_published(job.input.scores)
+    else:
+        scores = pd.read_parquet(job.input.scores)
+    obs = regressions.observations(
+        scores, topology, p["families"], unit=p["unit"], published=p["published"],
+        default_variants=p["default_variants"],
+    )
+    table = regressions.run_regressions(
+        obs, p["feature_sets"], n_permutations=p["n_permutations"],
+        n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
+    )
+    save_parquet(job.output.regressions, table)
+    kinds = {(m, v): k for m, v, k in p["kinds"]}
+    contrasts = regressions.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
+    save_parquet(job.output.contrasts, contrasts)
+
+
+runner.run(snakemake, main)  # noqa: F821
