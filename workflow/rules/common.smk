@@ -1,6 +1,7 @@
 # Config validation, the model registry, input functions and resources. Rule files hold rules only.
 from pathlib import Path
 
+from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
 from brainshape.workflow import Study
@@ -102,3 +103,16 @@ def features_runtime(wildcards, attempt):
 
 def encode_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+# --- code versions: a library change reruns the rules whose scripts use it -------------------
+
+
+def code_version(script):
+    """Hash of the brainshape modules that workflow/scripts/<script> imports (a params entry)."""
+    return code_stamp(Path(workflow.basedir) / "workflow" / "scripts" / script)
+
+
+def prepare_model_params(wildcards):
+    """The registry entry: editing it (config, seed, source) prepares the model again."""
+    return STUDY.registry[wildcards.model]

@@ -9,7 +9,9 @@ rule prepare_model:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("prepare_model.py"),
         model="{model}",
+        entry=prepare_model_params,
     script:
         "../scripts/prepare_model.py"
 
@@ -30,6 +32,7 @@ rule features:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
     params:
+        code=code_version("features.py"),
         settings=features_params,
     script:
         "../scripts/features.py"
