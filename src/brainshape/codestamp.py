@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from brainshape.errors import BrainshapeError
@@ -57,7 +57,7 @@ def library_modules(script: str | Path) -> list[str]:
     return sorted(seen)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_stamp(script: str | Path) -> str:
     """A 16-hex-digit hash of the library sources the script uses (see the module docstring)."""
     digest = hashlib.sha256()
