@@ -89,3 +89,9 @@ def small_run(tmp_path_factory):
     workdir = write_small_demo(tmp_path_factory.mktemp("small"))
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM tests last: once slurm-wlm is installed, every snakemake start probes the
+    SLURM tools, and without a controller that probe waits (~9 s per call)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

@@ -273,7 +273,8 @@ def record_of(job, reason: str = "") -> JobRecord:
         runtime_min=runtime,
         cores=int(cores or 1),
         mem_mb=int(mem) if mem is not None else None,
-        benchmark=str(bench) if bench else None,
+        # Absolute: the DAG is built inside the workflow's directory, which may not be ours.
+        benchmark=os.path.abspath(str(bench)) if bench else None,
         reason=reason,
     )
 

@@ -114,5 +114,7 @@ def code_version(script):
 
 
 def prepare_model_params(wildcards):
-    """The registry entry: editing it (config, seed, source) prepares the model again."""
-    return STUDY.registry[wildcards.model]
+    """The registry entry without its variants: editing the model's source, config or seed
+    prepares it again; adding or editing a variant does not."""
+    entry = STUDY.registry[wildcards.model]
+    return {k: v for k, v in entry.items() if k != "variants"}
