@@ -88,24 +88,39 @@ def slurm_conf(root: Path, host: str) -> Path:
     return conf
 
 
+ETC = Path("/etc/slurm")
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     installed = install()
     root = tmp_path_factory.mktemp("slurm")
     host = socket.gethostname().split(".")[0]
     conf = slurm_conf(root, host)
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    # Job steps (srun inside each job) look for the config at its compiled-in path, not in
+    # SLURM_CONF: put ours there, and put back whatever was there before.
+    saved = {}
+    env = {**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")}
     daemons: list[subprocess.Popen] = []
     try:
+        for name in ("slurm.conf", "gres.conf"):
+            target = ETC / name
+            if target.exists():
+                saved[target] = root / f"{name}.saved"
+                shutil.move(target, saved[target])
+        ETC.mkdir(parents=True, exist_ok=True)
+        shutil.copy(conf, ETC / "slurm.conf")
+        shutil.copy(root / "gres.conf", ETC / "gres.conf")
         key = Path("/etc/munge/munge.key")
         if not key.exists():
             subprocess.run(["mungekey", "--create", "--force"], check=True, capture_output=True)
+            shutil.chown(key, "munge", "munge")
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         for cmd in (
             ["runuser", "-u", "munge", "--", "munged", "--foreground"],
-            ["slurmctld", "-D", "-f", str(conf)],
-            ["slurmd", "-D", "-f", str(conf)],
+            ["slurmctld", "-D"],
+            ["slurmd", "-D"],
         ):
             log = open(root / "log" / f"{cmd[0]}.out", "w")
             daemons.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
@@ -131,6 +146,10 @@ def slurm(tmp_path_factory):
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for name in ("slurm.conf", "gres.conf"):
+            (ETC / name).unlink(missing_ok=True)
+        for target, backup in saved.items():
+            shutil.move(backup, target)
         if installed:
             apt("remove", *installed, "slurm-client", "slurmctld", "slurmd")
 
