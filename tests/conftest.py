@@ -1,7 +1,10 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "workflow" / "schemas"
@@ -14,3 +17,81 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """Run the demo config end to end once (this is what `make demo` runs)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    write_config(workdir, cfg)
+    snakemake(workdir, "--cores", "2")
+    snakemake(workdir, "--cores", "2", "--report", str(workdir / "report.html"))
+    return workdir
+
+
+def small_demo_config(registry: str = "models.yaml") -> dict:
+    """The demo config cut down to what tests of scheduling and reruns need: two subjects, three
+    stories, the two tiny models; both planted layers belong to tiny-gpt2 so that a change to
+    tiny-neox leaves the generated dataset alone. Scores are not the point of these runs."""
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = registry
+    cfg["models"] = ["tiny-gpt2", "tiny-neox"]
+    ds = cfg["datasets"]["demo"]
+    ds["subjects"] = ["01", "02"]
+    ds["stories"] = ds["stories"][:3]
+    cfg["demo"]["planted"] = [
+        {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 2},
+        {"roi": "AG", "hemisphere": "R", "model": "tiny-gpt2", "variant": "fp32", "layer": 4},
+    ]
+    return cfg
+
+
+def write_small_demo(workdir: Path) -> Path:
+    """A work directory holding the small demo config and its own copy of the registry."""
+    write_config(workdir, small_demo_config())
+    (workdir / "models.yaml").write_text((REPO / "config" / "models.demo.yaml").read_text())
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The small demo config run end to end once, locally; tests copy it before changing it."""
+    workdir = write_small_demo(tmp_path_factory.mktemp("small"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM tests last: once slurm-wlm is installed, every snakemake start probes the
+    SLURM tools, and without a controller that probe waits (~9 s per call)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

@@ -28,6 +28,17 @@ def _demo_data(args: argparse.Namespace) -> None:
     print(f"demo dataset written to {args.dir} (ground truth: {args.dir}/ground_truth.json)")
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from brainshape import plan as plan_module
+
+    result = plan_module.plan(
+        args.snakemake_args,
+        calibrate=args.calibrate,
+        tokens_per_gpu_hour=args.tokens_per_gpu_hour,
+    )
+    print(result.to_tsv() if args.tsv else result.to_text(), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainshape",
@@ -63,11 +74,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-voxel signal-to-noise variance ratio (default: %(default)s)",
     )
     demo.set_defaults(func=_demo_data)
+
+    plan = sub.add_parser(
+        "plan",
+        help="GPU-hours, CPU core-hours and Wisteria tokens of the jobs a run would start",
+        description="Build the DAG as `snakemake -n` does and add up, per rule and per model "
+        "variant, the jobs, GPUs per job, runtime, GPU-hours and CPU core-hours of the jobs that "
+        "would run. Every other argument goes to Snakemake unchanged: --profile, --configfile, "
+        "--snakefile, --directory, --set-resources, targets.",
+        epilog="example: brainshape plan --profile profiles/slurm --configfile config/config.yaml",
+    )
+    plan.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="use the runtime measured in earlier runs' benchmark: records where they exist",
+    )
+    plan.add_argument("--tsv", action="store_true", help="print a tab-separated table")
+    plan.add_argument(
+        "--tokens-per-gpu-hour",
+        type=float,
+        default=3.0,
+        help="token price of one GPU-hour (default: %(default)s, Wisteria Aquarius)",
+    )
+    plan.set_defaults(func=_plan, snakemake_args=[])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `plan` hands every argument it does not know to Snakemake.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "plan":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "plan":
+        args.snakemake_args = extra
     try:
         args.func(args)
     except BrainshapeError as error:

@@ -10,6 +10,8 @@ rule brainscores:
         "logs/{dataset}/brainscores.log",
     conda:
         "../envs/brainshape.yaml"
+    params:
+        code=code_version("brainscores.py"),
     script:
         "../scripts/brainscores.py"
 
@@ -30,6 +32,7 @@ rule plot_brainscores:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("plot_brainscores.py"),
         model="{model}",
     script:
         "../scripts/plot_brainscores.py"

@@ -1,6 +1,7 @@
 # Config validation, the model registry, input functions and resources. Rule files hold rules only.
 from pathlib import Path
 
+from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
 from brainshape.workflow import Study
@@ -166,6 +167,8 @@ def encode_mem_mb(wildcards, attempt):
 
 def baseline_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt
+
+
 # --- topology and regressions ----------------------------------------------------------------
 
 
@@ -232,3 +235,18 @@ def plot_regressions_inputs(wildcards):
 
 def plot_regressions_params(wildcards):
     return STUDY.plot_regressions_params(wildcards.dataset)
+
+
+# --- code versions: a library change reruns the rules whose scripts use it -------------------
+
+
+def code_version(script):
+    """Hash of the brainshape modules that workflow/scripts/<script> imports (a params entry)."""
+    return code_stamp(Path(workflow.basedir) / "workflow" / "scripts" / script)
+
+
+def prepare_model_params(wildcards):
+    """The registry entry without its variants: editing the model's source, config or seed
+    prepares it again; adding or editing a variant does not."""
+    entry = STUDY.registry[wildcards.model]
+    return {k: v for k, v in entry.items() if k != "variants"}

@@ -12,6 +12,7 @@ rule demo_data:
         "../envs/brainshape.yaml"
     threads: 2
     params:
+        code=code_version("demo_data.py"),
         settings=demo_params,
     script:
         "../scripts/demo_data.py"

@@ -17,6 +17,7 @@ rule encode:
     resources:
         mem_mb=encode_mem_mb,
     params:
+        code=code_version("encode.py"),
         settings=encode_params,
     script:
         "../scripts/encode.py"

@@ -9,7 +9,9 @@ rule prepare_model:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("prepare_model.py"),
         model="{model}",
+        entry=prepare_model_params,
     script:
         "../scripts/prepare_model.py"
 
@@ -52,6 +54,7 @@ rule features:
         gpu=features_gpus,
         gpu_model=features_gpu_model,
     params:
+        code=code_version("features.py"),
         settings=features_params,
     script:
         "../scripts/features.py"

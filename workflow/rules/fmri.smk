@@ -11,6 +11,7 @@ rule fmri:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("fmri.py"),
         settings=fmri_params,
     script:
         "../scripts/fmri.py"

@@ -11,6 +11,7 @@ rule words:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("words.py"),
         settings=stimuli_params,
     script:
         "../scripts/words.py"

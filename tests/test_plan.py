@@ -1,0 +1,156 @@
+"""`brainshape plan`: GPU-hours, core-hours and tokens of the jobs a run would start."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, snakemake, write_small_demo
+
+from brainshape.plan import JobRecord, read_benchmark_seconds, summarize
+
+
+def job(rule, gpus, runtime, cores=1, model="", variant="", benchmark=None):
+    wildcards = {"dataset": "d"}
+    if model:
+        wildcards["model"] = model
+    if variant:
+        wildcards["variant"] = variant
+    return JobRecord(rule, wildcards, gpus, runtime, cores, benchmark=benchmark)
+
+
+def test_summary_adds_gpu_and_core_hours_per_rule_and_variant():
+    plan = summarize(
+        [
+            job("features", 2, 90, cores=8, model="m", variant="fp16"),
+            job("features", 2, 30, cores=8, model="m", variant="fp16"),
+            job("features", 4, 60, cores=16, model="m", variant="nf4"),
+            job("fmri", 0, 20, cores=2),
+            job("fmri", 0, 40, cores=2),
+            job("brainscores", 0, None),
+        ]
+    )
+    rows = {(r.rule, r.model, r.variant): r for r in plan.rows}
+    fp16 = rows[("features", "m", "fp16")]
+    assert (fp16.jobs, fp16.gpus_per_job, fp16.gpu_hours, fp16.core_hours) == (2, "2", 4.0, 16.0)
+    assert fp16.runtime_h_per_job == 1.0
+    assert rows[("features", "m", "nf4")].gpu_hours == 4.0
+    assert (rows[("fmri", "", "")].gpu_hours, rows[("fmri", "", "")].core_hours) == (0.0, 2.0)
+    assert rows[("brainscores", "", "")].source == "none"
+    assert plan.jobs == 6
+    assert (plan.gpu_hours, plan.core_hours, plan.tokens) == (8.0, 34.0, 24.0)
+    text = plan.to_text()
+    assert "24.0 tokens (3 per GPU-hour)" in text
+    assert text.splitlines()[0].split() == list(plan.COLUMNS)
+
+
+def test_calibrate_uses_benchmark_records_where_they_exist(tmp_path):
+    bench = tmp_path / "features.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\n7000\t1:56:40\t1\n7400\t2:03:20\t1\n")
+    jobs = [
+        job("features", 1, 30, model="m", variant="a", benchmark=str(bench)),
+        job("features", 1, 30, model="m", variant="b", benchmark=str(tmp_path / "none.tsv")),
+    ]
+    assert read_benchmark_seconds(bench) == 7200
+    estimated = summarize(jobs)
+    assert estimated.gpu_hours == 1.0
+    calibrated = summarize(jobs, calibrate=True)
+    rows = {r.variant: r for r in calibrated.rows}
+    assert (rows["a"].gpu_hours, rows["a"].source) == (2.0, "measured")
+    assert (rows["b"].gpu_hours, rows["b"].source) == (0.5, "estimate")
+
+
+def plan_cli(work: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "brainshape.cli", "plan", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(work), "--configfile", str(work / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def tsv_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
+    lines = [ln.split("\t") for ln in text.strip().splitlines()]
+    assert lines[0][:4] == ["rule", "model", "variant", "jobs"]
+    return {tuple(r[:3]): r[3:] for r in lines[1:]}
+
+
+def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
+    work = write_small_demo(tmp_path / "work")
+    proc = plan_cli(
+        work,
+        "--tsv",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--set-resources",
+        "features:gpu=2",
+        "features:runtime=90",
+        "encode:gpus=1",
+    )
+    rows = tsv_rows(proc.stdout)
+    # jobs, gpus/job, runtime h/job, GPU-hours, core-hours, source
+    assert rows[("features", "tiny-gpt2", "fp32")] == [
+        "1",
+        "2",
+        "1.50",
+        "3.00",
+        "12.00",
+        "estimate",
+    ]
+    # encode: one GPU and the profile's default runtime (60 min), 8 threads from set-threads
+    assert rows[("encode", "tiny-neox", "untrained")] == [
+        "1",
+        "1",
+        "1.00",
+        "1.00",
+        "8.00",
+        "estimate",
+    ]
+    assert rows[("fmri", "-", "-")][:2] == ["2", "0"]
+    assert rows["total", "-", "-"][3] == f"{4 * 3.0 + 4 * 1.0:.2f}"
+    # The same jobs as the dry run, less the target-only rule `all`.
+    dry = snakemake(work, "-n", "--cores", "2").stdout
+    total = int(dry.split("Job stats:")[1].split("total")[1].split()[0])
+    assert int(rows["total", "-", "-"][0]) == total - 1
+    text = plan_cli(
+        work,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--set-resources",
+        "features:gpu=2",
+        "features:runtime=90",
+    ).stdout
+    assert "36.0 tokens (3 per GPU-hour)" in text
+
+
+@pytest.mark.workflow
+def test_plan_counts_only_jobs_that_would_run(small_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_run, work, symlinks=True)
+    assert "Nothing to be done" in plan_cli(work).stdout
+    (work / "results" / "demo" / "encoding" / "tiny-neox" / "fp32.parquet").unlink()
+    rows = tsv_rows(plan_cli(work, "--tsv").stdout)
+    assert set(rows) == {
+        ("encode", "tiny-neox", "fp32"),
+        ("brainscores", "-", "-"),
+        ("plot_brainscores", "tiny-neox", "-"),
+        ("total", "-", "-"),
+    }
+
+
+@pytest.mark.workflow
+def test_calibrate_reads_the_benchmarks_of_the_earlier_run(small_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_run, work, symlinks=True)
+    bench = work / "results" / "demo" / "benchmarks" / "features" / "tiny-gpt2" / "fp32.tsv"
+    seconds = read_benchmark_seconds(bench)
+    assert seconds and seconds > 0
+    bench.write_text("s\th:m:s\n5400\t1:30:00\n")
+    args = ["--tsv", "--forceall", "--set-resources", "features:gpu=1", "features:runtime=10"]
+    estimated = tsv_rows(plan_cli(work, *args).stdout)
+    calibrated = tsv_rows(plan_cli(work, *args, "--calibrate").stdout)
+    assert estimated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "0.17", "0.17", "0.17"]
+    assert calibrated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "1.50", "1.50", "1.50"]
+    assert calibrated[("features", "tiny-gpt2", "fp32")][-1] == "measured"
+    # Rules without benchmark records keep their estimates.
+    assert calibrated[("words", "-", "-")] == estimated[("words", "-", "-")]

@@ -1,0 +1,156 @@
+"""Rerun guarantees: a change reruns the jobs it touches and the aggregates downstream, no more.
+
+Each test copies the finished small demo run, changes one thing and reads the dry run's job list
+and reasons.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, snakemake, write_config
+
+from brainshape.codestamp import library_modules
+
+pytestmark = pytest.mark.workflow
+
+# Rules that combine every model or subject: they rerun whenever any of their inputs does.
+AGGREGATES = {"brainscores", "all"}
+
+
+def planned(workdir: Path, env: dict | None = None) -> list[dict]:
+    """Jobs of `snakemake -n`: rule, wildcards and reason of each."""
+    proc = snakemake(workdir, "-n", "--cores", "2", env=env)
+    jobs = []
+    for line in proc.stdout.splitlines():
+        start = re.match(r"^(?:local)?rule (\w+):$", line)
+        if start:
+            jobs.append({"rule": start.group(1), "wildcards": {}, "reason": ""})
+        elif jobs and line.startswith("    wildcards: "):
+            pairs = line.removeprefix("    wildcards: ").split(", ")
+            jobs[-1]["wildcards"] = dict(p.split("=", 1) for p in pairs)
+        elif jobs and line.startswith("    reason: "):
+            jobs[-1]["reason"] = line.removeprefix("    reason: ")
+    if not jobs:
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
+    return jobs
+
+
+def keys(jobs: list[dict]) -> set[tuple[str, str, str]]:
+    return {
+        (j["rule"], j["wildcards"].get("model", ""), j["wildcards"].get("variant", ""))
+        for j in jobs
+    }
+
+
+@pytest.fixture()
+def copy(small_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_run, work, symlinks=True)
+    return work
+
+
+def edit_registry(work: Path, edit) -> None:
+    registry = yaml.safe_load((work / "models.yaml").read_text())
+    edit(registry["models"])
+    (work / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+
+
+def test_nothing_changed_runs_no_job(copy):
+    assert planned(copy) == []
+
+
+def test_model_registry_entry_change_reruns_that_model_only(copy):
+    def fewer_layers(models):
+        models["tiny-neox"]["source"]["config"]["num_hidden_layers"] = 2
+
+    edit_registry(copy, fewer_layers)
+    jobs = planned(copy)
+    assert keys(jobs) == {
+        ("prepare_model", "tiny-neox", ""),
+        ("features", "tiny-neox", "fp32"),
+        ("features", "tiny-neox", "untrained"),
+        ("encode", "tiny-neox", "fp32"),
+        ("encode", "tiny-neox", "untrained"),
+        ("plot_brainscores", "tiny-neox", ""),
+        ("brainscores", "", ""),
+        ("all", "", ""),
+    }
+    (prepare,) = [j for j in jobs if j["rule"] == "prepare_model"]
+    assert prepare["reason"].startswith("Params have changed")
+
+
+def test_variant_parameter_change_reruns_that_model_only(copy):
+    def new_seed(models):
+        models["tiny-neox"]["variants"]["untrained"]["seed"] = 99
+
+    edit_registry(copy, new_seed)
+    jobs = planned(copy)
+    assert {j["wildcards"].get("model") for j in jobs} - {None} == {"tiny-neox"}
+    assert {j["rule"] for j in jobs if "model" not in j["wildcards"]} <= AGGREGATES
+    assert ("features", "tiny-neox", "untrained") in keys(jobs)
+    assert ("encode", "tiny-neox", "untrained") in keys(jobs)
+    assert "prepare_model" not in {j["rule"] for j in jobs}  # the base model is unchanged
+
+
+def test_library_change_reruns_the_rules_that_use_it(copy, tmp_path):
+    # A copy of the library with one module edited, first on the import path.
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "brainshape", src / "brainshape")
+    fmri = src / "brainshape" / "fmri.py"
+    fmri.write_text(fmri.read_text() + "\n# a changed line\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    jobs = planned(copy, env=env)
+    changed = {j["rule"] for j in jobs if j["reason"].startswith("Params have changed")}
+    assert changed == {"fmri"}
+    assert {j["wildcards"]["subject"] for j in jobs if j["rule"] == "fmri"} == {"01", "02"}
+    users = {
+        p.stem for p in (REPO / "workflow" / "scripts").glob("*.py") if "fmri" in library_modules(p)
+    }
+    assert users == {"fmri"}
+    # Everything else that reruns does so only because fmri's outputs are new.
+    assert {j["rule"] for j in jobs} - {"fmri"} <= {"encode", "plot_brainscores"} | AGGREGATES
+
+
+def test_code_stamp_follows_imports_through_the_library():
+    scripts = REPO / "workflow" / "scripts"
+    assert "fmri" in library_modules(scripts / "fmri.py")
+    assert "features" not in library_modules(scripts / "fmri.py")
+    # demo.py plants signal with the feature extractor: demo data depends on it.
+    assert {"demo", "features", "models"} <= set(library_modules(scripts / "demo_data.py"))
+
+
+def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp_path):
+    data = tmp_path / "bids"
+    shutil.copytree(small_run / "resources" / "demo" / "demo", data)
+    cfg = yaml.safe_load((small_run / "config.yaml").read_text())
+    cfg["registry"] = str(small_run / "models.yaml")
+    cfg["model_root"] = str(small_run / "resources" / "models")
+    ds = cfg["datasets"].pop("demo")
+    ds.update(
+        demo=False,
+        bids_root=str(data),
+        atlas={
+            "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
+            "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
+        },
+    )
+    cfg["datasets"] = {"study": ds}
+    work = tmp_path / "work"
+    write_config(work, cfg)
+    snakemake(work, "--cores", "2")
+    assert planned(work) == []
+    story = ds["stories"][1]
+    bold = next((data / "derivatives" / "fmriprep" / "sub-02").rglob(f"*task-{story}*_bold.nii.gz"))
+    replacement = bold.with_suffix(".new")
+    shutil.copyfile(bold, replacement)
+    os.replace(replacement, bold)  # a new file, as a re-run of fMRIPrep leaves it
+    jobs = planned(work)
+    assert [j["wildcards"]["subject"] for j in jobs if j["rule"] == "fmri"] == ["02"]
+    assert not {"words", "features", "prepare_model"} & {j["rule"] for j in jobs}
+    # Encoding reads every subject of the dataset, so its jobs follow; nothing else does.
+    assert {j["rule"] for j in jobs} <= {"fmri", "encode", "plot_brainscores"} | AGGREGATES
+    assert all(j["wildcards"].get("subject", "02") == "02" for j in jobs)
