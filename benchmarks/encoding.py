@@ -71,8 +71,13 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--targets-per-subject", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
     args = parser.parse_args()
+    with ridge.limit_threads(args.threads):
+        run(args)
 
+
+def run(args) -> None:
     from himalaya.backend import set_backend
     from himalaya.ridge import solve_ridge_cv_svd
     from himalaya.scoring import correlation_score
@@ -116,7 +121,8 @@ def main() -> None:
 
     device = str(B.device) if B.name == "torch" else platform.processor() or "cpu"
     p = args.features * args.delays
-    print(f"device: {B.name} on {device}, {dtype}")
+    threads = args.threads or "all"
+    print(f"device: {B.name} on {device}, {dtype}, BLAS threads: {threads}")
     print(
         f"shape: {args.n_trs} TRs x {args.features} features x {args.delays} delays = {p} "
         f"columns, {args.targets} targets, {args.alphas} alphas, {args.folds} contiguous folds"

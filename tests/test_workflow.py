@@ -231,7 +231,7 @@ def test_unknown_config_key_is_one_clear_line(real_copy):
         f"brainshape: {work / 'config.yaml'}: unknown key 'encoding.delay' (did you mean "
         "'delays'?); allowed keys here: alphas, backend, baselines, ceiling, delays, dtype, "
         "folds, gap, group_size, lanczos_window, metrics, n_blocks, n_permutations, "
-        "permutation_block, seed, segment_trs, target_chunk"
+        "permutation_block, seed, segment_trs, target_chunk, threads"
     )
 
 

@@ -140,6 +140,17 @@ def get_backend(name: str = "auto", dtype: str | None = None):
     return NumpyBackend(dtype or "float64")
 
 
+def limit_threads(n_threads: int | None):
+    """Context manager capping BLAS/LAPACK threads (threadpoolctl) at the job's threads.
+
+    Oversubscribed multi-threaded LAPACK (more BLAS threads than free cores) can run an
+    eigendecomposition tens of times slower than one thread; a job uses what it was given.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n_threads)
+
+
 # --- folds ------------------------------------------------------------------------------------
 
 

@@ -165,6 +165,10 @@ def encode_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, wildcards.model) * attempt
 
 
+def encode_threads(wildcards):
+    return STUDY.config["encoding"]["threads"]
+
+
 def baseline_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt
 

@@ -13,7 +13,7 @@ rule encode:
         "results/{dataset}/benchmarks/encoding/{model}/{variant}/{group}.tsv"
     conda:
         "../envs/brainshape.yaml"
-    threads: 2
+    threads: encode_threads
     resources:
         mem_mb=encode_mem_mb,
     params:
@@ -32,7 +32,7 @@ rule baseline:
         "logs/{dataset}/baselines/{baseline}.log",
     conda:
         "../envs/brainshape.yaml"
-    threads: 2
+    threads: encode_threads
     resources:
         mem_mb=baseline_mem_mb,
     params:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainshape import baselines, encoding, runner
+from brainshape import baselines, encoding, ridge, runner
 from brainshape.io import save_parquet
 
 
@@ -10,7 +10,10 @@ def main(job):
     p = job.params.settings
     words = pd.read_parquet(job.input.words)
     subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input.fmri}
-    table = baselines.encode_baseline(words, subjects, p["baseline"], **encoding.variant_options(p))
+    with ridge.limit_threads(job.threads):
+        table = baselines.encode_baseline(
+            words, subjects, p["baseline"], **encoding.variant_options(p)
+        )
     save_parquet(job.output[0], table)
 
 

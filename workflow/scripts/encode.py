@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import encoding, runner
+from brainshape import encoding, ridge, runner
 from brainshape.io import save_parquet
 
 
@@ -13,7 +13,8 @@ def main(job):
     features_dir = Path(job.input.features)
     feats = {s: np.load(features_dir / f"{s}.npy", mmap_mode="r") for s in p["stories"]}
     subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input.fmri}
-    table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
+    with ridge.limit_threads(job.threads):
+        table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
     table.insert(0, "model", job.wildcards.model)
     save_parquet(job.output[0], table)
