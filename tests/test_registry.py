@@ -209,3 +209,16 @@ def test_dry_run_of_the_full_registry_plans_every_extraction(tmp_path, study, re
         for v, s in e["variants"].items()
         if s["kind"] == "gptq" and "checkpoint" not in s
     )
+
+
+def test_a_local_copy_of_a_hub_model_is_preferred(study, tmp_path):
+    config = {**study.config, "model_root": str(tmp_path)}
+    local = Study(config, {"models": study.registry}, "test")
+    assert local.features_params("demo", "gpt2", "fp32")["model_dir"] == ""
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text("{}")
+    assert local.features_params("demo", "gpt2", "fp32")["model_dir"] == str(tmp_path / "gpt2")
+    # GPTQ variants quantised here read their own folder.
+    assert local.features_params("demo", "gpt2", "gptq")["model_dir"] == str(
+        tmp_path / "gptq" / "gpt2" / "gptq"
+    )

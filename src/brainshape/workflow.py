@@ -204,6 +204,17 @@ class Study:
         d = self.model_dir(model)
         return [str(d)] if d is not None else []
 
+    def local_hub_dir(self, model: str) -> Path | None:
+        """A downloaded copy of a hub model under ``model_root/<model>``, if there is one.
+
+        Such a folder (``hf download <hf_id> --local-dir ...``) is used instead of the Hugging
+        Face cache.
+        """
+        path = self.model_root / model
+        if self.registry[model]["source"]["kind"] == "hub" and (path / "config.json").is_file():
+            return path
+        return None
+
     def quantized_dir(self, model: str, variant: str) -> Path | None:
         """Folder of a ``gptq`` variant quantised here (rule quantize_model); else None."""
         settings = self.registry[model]["variants"][variant]
@@ -259,7 +270,12 @@ class Study:
             "model": model,
             "variant": variant,
             "entry": self.registry[model],
-            "model_dir": str(self.quantized_dir(model, variant) or self.model_dir(model) or ""),
+            "model_dir": str(
+                self.quantized_dir(model, variant)
+                or self.model_dir(model)
+                or self.local_hub_dir(model)
+                or ""
+            ),
             "stories": list(self.dataset(ds)["stories"]),
             "context_tokens": f["context_tokens"],
             "stride": f["stride"],
