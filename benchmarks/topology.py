@@ -54,15 +54,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="giotto-ph threads")
     parser.add_argument("--gudhi", action="store_true", help="also time GUDHI (slow at 2,000)")
     args = parser.parse_args()
     libs = {
-        "giotto-ph": lambda d: topology.diagrams(d, 1, "giotto"),
+        "giotto-ph": lambda d: topology.diagrams(d, 1, "giotto", n_threads=args.threads),
         "ripser": lambda d: topology.diagrams(d, 1, "ripser"),
     }
     if args.gudhi:
         libs["gudhi"] = gudhi_diagrams
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible")
+    cpus = len(os.sched_getaffinity(0))
+    print(f"# {platform.machine()}, {cpus} usable CPUs, giotto-ph threads: {args.threads}")
     print("| points | " + " | ".join(f"{k} (s)" for k in libs) + " | ripser / giotto-ph | agree |")
     print("|---" * (len(libs) + 3) + "|")
     for n in args.sizes:

@@ -272,8 +272,13 @@ def distances(cloud: np.ndarray, metric: str = "correlation") -> np.ndarray:
 # --- persistence diagrams ---------------------------------------------------------------------
 
 
-def diagrams(d: np.ndarray, maxdim: int = 1, backend: str = "giotto") -> list[np.ndarray]:
+def diagrams(
+    d: np.ndarray, maxdim: int = 1, backend: str = "giotto", n_threads: int = 1
+) -> list[np.ndarray]:
     """Vietoris-Rips diagrams of a distance matrix: one (n_bars, 2) array per dimension.
+
+    ``n_threads`` is used by giotto-ph only; give it the job's cores, never more (threads beyond
+    the cores a job holds slow it down many times on a shared node).
 
     Bars are (birth, death) in distance units. The one infinite H0 bar (the component that
     never dies) is dropped, so every diagram holds finite bars only.
@@ -282,7 +287,7 @@ def diagrams(d: np.ndarray, maxdim: int = 1, backend: str = "giotto") -> list[np
     if backend == "giotto":
         from gph import ripser_parallel
 
-        raw = ripser_parallel(d, metric="precomputed", maxdim=maxdim, n_threads=-1)["dgms"]
+        raw = ripser_parallel(d, metric="precomputed", maxdim=maxdim, n_threads=n_threads)["dgms"]
     elif backend == "ripser":
         from ripser import ripser
 
@@ -475,6 +480,7 @@ def compute_brain(
     maxdim: int,
     backend: str,
     per_subject: bool,
+    n_threads: int = 1,
 ) -> pd.DataFrame:
     """Diagrams of every brain cloud, one ``<who>_<roi>_<hemi>.npz`` each in ``out_dir``.
 
@@ -489,7 +495,7 @@ def compute_brain(
     rows = []
     for key, cloud in clouds.items():
         pts = cloud[index]
-        dgms = diagrams(distances(pts, metric), maxdim=maxdim, backend=backend)
+        dgms = diagrams(distances(pts, metric), maxdim, backend, n_threads)
         name = _cloud_name(key)
         save_diagrams(Path(out_dir) / f"{name}.npz", dgms, cloud=pts, index=index)
         rows.append((name, key[0], key[1], key[2], len(pts), pts.shape[1]))
@@ -513,6 +519,7 @@ def compute_layers(
     maxdim: int,
     backend: str,
     window: float = 3,
+    n_threads: int = 1,
 ) -> pd.DataFrame:
     """Diagrams of every layer cloud (``layer-<l>.npz``) and geometry against every brain cloud.
 
@@ -540,7 +547,9 @@ def compute_layers(
     for layer in range(n_layers):
         pts = layer_cloud(features, resamplers, layer)[index]
         d = distances(pts, metric)
-        save_diagrams(out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend), index=index)
+        save_diagrams(
+            out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend, n_threads), index=index
+        )
         for info, bcloud, bd in brain.values():
             rows.append(
                 {

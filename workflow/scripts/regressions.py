@@ -1,4 +1,5 @@
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from brainshape import regressions, runner
 from brainshape.io import save_parquet
@@ -15,10 +16,11 @@ def main(job):
         scores, topology, p["families"], unit=p["unit"], published=p["published"],
         default_variants=p["default_variants"],
     )
-    table = regressions.run_regressions(
-        obs, p["feature_sets"], n_permutations=p["n_permutations"],
-        n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
-    )
+    with threadpool_limits(job.threads):
+        table = regressions.run_regressions(
+            obs, p["feature_sets"], n_permutations=p["n_permutations"],
+            n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
+        )
     save_parquet(job.output.regressions, table)
     kinds = {(m, v): k for m, v, k in p["kinds"]}
     contrasts = regressions.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])

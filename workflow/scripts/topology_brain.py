@@ -1,8 +1,14 @@
+from threadpoolctl import threadpool_limits
+
 from brainshape import runner, topology
 
 
 def main(job):
-    topology.compute_brain(list(job.input), job.output[0], **job.params.settings)
+    # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
+    with threadpool_limits(job.threads):
+        topology.compute_brain(
+            list(job.input), job.output[0], n_threads=job.threads, **job.params.settings
+        )
 
 
 runner.run(snakemake, main)  # noqa: F821
