@@ -154,3 +154,18 @@ def test_calibrate_reads_the_benchmarks_of_the_earlier_run(small_run, tmp_path):
     assert calibrated[("features", "tiny-gpt2", "fp32")][-1] == "measured"
     # Rules without benchmark records keep their estimates.
     assert calibrated[("words", "-", "-")] == estimated[("words", "-", "-")]
+
+
+def test_bad_config_is_one_clear_line(tmp_path):
+    work = write_small_demo(tmp_path / "work")
+    config = work / "config.yaml"
+    config.write_text(config.read_text().replace("models:", "modelz:", 1))
+    cmd = [sys.executable, "-m", "brainshape.cli", "plan", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(work), "--configfile", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"brainshape: {config}: unknown key 'modelz' (did you mean 'models'?)")
+    )
