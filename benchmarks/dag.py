@@ -11,7 +11,9 @@ of each command as a whole (process start included) and the number of jobs.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +44,8 @@ def synthetic_registry() -> dict:
     models = {}
     for family, sizes in FAMILIES.items():
         for size in sizes:
-            name = f"{family}-{size / 1e9:g}b".replace(".", "p")
+            label = f"{size / 1e9:g}b" if size >= 1e9 else f"{size / 1e6:g}m"
+            name = f"{family}-{label}"
             variants = {
                 "fp16": {"kind": "full", "dtype": "float16"},
                 "untrained": {"kind": "untrained", "dtype": "float16", "seed": 1234},
@@ -111,18 +114,35 @@ def write_study(work: Path, registry: Path | None, n_subjects: int, n_stories: i
             }
         },
     }
+    # No demo dataset here, but planted entries must name registry models.
+    first = next(iter(yaml.safe_load(Path(registry).read_text())["models"].items()))
+    config["demo"] = {
+        "planted": [
+            {
+                "roi": "STG",
+                "hemisphere": "L",
+                "model": first[0],
+                "variant": next(iter(first[1]["variants"])),
+                "layer": 0,
+            }
+        ]
+    }
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall seconds and CPU seconds (user + system) of a command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return elapsed, proc
+    return elapsed, cpu, proc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,15 +156,18 @@ def main(argv: list[str] | None = None) -> None:
         "--workdir", type=Path, help="where to write the study (default: a temp dir)"
     )
     args = parser.parse_args(argv)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         config = write_study(work, args.registry, args.subjects, args.stories)
         common = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(work)]
         common += ["--configfile", str(config)]
         profile = ["--profile", str(REPO / "profiles" / "slurm")]
-        dry_s, dry = timed([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *common])
+        dry_s, dry_cpu, dry = timed(
+            [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *common]
+        )
         dry_jobs = int(re.search(r"^total\s+(\d+)", dry.stdout, flags=re.MULTILINE).group(1))
-        plan_s, plan = timed(
+        plan_s, plan_cpu, plan = timed(
             [sys.executable, "-m", "brainshape.cli", "plan", "--tsv", *profile, *common]
         )
         total = [ln for ln in plan.stdout.splitlines() if ln.startswith("total\t")][0]
@@ -153,10 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         f"full study: {args.subjects} subjects, {args.stories} stories, registry "
         f"{args.registry or 'synthetic (39 models)'}"
     )
-    print("| command | wall s | jobs |")
-    print("| --- | ---: | ---: |")
-    print(f"| snakemake -n | {dry_s:.1f} | {dry_jobs} |")
-    print(f"| brainshape plan --profile profiles/slurm | {plan_s:.1f} | {plan_jobs} |")
+    print(f"load average before: {load[0]:.1f}")
+    print("| command | wall s | CPU s | jobs |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| snakemake -n | {dry_s:.1f} | {dry_cpu:.1f} | {dry_jobs} |")
+    print(
+        f"| brainshape plan --profile profiles/slurm | {plan_s:.1f} | {plan_cpu:.1f} "
+        f"| {plan_jobs} |"
+    )
 
 
 if __name__ == "__main__":

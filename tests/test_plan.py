@@ -128,14 +128,16 @@ def test_plan_counts_only_jobs_that_would_run(small_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(small_run, work, symlinks=True)
     assert "Nothing to be done" in plan_cli(work).stdout
-    (work / "results" / "demo" / "encoding" / "tiny-neox" / "fp32.parquet").unlink()
+    (work / "results" / "demo" / "brainscores.parquet").unlink()
     rows = tsv_rows(plan_cli(work, "--tsv").stdout)
     assert set(rows) == {
-        ("encode", "tiny-neox", "fp32"),
         ("brainscores", "-", "-"),
+        ("plot_brainscores", "tiny-gpt2", "-"),
         ("plot_brainscores", "tiny-neox", "-"),
         ("total", "-", "-"),
     }
+    dry = snakemake(work, "-n", "--cores", "2").stdout
+    assert int(dry.split("Job stats:")[1].split("total")[1].split()[0]) == 3 + 1  # and `all`
 
 
 @pytest.mark.workflow
@@ -146,11 +148,27 @@ def test_calibrate_reads_the_benchmarks_of_the_earlier_run(small_run, tmp_path):
     seconds = read_benchmark_seconds(bench)
     assert seconds and seconds > 0
     bench.write_text("s\th:m:s\n5400\t1:30:00\n")
+    # Two threads per features job: core-hours are twice the runtime.
     args = ["--tsv", "--forceall", "--set-resources", "features:gpu=1", "features:runtime=10"]
     estimated = tsv_rows(plan_cli(work, *args).stdout)
     calibrated = tsv_rows(plan_cli(work, *args, "--calibrate").stdout)
-    assert estimated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "0.17", "0.17", "0.17"]
-    assert calibrated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "1.50", "1.50", "1.50"]
+    assert estimated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "0.17", "0.17", "0.33"]
+    assert calibrated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "1.50", "1.50", "3.00"]
     assert calibrated[("features", "tiny-gpt2", "fp32")][-1] == "measured"
     # Rules without benchmark records keep their estimates.
     assert calibrated[("words", "-", "-")] == estimated[("words", "-", "-")]
+
+
+def test_bad_config_is_one_clear_line(tmp_path):
+    work = write_small_demo(tmp_path / "work")
+    config = work / "config.yaml"
+    config.write_text(config.read_text().replace("models:", "modelz:", 1))
+    cmd = [sys.executable, "-m", "brainshape.cli", "plan", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(work), "--configfile", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"brainshape: {config}: unknown key 'modelz' (did you mean 'models'?)")
+    )
