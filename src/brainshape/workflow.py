@@ -340,6 +340,7 @@ class Study:
 
     def encode_group_params(self, ds: str, group: str) -> dict:
         return {**self.encode_params(ds), "subjects": self.group_subjects(ds, group)}
+
     # --- topology and regressions -------------------------------------------------------------
 
     #: Report plots of the aggregate analyses, one per dataset each.

@@ -36,6 +36,7 @@ rule baseline:
     resources:
         mem_mb=baseline_mem_mb,
     params:
+        code=code_version("baseline.py"),
         settings=baseline_params,
     script:
         "../scripts/baseline.py"
@@ -50,5 +51,7 @@ rule ceiling:
         "logs/{dataset}/ceiling.log",
     conda:
         "../envs/brainshape.yaml"
+    params:
+        code=code_version("ceiling.py"),
     script:
         "../scripts/ceiling.py"

@@ -31,6 +31,7 @@ rule quantize_model:
         gpu=quantize_gpus,
         gpu_model=features_gpu_model,
     params:
+        code=code_version("quantize_model.py"),
         settings=quantize_params,
     script:
         "../scripts/quantize_model.py"

@@ -12,6 +12,7 @@ rule regressions:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("regressions.py"),
         settings=regressions_params,
     script:
         "../scripts/regressions.py"
@@ -47,6 +48,7 @@ rule plot_regressions:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("plot_regressions.py"),
         settings=plot_regressions_params,
     script:
         "../scripts/plot_regressions.py"

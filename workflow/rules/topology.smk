@@ -13,6 +13,7 @@ rule topology_brain:
         "../envs/brainshape.yaml"
     threads: 2
     params:
+        code=code_version("topology_brain.py"),
         settings=topology_brain_params,
     script:
         "../scripts/topology_brain.py"
@@ -33,6 +34,7 @@ rule layer_diagrams:
     resources:
         mem_mb=layer_diagrams_mem_mb,
     params:
+        code=code_version("layer_diagrams.py"),
         settings=layer_diagrams_params,
     script:
         "../scripts/layer_diagrams.py"
@@ -48,6 +50,7 @@ rule topology_pairs:
     conda:
         "../envs/brainshape.yaml"
     params:
+        code=code_version("topology_pairs.py"),
         settings=topology_pairs_params,
     script:
         "../scripts/topology_pairs.py"
@@ -62,5 +65,7 @@ rule topology_table:
         "logs/{dataset}/topology/table.log",
     conda:
         "../envs/brainshape.yaml"
+    params:
+        code=code_version("topology_table.py"),
     script:
         "../scripts/topology_table.py"
