@@ -52,7 +52,8 @@ GPU_TYPES: dict[str, GpuType] = {
 KIND_BITS = {"bnb8": 8.0, "bnb4": 4.5, "gptq": 4.5}
 
 #: How much slower than bf16 a kind's forward pass runs (bitsandbytes 8-bit reached 0.51x of
-#: bf16 throughput on an H100 for a 7B-shaped model; 4-bit nf4 0.96x).
+#: bf16 throughput on an H100 for a 7B-shaped model; 4-bit nf4 0.96x). The GPTQ factor is an
+#: assumption until benchmarks/extract.py measures it on a GPU.
 KIND_SLOWDOWN = {"bnb8": 2.0, "bnb4": 1.1, "gptq": 1.5}
 
 _DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
