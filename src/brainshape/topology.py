@@ -534,7 +534,8 @@ def compute_layers(
     index = None
     for row in brains.itertuples():
         _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
-        brain[row.cloud] = (row, extra["cloud"], distances(extra["cloud"], metric))
+        # Reduced once here (and each layer once below), not once per pair.
+        brain[row.cloud] = (row, _reduce(extra["cloud"]), distances(extra["cloud"], metric))
         index = extra["index"]
     resamplers = _resamplers(word_times(words), base, window)
     if index is None or sum(w.shape[0] for w in resamplers.values()) != base.n_points():
@@ -547,6 +548,7 @@ def compute_layers(
     for layer in range(n_layers):
         pts = layer_cloud(features, resamplers, layer)[index]
         d = distances(pts, metric)
+        pts = _reduce(pts)
         save_diagrams(
             out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend, n_threads), index=index
         )
