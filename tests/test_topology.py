@@ -235,3 +235,12 @@ def test_stage_end_to_end(tmp_path):
     ref = gudhi.wasserstein.wasserstein_distance(ldgm[1], bdgm[1], order=2, internal_p=2)
     assert abs(row["wasserstein_q2_p2_h1"] - ref) < 1e-9
     assert extra["cloud"].shape == (50, 3)
+    # The stage's geometry (landmark-only resampling, precomputed ranks) equals the direct one.
+    base = T.shared_time_base(dirs, delay=2)
+    cloud = T.layer_clouds(features, T.word_times(words), base)[1][extra["index"]]
+    brain_cloud = extra["cloud"]
+    d, bd = T.distances(cloud, "correlation"), T.distances(brain_cloud, "correlation")
+    assert row["rsa"] == pytest.approx(T.rsa(d, bd), abs=1e-9)
+    assert row["procrustes"] == pytest.approx(T.procrustes(cloud, brain_cloud), abs=1e-6)
+    assert row["cka"] == pytest.approx(T.cka(cloud, brain_cloud), abs=1e-6)
+    np.testing.assert_allclose(T.diagrams(d)[1], ldgm[1], atol=1e-6)

@@ -482,6 +482,7 @@ def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str 
     """Heat map of cross-validated R^2: ROI x hemisphere (rows) by feature set (columns).
 
     Each cell is annotated with its R^2 and marked * where the BH q-value is below 0.05.
+    Colours saturate at -1.
     """
     plt = _pyplot()
     regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"])
@@ -489,8 +490,9 @@ def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str 
     r2 = regs.pivot(index="target", columns="feature_set", values="cv_r2")
     q = regs.pivot(index="target", columns="feature_set", values="q_value")
     fig, ax = plt.subplots(figsize=(1.6 * r2.shape[1] + 2.5, 0.45 * r2.shape[0] + 1.6))
-    bound = max(0.1, float(np.nanmax(np.abs(r2.to_numpy()))))
-    image = ax.imshow(r2.to_numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    # R^2 is at most 1 but unbounded below: colours saturate at -1 so one bad fit does not wash
+    # out the rest (the number in the cell is exact).
+    image = ax.imshow(r2.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     for i in range(r2.shape[0]):
         for j in range(r2.shape[1]):
             star = "*" if q.iloc[i, j] < 0.05 else ""

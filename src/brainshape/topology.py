@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
@@ -452,6 +452,13 @@ def rsa(dx: np.ndarray, dy: np.ndarray) -> float:
     return float(spearmanr(dx[iu], dy[iu]).statistic)
 
 
+def _ranks(d: np.ndarray) -> np.ndarray:
+    """Standardised ranks of a distance matrix's upper triangle: RSA is then a dot product."""
+    r = rankdata(d[np.triu_indices(d.shape[0], k=1)])
+    r = r - r.mean()
+    return r / np.linalg.norm(r)
+
+
 def cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA of paired clouds: ||x^T y||_F^2 / (||x^T x||_F ||y^T y||_F), columns centred."""
     x, y = _reduce(x), _reduce(y)
@@ -534,7 +541,8 @@ def compute_layers(
     index = None
     for row in brains.itertuples():
         _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
-        brain[row.cloud] = (row, extra["cloud"], distances(extra["cloud"], metric))
+        # Reduced once here (and each layer once below), not once per pair.
+        brain[row.cloud] = (row, _reduce(extra["cloud"]), _ranks(distances(extra["cloud"], metric)))
         index = extra["index"]
     resamplers = _resamplers(word_times(words), base, window)
     if index is None or sum(w.shape[0] for w in resamplers.values()) != base.n_points():
@@ -542,11 +550,19 @@ def compute_layers(
             f"{brain_dir}: the brain clouds do not match this dataset's time base; rerun "
             "rule topology_brain"
         )
+    # Resample only the landmark volumes.
+    offset = 0
+    for story, weights in resamplers.items():
+        local = index[(index >= offset) & (index < offset + len(weights))] - offset
+        offset += len(weights)
+        resamplers[story] = weights[local]
     n_layers = features[base.stories()[0]].shape[0]
     rows = []
     for layer in range(n_layers):
-        pts = layer_cloud(features, resamplers, layer)[index]
+        pts = layer_cloud(features, resamplers, layer)
         d = distances(pts, metric)
+        ranks = _ranks(d)
+        pts = _reduce(pts)
         save_diagrams(
             out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend, n_threads), index=index
         )
@@ -558,7 +574,7 @@ def compute_layers(
                     "roi": info.roi,
                     "hemisphere": info.hemisphere,
                     "procrustes": procrustes(pts, bcloud),
-                    "rsa": rsa(d, bd),
+                    "rsa": float(ranks @ bd),
                     "cka": cka(pts, bcloud),
                 }
             )
