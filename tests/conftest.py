@@ -69,6 +69,7 @@ def small_demo_config(registry: str = "models.yaml") -> dict:
     ds = cfg["datasets"]["demo"]
     ds["subjects"] = ["01", "02"]
     ds["stories"] = ds["stories"][:3]
+    cfg["encoding"]["group_size"] = 1  # one encode job per subject: reruns show per subject
     cfg["demo"]["planted"] = [
         {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 2},
         {"roi": "AG", "hemisphere": "R", "model": "tiny-gpt2", "variant": "fp32", "layer": 4},

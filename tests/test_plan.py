@@ -97,17 +97,18 @@ def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
         "12.00",
         "estimate",
     ]
-    # encode: one GPU and the profile's default runtime (60 min), 8 threads from set-threads
+    # encode: one job per subject here (group_size 1), each with one GPU and the profile's
+    # default runtime (60 min), 8 threads from set-threads
     assert rows[("encode", "tiny-neox", "untrained")] == [
-        "1",
+        "2",
         "1",
         "1.00",
-        "1.00",
-        "8.00",
+        "2.00",
+        "16.00",
         "estimate",
     ]
     assert rows[("fmri", "-", "-")][:2] == ["2", "0"]
-    assert rows["total", "-", "-"][3] == f"{4 * 3.0 + 4 * 1.0:.2f}"
+    assert rows["total", "-", "-"][3] == f"{4 * 3.0 + 8 * 1.0:.2f}"
     # The same jobs as the dry run, less the target-only rule `all`.
     dry = snakemake(work, "-n", "--cores", "2").stdout
     total = int(dry.split("Job stats:")[1].split("total")[1].split()[0])
@@ -134,10 +135,12 @@ def test_plan_counts_only_jobs_that_would_run(small_run, tmp_path):
         ("brainscores", "-", "-"),
         ("plot_brainscores", "tiny-gpt2", "-"),
         ("plot_brainscores", "tiny-neox", "-"),
+        ("regressions", "-", "-"),
+        ("plot_regressions", "-", "-"),
         ("total", "-", "-"),
     }
     dry = snakemake(work, "-n", "--cores", "2").stdout
-    assert int(dry.split("Job stats:")[1].split("total")[1].split()[0]) == 3 + 1  # and `all`
+    assert int(dry.split("Job stats:")[1].split("total")[1].split()[0]) == 5 + 1  # and `all`
 
 
 @pytest.mark.workflow

@@ -17,10 +17,15 @@ from brainshape.codestamp import library_modules
 
 pytestmark = pytest.mark.workflow
 
-# Rules that combine every model or subject: they rerun whenever any of their inputs does.
-AGGREGATES = {"brainscores", "all"}
+# Rules that combine every model: they rerun whenever any of their inputs does.
+AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
 # Rules that read an aggregate (every model's plot reads the whole brainscores table).
-AFTER_AGGREGATES = {"plot_brainscores"}
+AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions"}
+# Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
+# them; the brain point clouds are group means), and the shape jobs that pair every layer
+# with those brain clouds.
+SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain"}
+BRAIN_PAIRINGS = {"layer_diagrams", "topology_pairs"}
 
 
 def planned(workdir: Path, env: dict | None = None) -> list[dict]:
@@ -77,7 +82,14 @@ def test_model_registry_entry_change_reruns_that_model_only(copy):
         ("features", "tiny-neox", "untrained"),
         ("encode", "tiny-neox", "fp32"),
         ("encode", "tiny-neox", "untrained"),
+        ("layer_diagrams", "tiny-neox", "fp32"),
+        ("layer_diagrams", "tiny-neox", "untrained"),
+        ("topology_pairs", "tiny-neox", "fp32"),
+        ("topology_pairs", "tiny-neox", "untrained"),
         ("brainscores", "", ""),
+        ("topology_table", "", ""),
+        ("regressions", "", ""),
+        ("plot_regressions", "", ""),
         ("plot_brainscores", "tiny-neox", ""),
         ("plot_brainscores", "tiny-gpt2", ""),
         ("all", "", ""),
@@ -94,9 +106,13 @@ def test_variant_parameter_change_reruns_that_model_only(copy):
     jobs = planned(copy)
     models = {j["wildcards"].get("model") for j in jobs if j["rule"] not in AFTER_AGGREGATES}
     assert models - {None} == {"tiny-neox"}
-    assert {j["rule"] for j in jobs if "model" not in j["wildcards"]} <= AGGREGATES
+    assert {j["rule"] for j in jobs if "model" not in j["wildcards"]} <= (
+        AGGREGATES | AFTER_AGGREGATES
+    )
     assert ("features", "tiny-neox", "untrained") in keys(jobs)
     assert ("encode", "tiny-neox", "untrained") in keys(jobs)
+    # The sibling variant's jobs see only their own registry settings, which did not change.
+    assert not {k for k in keys(jobs) if k[1:] == ("tiny-neox", "fp32")}
     assert "prepare_model" not in {j["rule"] for j in jobs}  # the base model is unchanged
 
 
@@ -116,7 +132,11 @@ def test_library_change_reruns_the_rules_that_use_it(copy, tmp_path):
     }
     assert users == {"fmri"}
     # Everything else that reruns does so only because fmri's outputs are new.
-    assert {j["rule"] for j in jobs} - {"fmri"} <= {"encode"} | AGGREGATES | AFTER_AGGREGATES
+    downstream = [j for j in jobs if j["rule"] != "fmri"]
+    assert {j["rule"] for j in downstream} <= (
+        {"encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
+    )
+    assert all("Params have changed" not in j["reason"] for j in downstream)
 
 
 def test_code_stamp_follows_imports_through_the_library():
@@ -155,6 +175,10 @@ def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp
     jobs = planned(work)
     assert [j["wildcards"]["subject"] for j in jobs if j["rule"] == "fmri"] == ["02"]
     assert not {"words", "features", "prepare_model"} & {j["rule"] for j in jobs}
-    # Encoding reads every subject of the dataset, so its jobs follow; nothing else does.
-    assert {j["rule"] for j in jobs} <= {"fmri", "encode"} | AGGREGATES | AFTER_AGGREGATES
+    # Only the encode jobs of sub-02's group follow (one subject per group here), then what
+    # combines every subject (baselines, ceiling, group-mean brain clouds and their pairings).
+    assert {j["rule"] for j in jobs} <= (
+        {"fmri", "encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
+    )
+    assert {j["wildcards"]["group"] for j in jobs if j["rule"] == "encode"} == {"g2"}
     assert all(j["wildcards"].get("subject", "02") == "02" for j in jobs)

@@ -216,5 +216,8 @@ def test_small_demo_through_slurm_matches_local(slurm, small_run, tmp_path):
     # Every job went through sbatch; the per-subject jobs as one array.
     submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
     assert {"prepare_model", "demo_data", "words", "features", "encode", "brainscores"} <= submitted
+    # One model family: the shape table is made, the family-grouped regressions are not planned.
+    assert (work / "results" / "demo" / "topology.parquet").exists()
+    assert "regressions" not in submitted
     assert "fmri" not in submitted  # two subjects: one array job, not two submissions
     assert re.search(r"Submitted array job with Snakemake IDs \d+,\d+ and SLURM job ID", out), out

@@ -142,7 +142,8 @@ def test_run_through_standin_pjm_matches_local(small_run, tmp_path):
     (profile / "config.yaml").write_text(yaml.safe_dump(cfg))
     path = [str(STANDIN), str(Path(sys.executable).parent), os.environ["PATH"]]
     env = {"PJM_STANDIN_DIR": str(tmp_path / "pjm"), "PATH": os.pathsep.join(path)}
-    target = "results/demo/encoding/tiny-gpt2/fp32.parquet"
+    # One encode job per subject in the small demo: both, so that fmri runs for both subjects.
+    targets = [f"results/demo/encoding/tiny-gpt2/fp32/g{i}.parquet" for i in (1, 2)]
     proc = snakemake(
         work,
         "--profile",
@@ -156,13 +157,14 @@ def test_run_through_standin_pjm_matches_local(small_run, tmp_path):
         "1",
         "--max-status-checks-per-second",
         "10",
-        target,
+        *targets,
         env=env,
     )
     assert "external jobid" in proc.stdout + proc.stderr
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(work / target), pd.read_parquet(small_run / target)
-    )
+    for target in targets:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(work / target), pd.read_parquet(small_run / target)
+        )
     subs = [json.loads(line) for line in (tmp_path / "pjm" / "submissions.jsonl").open()]
     by_rule = {}
     for s in subs:

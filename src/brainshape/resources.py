@@ -2,7 +2,7 @@
 
 The workflow (``common.smk``) asks these functions for the resources of every ``features`` job
 (one per dataset, model and variant); the cluster profiles and the GPU-hour planner read them
-back as the job resources ``gpu``, ``gpu_model``, ``runtime`` (minutes) and ``mem_mb``.
+back as the job resources ``gpu``, ``runtime`` (minutes) and ``mem_mb``.
 
 - **GPUs**: the variant's weight bytes (parameters x bits per weight) plus activation headroom
   (the hidden states of every layer for one batch of windows, and the widest intermediate

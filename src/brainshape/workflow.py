@@ -269,7 +269,11 @@ class Study:
         return {
             "model": model,
             "variant": variant,
-            "entry": self.registry[model],
+            # Only this variant of the entry: editing a sibling variant leaves this job alone.
+            "entry": {
+                **self.registry[model],
+                "variants": {variant: self.registry[model]["variants"][variant]},
+            },
             "model_dir": str(
                 self.quantized_dir(model, variant)
                 or self.model_dir(model)
@@ -347,6 +351,11 @@ class Study:
     SHAPE_PLOTS = ("regressions", "scaling", "contrasts")
 
     def shape_targets(self, ds: str) -> list[str]:
+        families = {self.registry[m]["family"] for m in self.models()}
+        if self.published_scores() is None and len(families) < 2:
+            # Family-grouped cross-validation needs two families: with one, the shape table is
+            # still made, the regressions are not planned.
+            return [f"results/{ds}/topology.parquet"]
         return [
             f"results/{ds}/topology.parquet",
             f"results/{ds}/regressions.parquet",
@@ -455,9 +464,6 @@ class Study:
             max_gpus=int(g.get("max_gpus", 8)),
             what=f"model '{model}' variant '{variant}'",
         )
-
-    def features_gpu_model(self) -> str:
-        return str((self.config.get("gpu") or {}).get("type", "H100-80GB"))
 
     def features_tokens(self, ds: str, model: str) -> int:
         """Tokens an extraction job forwards over the dataset's stories (window overlap in)."""

@@ -145,10 +145,6 @@ def features_gpus(wildcards):
     return STUDY.features_gpus(wildcards.model, wildcards.variant)
 
 
-def features_gpu_model(wildcards):
-    return STUDY.features_gpu_model()
-
-
 def quantize_gpus(wildcards):
     return STUDY.quantize_gpus(wildcards.model)
 

@@ -29,7 +29,6 @@ rule quantize_model:
         mem_mb=quantize_mem_mb,
         runtime=quantize_runtime,
         gpu=quantize_gpus,
-        gpu_model=features_gpu_model,
     params:
         code=code_version("quantize_model.py"),
         settings=quantize_params,
@@ -53,7 +52,6 @@ rule features:
         mem_mb=features_mem_mb,
         runtime=features_runtime,
         gpu=features_gpus,
-        gpu_model=features_gpu_model,
     params:
         code=code_version("features.py"),
         settings=features_params,
