@@ -181,6 +181,7 @@ def real_copy(demo_run, tmp_path):
     cfg["model_root"] = str(demo_run / "resources" / "models")
     cfg["models"] = ["tiny-gpt2"]
     cfg["variants"] = ["fp32"]
+    cfg["encoding"]["group_size"] = 2  # two encode jobs: a failure in one leaves the other
     ds = cfg["datasets"].pop("demo")
     ds.update(
         demo=False,
@@ -284,7 +285,7 @@ def test_bold_shorter_than_the_story_is_refused(real_copy):
     table.iloc[:keep].to_csv(conf, sep="\t", index=False, na_rep="n/a")
     proc = snakemake(work, "--cores", "2", "--keep-going", check=False)
     assert proc.returncode != 0
-    # sub-03 is in the second group of two subjects (encoding.group_size: 2 in the demo).
+    # sub-03 is in the second group of two subjects (encoding.group_size: 2 here).
     log = (work / "logs" / "study" / "encoding" / "tiny-gpt2" / "fp32" / "g2.log").read_text()
     assert "lighthouse" in log and "sub-03" in log
     encoded = work / "results" / "study" / "encoding" / "tiny-gpt2" / "fp32"
