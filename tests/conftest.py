@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,24 @@ def snakemake(
 def write_config(workdir: Path, cfg: dict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def as_ordinary_dataset(cfg: dict, run: Path, data: Path) -> dict:
+    """Point ``cfg`` at a copy (``data``) of the demo dataset generated in ``run``, as an ordinary
+    dataset named ``study`` (no ``demo_data`` job), reusing the run's prepared models."""
+    shutil.copytree(run / "resources" / "demo" / "demo", data)
+    cfg["model_root"] = str(run / "resources" / "models")
+    ds = cfg["datasets"].pop("demo")
+    ds.update(
+        demo=False,
+        bids_root=str(data),
+        atlas={
+            "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
+            "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
+        },
+    )
+    cfg["datasets"] = {"study": ds}
+    return ds
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake, write_config
+from conftest import REPO, as_ordinary_dataset, snakemake, write_config
 
 from brainshape.codestamp import library_modules
 
@@ -149,20 +149,9 @@ def test_code_stamp_follows_imports_through_the_library():
 
 def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp_path):
     data = tmp_path / "bids"
-    shutil.copytree(small_run / "resources" / "demo" / "demo", data)
     cfg = yaml.safe_load((small_run / "config.yaml").read_text())
     cfg["registry"] = str(small_run / "models.yaml")
-    cfg["model_root"] = str(small_run / "resources" / "models")
-    ds = cfg["datasets"].pop("demo")
-    ds.update(
-        demo=False,
-        bids_root=str(data),
-        atlas={
-            "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
-            "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
-        },
-    )
-    cfg["datasets"] = {"study": ds}
+    ds = as_ordinary_dataset(cfg, small_run, data)
     work = tmp_path / "work"
     write_config(work, cfg)
     snakemake(work, "--cores", "2")

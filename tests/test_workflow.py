@@ -1,7 +1,6 @@
 """The whole workflow on generated demo data: planted-signal recovery, reruns, bad input."""
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake, write_config
+from conftest import REPO, as_ordinary_dataset, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -175,23 +174,12 @@ def test_rerun_with_nothing_changed_runs_no_job(demo_run):
 def real_copy(demo_run, tmp_path):
     """The demo data as an ordinary (non-generated) dataset, with one small model."""
     data = tmp_path / "bids"
-    shutil.copytree(demo_run / "resources" / "demo" / "demo", data)
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
-    cfg["model_root"] = str(demo_run / "resources" / "models")
     cfg["models"] = ["tiny-gpt2"]
     cfg["variants"] = ["fp32"]
     cfg["encoding"]["group_size"] = 2  # two encode jobs: a failure in one leaves the other
-    ds = cfg["datasets"].pop("demo")
-    ds.update(
-        demo=False,
-        bids_root=str(data),
-        atlas={
-            "image": "derivatives/atlas/atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz",
-            "labels": "derivatives/atlas/atlas-demo_dseg.tsv",
-        },
-    )
-    cfg["datasets"] = {"study": ds}
+    as_ordinary_dataset(cfg, demo_run, data)
     work = tmp_path / "work"
     write_config(work, cfg)
     return work, data, cfg
