@@ -263,6 +263,18 @@ def test_remote_code_is_announced(caplog):
     assert "model 'no-such' runs code shipped with its checkpoint" in caplog.text
 
 
+def test_unpinned_revision_is_announced(caplog):
+    with caplog.at_level(logging.WARNING, logger="brainshape"), pytest.raises(BrainshapeError):
+        models.load(_hub_spec(revision="main"), "fp16")
+    assert "model 'no-such': revision 'main' is not a commit; pin models.no-such.revision" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="brainshape"), pytest.raises(BrainshapeError):
+        models.load(_hub_spec(revision="0123456789abcdef0123456789abcdef01234567"), "fp16")
+    assert "is not a commit" not in caplog.text
+
+
 def test_hub_models_are_not_prepared(tmp_path):
     with pytest.raises(BrainshapeError, match="source kind 'hub', which needs no preparation"):
         models.prepare(_hub_spec(), tmp_path / "x")
