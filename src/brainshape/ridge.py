@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainshape.errors import BrainshapeError
+from brainshape.scoring import permutation_p_values
 
 DEFAULT_TARGET_CHUNK = 20000
 
@@ -499,12 +500,6 @@ def cross_validate(
         p_values=p_values,
         predictions=predictions,
     )
-
-
-def permutation_p_values(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """One-sided p-values ``(1 + #{null >= observed}) / (1 + n_permutations)`` per column."""
-    null = np.asarray(null)
-    return (1.0 + (null >= np.asarray(observed)[None] - 1e-12).sum(0)) / (1.0 + null.shape[0])
 
 
 @dataclass

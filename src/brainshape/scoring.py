@@ -4,7 +4,8 @@
   if both are jointly Gaussian, ``-1/2 log2(1 - r^2)``; a monotone transform of r, comparable
   across studies that report information rather than correlation.
 - ``fdr``: Benjamini-Hochberg q-values (scipy's ``false_discovery_control``).
-- ``permutation_p_value``: the p-value of a statistic against its permutation null.
+- ``permutation_p_values`` / ``permutation_p_value``: p-values of statistics against their
+  permutation null (per column, or one statistic).
 - ``segment_identification``: can the predicted response of a held-out segment of TRs pick out
   the measured one among all segments? Sensitivity (hit rate of the top match), specificity
   (share of wrong candidates ranked below the right one) and invariance (how stable the
@@ -43,10 +44,17 @@ def fdr(p_values: np.ndarray) -> np.ndarray:
     return q
 
 
+def permutation_p_values(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """One-sided p-values ``(1 + #{null >= observed}) / (1 + n_permutations)`` per column of a
+    ``(n_permutations, m)`` null: never 0, exact under the null."""
+    null = np.asarray(null)
+    return (1.0 + (null >= np.asarray(observed)[None] - 1e-12).sum(0)) / (1.0 + null.shape[0])
+
+
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
-    """``(1 + #{null >= observed}) / (1 + n_permutations)``: never 0, exact under the null."""
-    null = np.asarray(null, dtype=np.float64)
-    return float((1.0 + np.sum(null >= observed - 1e-12)) / (1.0 + null.size))
+    """:func:`permutation_p_values` of one statistic against its null (any shape)."""
+    null = np.asarray(null, dtype=np.float64).reshape(-1, 1)
+    return float(permutation_p_values(np.array([observed]), null)[0])
 
 
 def segment_identification(
