@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from brainshape import scoring
 from brainshape.errors import BrainshapeError
 
 #: Columns that identify a row of the topology table.
@@ -332,7 +333,7 @@ def run_regressions(
                 )
     table = pd.DataFrame(rows)
     per_reg = table.drop_duplicates(["roi", "hemisphere", "feature_set"])
-    q = stats.false_discovery_control(per_reg["p_value"].to_numpy(), method="bh")
+    q = scoring.fdr(per_reg["p_value"].to_numpy())
     qmap = dict(
         zip(zip(per_reg.roi, per_reg.hemisphere, per_reg.feature_set, strict=True), q, strict=True)
     )
