@@ -46,3 +46,17 @@ def test_segment_identification_finds_a_good_model_and_not_noise():
     assert noise["invariance"] < good["invariance"]
     with pytest.raises(BrainshapeError, match="at least 2 segments of 150 TRs"):
         scoring.segment_identification(signal, obs, segment_trs=150)
+
+
+def test_pearson_equals_scipy_and_is_zero_for_constant_columns():
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((50, 4))
+    b = 0.5 * a + rng.standard_normal((50, 4))
+    b[:, 3] = 0.1  # constant: its mean rounds, the r must still be exactly 0
+    a[:, 2] = -3.0
+    r = scoring.pearson(a, b)
+    for k in (0, 1):
+        assert r[k] == pytest.approx(pearsonr(a[:, k], b[:, k]).statistic, abs=1e-12)
+    assert r[2] == 0.0 and r[3] == 0.0

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from brainshape import scoring
 from brainshape.encoding import SubjectData, _check_subject, _sub_label, encode_variant
 from brainshape.errors import BrainshapeError
 
@@ -116,7 +117,7 @@ def inter_subject_ceiling(subjects: Mapping[str, SubjectData]) -> pd.DataFrame:
                 isc = np.full(stacked.shape[2], np.nan)
             else:
                 others = (total - stacked[k]) / (len(subs) - 1)
-                isc = _pearson_columns(stacked[k], others)
+                isc = scoring.pearson(stacked[k], others)
             targets = subjects[sub].targets
             tables.append(
                 pd.DataFrame(
@@ -151,13 +152,3 @@ def single_subject_ceiling(isc: np.ndarray, n_subjects: int) -> np.ndarray:
     a = (c2 * (k - 2) + np.sqrt(c2**2 * (k - 2) ** 2 + 4 * (k - 1) * c2)) / (2 * (k - 1))
     with np.errstate(invalid="ignore"):
         return np.where(isc > 0, np.sqrt(a), np.nan)
-
-
-def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ac = a - a.mean(0)
-    bc = b - b.mean(0)
-    denom = np.sqrt((ac**2).sum(0) * (bc**2).sum(0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = (ac * bc).sum(0) / denom
-    r[~(denom > 0)] = 0.0
-    return r

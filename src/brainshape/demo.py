@@ -44,7 +44,7 @@ import pandas as pd
 import scipy.signal
 import scipy.stats
 
-from brainshape import __version__
+from brainshape import __version__, scoring
 from brainshape import stimuli as stim
 from brainshape.encoding import lanczos_downsample, tr_times
 from brainshape.errors import BrainshapeError
@@ -684,13 +684,6 @@ def _write_atlas(root: Path, atlas: DemoAtlas) -> None:
     )
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r column by column of two (n, k) arrays (k,)."""
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-
-
 def _regress_out(data: np.ndarray, confounds: pd.DataFrame) -> np.ndarray:
     """Residuals of ``data`` (n_trs, n) after an intercept, a linear trend and the confounds."""
     n_trs = data.shape[0]
@@ -875,9 +868,11 @@ def _simulate_subject(
         t = _centred(truth[roi_hemi])
         for suffix, observed in (("", clean), ("_cleaned", cleaned)):
             o = _centred(observed[roi_hemi])
-            r_mean = _corr(t.mean(axis=1, keepdims=True), o.mean(axis=1, keepdims=True))[0]
+            r_mean = scoring.pearson(t.mean(axis=1, keepdims=True), o.mean(axis=1, keepdims=True))[
+                0
+            ]
             r["roi_mean" + suffix][roi_hemi] = float(r_mean)
-            r["voxel" + suffix][roi_hemi] = float(_corr(t, o).mean())
+            r["voxel" + suffix][roi_hemi] = float(scoring.pearson(t, o).mean())
     return r
 
 

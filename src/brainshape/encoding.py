@@ -207,39 +207,34 @@ def ridge_cv(
     ``X_runs[i]`` (n_i, p) and ``Y_runs[i]`` (n_i, m) hold run i in time order (TRs); at
     least 2 runs. Features are z-scored with the mean and standard deviation of all rows
     given (constant columns keep scale 1), targets centred with their means; there is no
-    other intercept. Each inner fold holds out one whole run, re-centres features and
-    targets on its own training rows and keeps the full scale, so an alpha means the same
-    penalty during selection and in the final fit (this is also what himalaya's
-    ``solve_ridge_cv_svd(..., fit_intercept=True)`` does on a z-scored design). Per target,
-    the alpha with the highest mean held-out Pearson r wins; exact ties go to the larger
-    alpha. Each training design is decomposed once (its SVD ``X = U S V^T``, taken through
-    the smaller Gram matrix, see ``_diagonalise``) and that serves every alpha and every
-    block of ``target_chunk`` targets.
+    other intercept. The alphas are chosen by ``ridge.solve_ridge_cv`` with one fold per run:
+    each fold re-centres features and targets on its own training rows and keeps the full
+    scale, so an alpha means the same penalty during selection and in the final fit (as in
+    himalaya's ``solve_ridge_cv_svd(..., fit_intercept=True)`` on a z-scored design). Per
+    target, the alpha with the highest mean held-out Pearson r wins; exact ties go to the
+    larger alpha.
     """
     X_runs, Y_runs = _check_runs(X_runs, Y_runs, min_runs=2, purpose="ridge_cv")
     alpha_grid = _check_alphas(alphas)
     target_chunk = _check_chunk(target_chunk)
-    x_mean, x_scale = _standardiser(np.concatenate(X_runs))
-    Xz_runs = [(X - x_mean) / x_scale for X in X_runs]
-    cv_scores = _inner_cv_scores(Xz_runs, Y_runs, alpha_grid, target_chunk)
-    chosen = alpha_grid[_best_alpha_index(cv_scores)]
-    Xz = np.concatenate(Xz_runs)
-    basis, rows, eig = _diagonalise(Xz)
-    m = Y_runs[0].shape[1]
-    coef = np.empty((Xz.shape[1], m))
-    y_mean = np.empty(m)
-    for chunk in _chunks(m, target_chunk):
-        Yc = np.concatenate([Y[:, chunk] for Y in Y_runs]).astype(np.float64, copy=False)
-        y_mean[chunk] = _column_mean(Yc)
-        coef[:, chunk] = basis @ _shrunk_targets(rows, eig, Yc - y_mean[chunk], chosen[chunk])
+    X = np.concatenate(X_runs).astype(np.float64, copy=False)
+    x_mean, x_scale = ridge.standardise(ridge.get_backend("numpy"), X)
+    segments = ridge.contiguous_folds([len(x) for x in X_runs])
+    fit = ridge.solve_ridge_cv(
+        (X - x_mean) / x_scale,
+        np.concatenate(Y_runs),
+        alpha_grid,
+        ridge.folds_from_segments(segments),
+        target_chunk=target_chunk,
+    )
     return RidgeFit(
-        coef=coef,
+        coef=fit.coef,
         x_mean=x_mean,
         x_scale=x_scale,
-        y_mean=y_mean,
-        alphas=chosen,
+        y_mean=fit.intercept,
+        alphas=fit.alphas,
         alpha_grid=alpha_grid,
-        cv_scores=cv_scores,
+        cv_scores=fit.cv_scores,
     )
 
 
@@ -273,105 +268,8 @@ def cross_validated_scores(
     )
 
 
-def _inner_cv_scores(
-    Xz_runs: list[np.ndarray], Y_runs: list[np.ndarray], alphas: np.ndarray, target_chunk: int
-) -> np.ndarray:
-    """Mean over leave-one-run-out folds of held-out Pearson r, shape (n_alphas, m)."""
-    n_runs = len(Xz_runs)
-    m = Y_runs[0].shape[1]
-    total = np.zeros((alphas.size, m))
-    for held in range(n_runs):
-        train = [i for i in range(n_runs) if i != held]
-        X_train = np.concatenate([Xz_runs[i] for i in train])
-        mean = _column_mean(X_train)
-        basis, rows, eig = _diagonalise(X_train - mean)
-        val_proj = (Xz_runs[held] - mean) @ basis
-        shrink = 1.0 / (eig[None, :] + alphas[:, None])  # (n_alphas, rank)
-        for chunk in _chunks(m, target_chunk):
-            Yc = np.concatenate([Y_runs[i][:, chunk] for i in train]).astype(np.float64)
-            RtY = rows.T @ (Yc - _column_mean(Yc))
-            y_val = Y_runs[held][:, chunk].astype(np.float64)
-            # r ignores the intercept, so the training mean is not added back here.
-            for a in range(alphas.size):
-                total[a, chunk] += _pearson((val_proj * shrink[a]) @ RtY, y_val)
-    return total / n_runs
-
-
-def _best_alpha_index(cv_scores: np.ndarray) -> np.ndarray:
-    """Index of the best alpha per target (n_alphas, m) -> (m,); ties go to the larger alpha."""
-    n_alphas = cv_scores.shape[0]
-    return n_alphas - 1 - np.argmax(cv_scores[::-1], axis=0)
-
-
-def _diagonalise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decompose a training design (n, p) once for ridge at any alpha.
-
-    With the thin SVD ``X = U S V^T`` the ridge prediction for new rows ``Z`` is
-    ``Z V diag(s / (s^2 + alpha)) U^T Y``. This returns ``basis`` (p, k), ``rows`` (n, k)
-    and ``eig`` (k,) with ``basis @ diag(1 / (eig + alpha)) @ rows.T`` equal to that
-    operator: ``(V, U S, s^2)`` or ``(V S, U, s^2)``. U or V comes from the eigenvectors of
-    the smaller of ``X^T X`` and ``X X^T``, which is several times faster than a full SVD,
-    and only ``1 / (s^2 + alpha)`` enters the result, so nothing is divided by a small
-    singular value (null directions contribute exactly nothing).
-    """
-    n, p = X.shape
-    try:
-        if n >= p:
-            eig, V = np.linalg.eigh(X.T @ X)
-            basis, rows = V, X @ V
-        else:
-            eig, U = np.linalg.eigh(X @ X.T)
-            basis, rows = X.T @ U, U
-    except np.linalg.LinAlgError as err:
-        raise BrainshapeError(
-            f"The ridge design ({n} TRs x {p} features) could not be decomposed; check the "
-            "features for extreme values."
-        ) from err
-    # Rounding can leave the zero eigenvalues slightly negative.
-    return basis, rows, np.clip(eig, 0.0, None)
-
-
-def _shrunk_targets(
-    rows: np.ndarray, eig: np.ndarray, Y_centred: np.ndarray, alphas: np.ndarray
-) -> np.ndarray:
-    """``diag(1 / (eig + alpha_t)) rows^T Y`` with one alpha per target column: (k, m)."""
-    return (rows.T @ Y_centred) / (eig[:, None] + alphas[None, :])
-
-
-def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations (ddof 0) of training rows; constant columns: 1."""
-    X = X.astype(np.float64, copy=False)
-    mean = _column_mean(X)
-    scale = X.std(axis=0)
-    scale[_constant_columns(X) | (scale == 0)] = 1.0
-    return mean, scale
-
-
-def _column_mean(A: np.ndarray) -> np.ndarray:
-    """Column means, exact for constant columns so that centring leaves exact zeros."""
-    mean = A.mean(axis=0)
-    constant = _constant_columns(A)
-    mean[constant] = A[0, constant]
-    return mean
-
-
 def _constant_columns(A: np.ndarray) -> np.ndarray:
     return A.max(axis=0) == A.min(axis=0)
-
-
-def _pearson(pred: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """Pearson r per column of (n, m) arrays; 0 where either column is constant."""
-    pc = pred - pred.mean(axis=0)
-    oc = obs - obs.mean(axis=0)
-    denom = np.sqrt((pc**2).sum(axis=0) * (oc**2).sum(axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = (pc * oc).sum(axis=0) / denom
-    r[_constant_columns(pred) | _constant_columns(obs) | ~(denom > 0)] = 0.0
-    return r
-
-
-def _chunks(m: int, size: int) -> list[slice]:
-    return [slice(start, min(start + size, m)) for start in range(0, m, size)]
 
 
 def _check_alphas(alphas: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -442,7 +340,8 @@ def _check_runs(
     if m == 0:
         raise BrainshapeError(f"{purpose}: the data have no targets (0 columns).")
     all_constant = True
-    for chunk in _chunks(m, DEFAULT_TARGET_CHUNK):
+    for start in range(0, m, DEFAULT_TARGET_CHUNK):
+        chunk = slice(start, start + DEFAULT_TARGET_CHUNK)
         if not np.all(_constant_columns(np.concatenate([Y[:, chunk] for Y in Y_runs]))):
             all_constant = False
             break

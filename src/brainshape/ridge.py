@@ -281,7 +281,8 @@ def _column_mean(B, A):
     return mean
 
 
-def _standardise(B, X):
+def standardise(B, X):
+    """Column means and standard deviations (ddof 0); constant columns get mean exact, scale 1."""
     mean = _column_mean(B, X)
     scale = X.std(0) if B.name == "numpy" else X.std(0, correction=0)
     scale[_constant(B, X) | (scale == 0)] = 1.0
@@ -434,7 +435,7 @@ def cross_validate(
         if train.size < 2:
             raise BrainshapeError(f"fold {i}: fewer than 2 training TRs remain after the gap.")
         tr, te = B.index(train), B.index(test)
-        x_mean, x_scale = _standardise(B, Xb[tr])
+        x_mean, x_scale = standardise(B, Xb[tr])
         Xz = (Xb - x_mean) / x_scale
         # Inner folds: the other segments, with the training rows of this outer fold only.
         inner_segments = [s[np.isin(s, train)] for j, s in enumerate(segments) if j != i]

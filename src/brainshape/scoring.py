@@ -1,5 +1,6 @@
 """Metrics and statistics beside the Pearson r of an encoding model.
 
+- ``pearson``: Pearson r column by column, 0 where a column has no variance.
 - ``gaussian_mutual_information``: the information (bits) a prediction carries about the data
   if both are jointly Gaussian, ``-1/2 log2(1 - r^2)``; a monotone transform of r, comparable
   across studies that report information rather than correlation.
@@ -20,6 +21,24 @@ from scipy.stats import false_discovery_control
 from brainshape.errors import BrainshapeError
 
 METRICS = ("r", "mi", "segment_identification")
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns of two (n, k) arrays: (k,).
+
+    A column that is exactly constant in either array has no defined correlation and gets 0,
+    also when rounding in its mean would leave a tiny spurious variance.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ac = a - a.mean(axis=0)
+    bc = b - b.mean(axis=0)
+    denom = np.sqrt((ac**2).sum(axis=0) * (bc**2).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (ac * bc).sum(axis=0) / denom
+    flat = (a.max(axis=0) == a.min(axis=0)) | (b.max(axis=0) == b.min(axis=0))
+    r[flat | ~(denom > 0)] = 0.0
+    return r
 
 
 def gaussian_mutual_information(r: np.ndarray) -> np.ndarray:
