@@ -39,6 +39,24 @@ def _plan(args: argparse.Namespace) -> None:
     print(result.to_tsv() if args.tsv else result.to_text(), end="")
 
 
+def _pin_revisions(args: argparse.Namespace) -> None:
+    from brainshape import pin
+    from brainshape.runner import setup_logging
+
+    setup_logging(None)
+    pins = pin.pin_registry(
+        args.registry,
+        cache_dir=args.cache_dir,
+        model_root=args.model_root,
+        hub=args.hub,
+        dry_run=args.dry_run,
+    )
+    print(pin.report(pins), end="")
+    changed = sum(p.commit is not None and p.commit != p.revision for p in pins)
+    verb = "would pin" if args.dry_run else "pinned"
+    print(f"{verb} {changed} revision(s) in {args.registry}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainshape",
@@ -97,6 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="token price of one GPU-hour (default: %(default)s, Wisteria Aquarius)",
     )
     plan.set_defaults(func=_plan, snakemake_args=[])
+
+    pin = sub.add_parser(
+        "pin-revisions",
+        help="replace the registry's branch revisions by the commits that were downloaded",
+        description="For every hub model (and gptq/gguf checkpoint) whose revision is a branch "
+        "or tag, look up the commit it was downloaded at: in the Hugging Face cache the jobs "
+        "read, then in a copy under --model-root, then (with --hub) on the hub; write the "
+        "commits into the registry, keeping its comments. Run it on a login node after "
+        "downloading the models.",
+    )
+    pin.add_argument(
+        "registry",
+        nargs="?",
+        default="config/models.yaml",
+        help="registry file to edit (default: %(default)s)",
+    )
+    pin.add_argument("--cache-dir", default=None, help="HF hub cache (default: HF_HUB_CACHE)")
+    pin.add_argument(
+        "--model-root",
+        default="resources/models",
+        help="folder of hf download --local-dir copies, one per model (default: %(default)s)",
+    )
+    pin.add_argument(
+        "--hub",
+        action="store_true",
+        help="ask the hub for revisions not found locally (network; may be newer than a download)",
+    )
+    pin.add_argument("--dry-run", action="store_true", help="print the table, change nothing")
+    pin.set_defaults(func=_pin_revisions)
     return parser
 
 

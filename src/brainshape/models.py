@@ -416,10 +416,11 @@ def _where(spec: ModelSpec, model_dir: str | os.PathLike | None) -> tuple[str, d
     kwargs = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
     if spec.revision:
         kwargs["revision"] = spec.revision
-    if not _is_commit(spec.revision):
+    if not is_commit(spec.revision):
         log.warning(
             "model '%s': revision %r is not a commit; pin models.%s.revision to the commit "
-            "you downloaded (hf download prints it) so that a new upload cannot change results",
+            "you downloaded (brainshape pin-revisions does it) so that a new upload cannot change "
+            "results",
             spec.name,
             spec.revision,
             spec.name,
@@ -427,7 +428,7 @@ def _where(spec: ModelSpec, model_dir: str | os.PathLike | None) -> tuple[str, d
     return spec.hf_id, kwargs
 
 
-def _is_commit(revision: str | None) -> bool:
+def is_commit(revision: str | None) -> bool:
     """A full 40-hex-digit commit hash (a branch or tag name can move)."""
     return bool(revision) and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
