@@ -102,24 +102,100 @@ def test_cv_r2_equals_sklearn_with_leave_one_family_out():
     assert R.cv_r2(x, y[:, None], folds)[0] == pytest.approx(r2_score(y, pred), abs=1e-10)
 
 
-def test_permutation_p_value_equals_a_loop():
+@pytest.mark.parametrize("scheme", R.PERMUTATIONS)
+def test_permutation_p_value_equals_a_loop(scheme):
     scores, topo, families = synthetic(n_families=5, n_layers=3, planted=False)
     obs = R.observations(scores, topo, families, unit="layer")
     part = obs[(obs.roi == "IFG") & (obs.hemisphere == "L")]
     x, y = part[["feat_a", "noise_c"]].to_numpy(), part["score"].to_numpy()
     groups = part["family"].to_numpy()
-    res = R.fit(x, y, groups, ["feat_a", "noise_c"], n_permutations=50, n_bootstrap=10, seed=3)
-    rng = np.random.default_rng(3)
+    res = R.fit(
+        x,
+        y,
+        groups,
+        ["feat_a", "noise_c"],
+        n_permutations=50,
+        n_bootstrap=10,
+        seed=3,
+        permutation=scheme,
+    )
+    # The fit draws its orders first from its seeded generator: the same orders here.
+    orders = R.permutation_orders(groups, 50, np.random.default_rng(3), scheme)
     logo = LeaveOneGroupOut()
     observed = r2_score(y, cross_val_predict(LinearRegression(), x, y, groups=groups, cv=logo))
     null = []
-    for _ in range(50):
-        yp = rng.permutation(y)
+    for order in orders:
+        yp = y[order]
         pred = cross_val_predict(LinearRegression(), x, yp, groups=groups, cv=logo)
         null.append(r2_score(yp, pred))
     expected = (1 + np.sum(np.array(null) >= observed - 1e-12)) / 51
     assert res.cv_r2 == pytest.approx(observed, abs=1e-10)
     assert res.p_value == pytest.approx(expected)
+
+
+def test_permutation_orders_keep_families_and_refuse_too_few():
+    groups = np.array(["a", "b", "a", "c", "b", "a", "c", "c"])
+    rng = np.random.default_rng(0)
+    within = R.permutation_orders(groups, 200, rng, "within_family")
+    free = R.permutation_orders(groups, 200, rng, "free")
+    for order in within:
+        assert (groups[order] == groups).all()  # every score stays in its family
+        assert sorted(order) == list(range(8))
+    assert len({tuple(o) for o in within}) > 50  # 3! * 2! * 3! = 72 orders exist
+    assert all(sorted(o) == list(range(8)) for o in free)
+    assert any((groups[o] != groups).any() for o in free)
+    with pytest.raises(BrainshapeError) as err:
+        R.permutation_orders(np.array(["a", "b", "b", "c"]), 10, rng, "within_family")
+    assert str(err.value) == (
+        "permutations within family can give only 2 distinct orders of the 4 observations "
+        "(family sizes 1, 2, 1), too few for a p-value below 0.05; use regressions.unit: layer "
+        "(more observations per family) or regressions.permutation: free"
+    )
+    with pytest.raises(BrainshapeError, match="regressions.permutation is 'shuffle'; use one of"):
+        R.permutation_orders(groups, 10, rng, "shuffle")
+
+
+def test_within_family_null_sees_only_within_family_effects():
+    rng = np.random.default_rng(5)
+    groups = np.repeat([f"f{k}" for k in range(8)], 12)
+    idx = np.repeat(np.arange(8), 12)
+    x_family, x_within = rng.standard_normal(8), 0.5 * rng.standard_normal(96)
+    x = (x_family[idx] + x_within)[:, None]
+    between = 0.5 * x_family[idx] + 0.3 * rng.standard_normal(96)
+    within = 0.5 * x_within + rng.standard_normal(8)[idx] + 0.3 * rng.standard_normal(96)
+    p = {}
+    for name, y in (("between", between), ("within", within)):
+        for scheme in R.PERMUTATIONS:
+            res = R.fit(
+                x, y, groups, ["x"], n_permutations=500, n_bootstrap=5, seed=1, permutation=scheme
+            )
+            p[name, scheme] = res.p_value
+    assert p["between", "free"] < 0.01 and p["between", "within_family"] > 0.5
+    assert p["within", "free"] < 0.05 and p["within", "within_family"] < 0.01
+
+
+def test_both_nulls_hold_their_level_when_families_differ_by_chance():
+    # Scores and features both vary by family, independently of each other.
+    hits = dict.fromkeys(R.PERMUTATIONS, 0)
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        groups = np.repeat([f"f{k}" for k in range(8)], 12)
+        idx = np.repeat(np.arange(8), 12)
+        x = (rng.standard_normal(8)[idx] + 0.3 * rng.standard_normal(96))[:, None]
+        y = rng.standard_normal(8)[idx] + 0.3 * rng.standard_normal(96)
+        for scheme in R.PERMUTATIONS:
+            res = R.fit(
+                x,
+                y,
+                groups,
+                ["x"],
+                n_permutations=200,
+                n_bootstrap=5,
+                seed=seed,
+                permutation=scheme,
+            )
+            hits[scheme] += res.p_value < 0.05
+    assert max(hits.values()) <= 5, hits  # 2 expected at the 5% level
 
 
 def test_group_folds_keep_families_together():

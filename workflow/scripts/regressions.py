@@ -20,6 +20,7 @@ def main(job):
         table = regressions.run_regressions(
             obs, p["feature_sets"], n_permutations=p["n_permutations"],
             n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
+            permutation=p["permutation"],
         )
     save_parquet(job.output.regressions, table)
     kinds = {(m, v): k for m, v, k in p["kinds"]}
