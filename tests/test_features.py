@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -411,3 +412,21 @@ def test_story_errors_name_the_story(registry, model_dirs, tmp_path):
         features.extract_stories(
             spec, "fp32", model_dirs["tiny-gpt2"], {"x": ["a"]}, {}, context_tokens=16
         )
+
+
+def test_resume_folder_keeps_stories_only_under_the_same_settings(tmp_path):
+    folder = tmp_path / ".full.partial"
+    settings = {"context_tokens": 128, "entry": {"hf_id": None}, "code": "abc"}
+    features.resume_folder(folder, settings)
+    (folder / "lighthouse.npy").write_bytes(b"finished story")
+    # The same settings (key order aside): the finished story stays.
+    features.resume_folder(folder, dict(reversed(list(settings.items()))))
+    assert (folder / "lighthouse.npy").read_bytes() == b"finished story"
+    # Another context length: the folder starts afresh, stamped with the new settings.
+    features.resume_folder(folder, {**settings, "context_tokens": 256})
+    assert sorted(p.name for p in folder.iterdir()) == ["settings.json"]
+    assert json.loads((folder / "settings.json").read_text())["context_tokens"] == 256
+    (folder / "orchard.npy").write_bytes(b"x")
+    (folder / "settings.json").write_text("{not json")  # a stamp cut short by a kill
+    features.resume_folder(folder, settings)
+    assert sorted(p.name for p in folder.iterdir()) == ["settings.json"]

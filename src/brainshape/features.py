@@ -25,8 +25,10 @@ states, windowed like encoders; :func:`brainshape.models.load` returns the encod
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -410,6 +412,32 @@ def extract_words_naive(
 
 
 # --- stories ---------------------------------------------------------------------------------
+
+
+def resume_folder(folder: str | os.PathLike, settings: Mapping) -> Path:
+    """The scratch folder a features job writes its stories into, ready to resume.
+
+    Stories finished by an earlier, killed run of the job are kept only if that run had the
+    same ``settings`` (the job's parameters and code stamp, JSON-serialisable): a folder left
+    by a run with another context length, registry entry or code is emptied first, so a
+    resumed job never mixes features computed two ways. The settings are written to
+    ``settings.json`` in the folder (and so end up beside the features).
+    """
+    folder = Path(folder)
+    stamp = folder / "settings.json"
+    wanted = json.dumps(settings, sort_keys=True, default=str)
+    if folder.exists():
+        try:
+            same = json.dumps(json.loads(stamp.read_text()), sort_keys=True) == wanted
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            log.info("%s was written with other settings; starting it afresh", folder)
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not stamp.is_file():
+        io.save_text(stamp, wanted + "\n")
+    return folder
 
 
 def _finished(path: Path, n_words: int) -> bool:

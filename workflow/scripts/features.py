@@ -13,7 +13,11 @@ def main(job):
     out = Path(job.output[0])
     # Finished stories go to a scratch folder first: Snakemake deletes the declared output of a
     # failed job, but not this, so a killed job resumes at the next story.
-    partial = out.parent / f".{out.name}.partial"
+    # Settings that change the arrays; more stories or another batch size do not.
+    stamp = {k: v for k, v in p.items() if k not in ("stories", "batch_size")}
+    partial = features.resume_folder(
+        out.parent / f".{out.name}.partial", {**stamp, "code": job.params.code}
+    )
     features.extract_stories(
         spec, p["variant"], p["model_dir"] or None, stories,
         {s: partial / f"{s}.npy" for s in stories},
