@@ -264,7 +264,7 @@ def test_contrasts_recover_planted_differences():
     assert 0 < t["ci_low"] < t["difference"] < t["ci_high"] and t["n_subjects"] == 12
 
 
-def _study(tmp_path, **regressions):
+def _study(tmp_path, models="all", **regressions):
     import yaml
     from conftest import REPO, SCHEMAS
 
@@ -274,6 +274,7 @@ def _study(tmp_path, **regressions):
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
     cfg["regressions"] = regressions
+    cfg["models"] = models
     cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
     reg = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
     return Study(cfg, reg, source="demo.yaml")
@@ -293,3 +294,10 @@ def test_study_wires_published_scores(tmp_path):
     missing.write_text("model,roi,hemisphere,score\n")
     assert study.regression_scores("demo") == str(missing)
     assert study.regressions_params("demo")["published"] is True
+    # With one family selected nothing can be cross-validated by family: not planned, with or
+    # without published scores; the shape table still is.
+    for published in (None, str(missing)):
+        one = _study(tmp_path, models=["smollm2-135m"], published_scores=published)
+        targets = one.all_targets()
+        assert "results/demo/topology.parquet" in targets
+        assert not [t for t in targets if "regressions" in t]

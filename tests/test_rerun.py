@@ -22,7 +22,7 @@ AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
 # Rules that read an aggregate (every model's plot reads the whole brainscores table).
 AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions"}
 # Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
-# them; the brain point clouds are group means), and the shape jobs that pair every layer
+# them; the brain point clouds hold every subject), and the shape jobs that pair every layer
 # with those brain clouds.
 SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain"}
 BRAIN_PAIRINGS = {"layer_diagrams", "topology_pairs"}
@@ -165,7 +165,7 @@ def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp
     assert [j["wildcards"]["subject"] for j in jobs if j["rule"] == "fmri"] == ["02"]
     assert not {"words", "features", "prepare_model"} & {j["rule"] for j in jobs}
     # Only the encode jobs of sub-02's group follow (one subject per group here), then what
-    # combines every subject (baselines, ceiling, group-mean brain clouds and their pairings).
+    # combines every subject (baselines, ceiling, brain clouds and their pairings).
     assert {j["rule"] for j in jobs} <= (
         {"fmri", "encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
     )

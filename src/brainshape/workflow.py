@@ -352,9 +352,10 @@ class Study:
 
     def shape_targets(self, ds: str) -> list[str]:
         families = {self.registry[m]["family"] for m in self.models()}
-        if self.published_scores() is None and len(families) < 2:
-            # Family-grouped cross-validation needs two families: with one, the shape table is
-            # still made, the regressions are not planned.
+        if len(families) < 2:
+            # Family-grouped cross-validation needs two families (published scores too are
+            # matched to the selected models): with one, the shape table is still made, the
+            # regressions are not planned.
             return [f"results/{ds}/topology.parquet"]
         return [
             f"results/{ds}/topology.parquet",
