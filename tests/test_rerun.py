@@ -23,9 +23,9 @@ AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
 AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions"}
 # Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
 # them; the brain point clouds hold every subject), and the shape jobs that pair every layer
-# with those brain clouds.
+# with those brain clouds. The layers' own diagrams depend on the runs (time base) only.
 SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain"}
-BRAIN_PAIRINGS = {"layer_diagrams", "topology_pairs"}
+BRAIN_PAIRINGS = {"topology_pairs"}
 
 
 def planned(workdir: Path, env: dict | None = None) -> list[dict]:
@@ -170,4 +170,8 @@ def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp
         {"fmri", "encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
     )
     assert {j["wildcards"]["group"] for j in jobs if j["rule"] == "encode"} == {"g2"}
+    # Same runs, other data: no layer's persistent homology is recomputed, only the pairings.
+    rules = {j["rule"] for j in jobs}
+    assert "topology_pairs" in rules
+    assert not {"topology_timebase", "layer_diagrams"} & rules
     assert all(j["wildcards"].get("subject", "02") == "02" for j in jobs)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import gudhi
 import gudhi.wasserstein
@@ -213,17 +214,24 @@ def test_mismatched_runs_and_one_column_clouds_are_refused(tmp_path):
 
 def test_stage_end_to_end(tmp_path):
     dirs, words, features, _ = _fake_dataset(tmp_path)
-    settings = {"delay": 2, "metric": "correlation", "maxdim": 1, "backend": "giotto"}
-    brain = T.compute_brain(
-        dirs, tmp_path / "brain", max_points=50, seed=0, per_subject=False, **settings
-    )
+    settings = {"metric": "correlation", "maxdim": 1, "backend": "giotto"}
+    time_base = tmp_path / "timebase.json"
+    _, landmarks = T.write_time_base(dirs, time_base, delay=2, max_points=50, seed=0)
+    brain = T.compute_brain(dirs, time_base, tmp_path / "brain", per_subject=False, **settings)
     assert len(brain) == 4 and set(brain["n_points"]) == {50}
-    geometry = T.compute_layers(
-        features, words, tmp_path / "brain", tmp_path / "layers", **settings
-    )
-    assert len(geometry) == 3 * 4
+    n_layers = T.compute_layers(features, words, time_base, tmp_path / "layers", **settings)
+    assert n_layers == 3
+    assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == [
+        f"layer-{k}.npz" for k in range(3)
+    ]
     table = T.pair_variant(
-        tmp_path / "layers", tmp_path / "brain", orders=[{"q": 1, "p": math.inf}, {"q": 2, "p": 2}]
+        tmp_path / "layers",
+        tmp_path / "brain",
+        features,
+        words,
+        time_base,
+        orders=[{"q": 1, "p": math.inf}, {"q": 2, "p": 2}],
+        metric="correlation",
     )
     assert len(table) == 12
     for col in ("wasserstein_q1_pinf_h0", "wasserstein_q2_p2_h1", "layer_entropy_h1", "cka"):
@@ -244,3 +252,46 @@ def test_stage_end_to_end(tmp_path):
     assert row["procrustes"] == pytest.approx(T.procrustes(cloud, brain_cloud), abs=1e-6)
     assert row["cka"] == pytest.approx(T.cka(cloud, brain_cloud), abs=1e-6)
     np.testing.assert_allclose(T.diagrams(d)[1], ldgm[1], atol=1e-6)
+    np.testing.assert_array_equal(extra["index"], landmarks)
+
+
+def test_layer_diagrams_do_not_read_the_brain_data_and_stale_landmarks_are_refused(tmp_path):
+    dirs, words, features, runs = _fake_dataset(tmp_path)
+    settings = {"metric": "correlation", "maxdim": 1, "backend": "giotto"}
+    time_base = tmp_path / "timebase.json"
+    T.write_time_base(dirs, time_base, delay=2, max_points=40, seed=0)
+    T.compute_layers(features, words, time_base, tmp_path / "layers", **settings)
+    before = (tmp_path / "layers" / "layer-2.npz").read_bytes()
+    # Other BOLD data with the same runs: the layers' diagrams are the same, byte for byte.
+    for d in dirs:
+        for story in ("alpha", "beta"):
+            np.save(f"{d}/{story}.npy", np.load(f"{d}/{story}.npy")[:, ::-1].copy())
+    T.compute_brain(dirs, time_base, tmp_path / "brain", per_subject=False, **settings)
+    T.compute_layers(features, words, time_base, tmp_path / "layers2", **settings)
+    assert (tmp_path / "layers2" / "layer-2.npz").read_bytes() == before
+    # Runs that changed under a time base computed before: refused, naming the file and fix.
+    for d in dirs:
+        changed = json.loads((Path(d) / "runs.json").read_text())
+        changed["beta"]["trim_end"] = 3
+        (Path(d) / "runs.json").write_text(json.dumps(changed))
+    with pytest.raises(BrainshapeError) as err:
+        T.compute_brain(dirs, time_base, tmp_path / "brain3", per_subject=False, **settings)
+    assert str(err.value) == (
+        f"{time_base} no longer matches the subjects' runs (a replaced derivative with another "
+        "length, or changed trimming?); delete it so that rule topology_timebase computes it "
+        "again, with every layer's diagrams"
+    )
+    # Layer diagrams from other landmarks than the brain clouds' cannot be paired.
+    other = tmp_path / "other.json"
+    T.write_time_base(dirs, other, delay=2, max_points=40, seed=1)
+    T.compute_layers(features, words, other, tmp_path / "layers4", **settings)
+    with pytest.raises(BrainshapeError, match=r"layer-0.npz was computed at other landmark"):
+        T.pair_variant(
+            tmp_path / "layers4",
+            tmp_path / "brain",
+            features,
+            words,
+            time_base,
+            orders=[{"q": 1, "p": math.inf}],
+            metric="correlation",
+        )

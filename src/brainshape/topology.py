@@ -476,13 +476,40 @@ def _cloud_name(key: tuple[str, str, str]) -> str:
     return f"{who}_{roi}_{hemi}"
 
 
-def compute_brain(
+def write_time_base(
     fmri_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
+    path: str | os.PathLike,
     *,
     delay: int,
     max_points: int,
     seed: int,
+) -> tuple[TimeBase, np.ndarray]:
+    """The dataset's time base and its landmark volumes, written to ``path`` (JSON).
+
+    Every cloud of the dataset, brain or layer, is taken at these landmarks, so diagrams of
+    both sides are computed once and paired freely. The file depends on the subjects' runs
+    (stories, lengths, trimming, TR) only, not on their data: a replaced derivative leaves it,
+    and with it every layer's diagrams, as it is.
+    """
+    base = shared_time_base(fmri_dirs, delay)
+    index = landmarks(base.n_points(), max_points, seed)
+    save_json(path, {"runs": dict(base.runs), "delay": int(delay), "index": index.tolist()})
+    return base, index
+
+
+def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray]:
+    """The time base and landmark volumes of :func:`write_time_base`."""
+    data = json.loads(Path(path).read_text())
+    return TimeBase(runs=data["runs"], delay=int(data["delay"])), np.asarray(
+        data["index"], dtype=np.int64
+    )
+
+
+def compute_brain(
+    fmri_dirs: Sequence[str | os.PathLike],
+    time_base: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
     metric: str,
     maxdim: int,
     backend: str,
@@ -491,14 +518,21 @@ def compute_brain(
 ) -> pd.DataFrame:
     """Diagrams of every brain cloud, one ``<who>_<roi>_<hemi>.npz`` each in ``out_dir``.
 
-    Each file holds ``dgm_<k>``, the landmarked ``cloud`` and its ``index`` (points kept).
-    Returns (and writes as ``clouds.parquet``) the list: ``cloud``, ``subject``, ``roi``,
-    ``hemisphere``, ``n_points``, ``n_columns``.
+    The clouds are taken at the landmarks of ``time_base`` (:func:`write_time_base`), which must
+    still describe the subjects' runs. Each file holds ``dgm_<k>``, the landmarked ``cloud`` and
+    its ``index`` (points kept). Returns (and writes as ``clouds.parquet``) the list: ``cloud``,
+    ``subject``, ``roi``, ``hemisphere``, ``n_points``, ``n_columns``.
     """
-    base = shared_time_base(fmri_dirs, delay)
+    base, index = read_time_base(time_base)
+    current = shared_time_base(fmri_dirs, base.delay)
+    if dict(current.runs) != dict(base.runs):
+        raise BrainshapeError(
+            f"{time_base} no longer matches the subjects' runs (a replaced derivative with "
+            f"another length, or changed trimming?); delete it so that rule topology_timebase "
+            "computes it again, with every layer's diagrams"
+        )
     subjects = {Path(d).name.removeprefix("sub-"): d for d in fmri_dirs}
     clouds = brain_clouds(subjects, base, per_subject=per_subject)
-    index = landmarks(base.n_points(), max_points, seed)
     rows = []
     for key, cloud in clouds.items():
         pts = cloud[index]
@@ -511,61 +545,81 @@ def compute_brain(
     )
     with atomic_path(Path(out_dir) / "clouds.parquet") as tmp:
         table.to_parquet(tmp, index=False)
-    save_json(Path(out_dir) / "runs.json", dict(base.runs))
     return table
 
 
-def compute_layers(
-    features: Mapping[str, np.ndarray],
-    words: pd.DataFrame,
-    brain_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    delay: int,
-    metric: str,
-    maxdim: int,
-    backend: str,
-    window: float = 3,
-    n_threads: int = 1,
-) -> pd.DataFrame:
-    """Diagrams of every layer cloud (``layer-<l>.npz``) and geometry against every brain cloud.
-
-    The layer clouds use the brain clouds' time base and landmarks (read from ``brain_dir``).
-    Writes and returns ``geometry.parquet``: ``layer``, ``subject``, ``roi``, ``hemisphere``,
-    ``procrustes``, ``rsa``, ``cka``.
-    """
-    brain_dir, out_dir = Path(brain_dir), Path(out_dir)
-    base = TimeBase(runs=json.loads((brain_dir / "runs.json").read_text()), delay=int(delay))
-    brains = pd.read_parquet(brain_dir / "clouds.parquet")
-    brain = {}
-    index = None
-    for row in brains.itertuples():
-        _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
-        # Reduced once here (and each layer once below), not once per pair.
-        brain[row.cloud] = (row, _reduce(extra["cloud"]), _ranks(distances(extra["cloud"], metric)))
-        index = extra["index"]
+def _landmark_resamplers(
+    words: pd.DataFrame, base: TimeBase, index: np.ndarray, window: float
+) -> dict[str, np.ndarray]:
+    """Per story, the Lanczos weights of the landmark volumes only (n_landmarks_story, n_words)."""
     resamplers = _resamplers(word_times(words), base, window)
-    if index is None or sum(w.shape[0] for w in resamplers.values()) != base.n_points():
-        raise BrainshapeError(
-            f"{brain_dir}: the brain clouds do not match this dataset's time base; rerun "
-            "rule topology_brain"
-        )
-    # Resample only the landmark volumes.
     offset = 0
     for story, weights in resamplers.items():
         local = index[(index >= offset) & (index < offset + len(weights))] - offset
         offset += len(weights)
         resamplers[story] = weights[local]
+    return resamplers
+
+
+def compute_layers(
+    features: Mapping[str, np.ndarray],
+    words: pd.DataFrame,
+    time_base: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    metric: str,
+    maxdim: int,
+    backend: str,
+    window: float = 3,
+    n_threads: int = 1,
+) -> int:
+    """Diagrams of every layer cloud, ``layer-<l>.npz`` in ``out_dir``; returns the layer count.
+
+    The clouds are the layers' features Lanczos-resampled at the landmark volumes of
+    ``time_base``; nothing of the brain data enters, so only a change of the time base, the
+    features or the settings recomputes them.
+    """
+    base, index = read_time_base(time_base)
+    resamplers = _landmark_resamplers(words, base, index, window)
     n_layers = features[base.stories()[0]].shape[0]
-    rows = []
     for layer in range(n_layers):
-        pts = layer_cloud(features, resamplers, layer)
-        d = distances(pts, metric)
-        ranks = _ranks(d)
-        pts = _reduce(pts)
+        d = distances(layer_cloud(features, resamplers, layer), metric)
         save_diagrams(
-            out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend, n_threads), index=index
+            Path(out_dir) / f"layer-{layer}.npz",
+            diagrams(d, maxdim, backend, n_threads),
+            index=index,
         )
+    return n_layers
+
+
+def geometry(
+    features: Mapping[str, np.ndarray],
+    words: pd.DataFrame,
+    time_base: str | os.PathLike,
+    brain_dir: str | os.PathLike,
+    *,
+    metric: str,
+    window: float = 3,
+) -> pd.DataFrame:
+    """Procrustes, RSA and CKA of every layer cloud against every brain cloud.
+
+    Columns ``layer``, ``subject``, ``roi``, ``hemisphere``, ``procrustes``, ``rsa``, ``cka``.
+    Each layer cloud is rebuilt from the features (a resampling, cheap next to its diagram).
+    """
+    brain_dir = Path(brain_dir)
+    base, index = read_time_base(time_base)
+    brain = {}
+    for row in pd.read_parquet(brain_dir / "clouds.parquet").itertuples():
+        _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
+        _same_landmarks(extra["index"], index, brain_dir / f"{row.cloud}.npz", "topology_brain")
+        # Reduced once here (and each layer once below), not once per pair.
+        brain[row.cloud] = (row, _reduce(extra["cloud"]), _ranks(distances(extra["cloud"], metric)))
+    resamplers = _landmark_resamplers(words, base, index, window)
+    rows = []
+    for layer in range(features[base.stories()[0]].shape[0]):
+        pts = layer_cloud(features, resamplers, layer)
+        ranks = _ranks(distances(pts, metric))
+        pts = _reduce(pts)
         for info, bcloud, bd in brain.values():
             rows.append(
                 {
@@ -580,9 +634,15 @@ def compute_layers(
             )
     table = pd.DataFrame(rows)
     table["layer"] = table["layer"].astype("int64")
-    with atomic_path(out_dir / "geometry.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
     return table
+
+
+def _same_landmarks(found: np.ndarray, expected: np.ndarray, path: Path, rule: str) -> None:
+    if found.shape != expected.shape or not np.array_equal(found, expected):
+        raise BrainshapeError(
+            f"{path} was computed at other landmark volumes than the dataset's time base; rerun "
+            f"rule {rule} (snakemake -R {rule})"
+        )
 
 
 def _tag(x: float) -> str:
@@ -597,24 +657,35 @@ def wasserstein_column(q: float, p: float, dim: int) -> str:
 def pair_variant(
     layers_dir: str | os.PathLike,
     brain_dir: str | os.PathLike,
+    features: Mapping[str, np.ndarray],
+    words: pd.DataFrame,
+    time_base: str | os.PathLike,
     *,
     orders: Sequence[Mapping[str, float]],
+    metric: str,
+    window: float = 3,
 ) -> pd.DataFrame:
     """One row per (layer, brain cloud): Wasserstein distances, diagram summaries, geometry.
 
     ``orders`` lists ``{"q": q, "p": p}`` pairs. Columns: ``layer``, ``subject``, ``roi``,
     ``hemisphere``, ``wasserstein_q<q>_p<p>_h<k>`` per order and dimension, ``layer_<summary>_h<k>``
-    and ``brain_<summary>_h<k>`` (see :func:`summaries`), then ``procrustes``, ``rsa``, ``cka``.
+    and ``brain_<summary>_h<k>`` (see :func:`summaries`), then ``procrustes``, ``rsa``, ``cka``
+    (:func:`geometry`).
     """
     layers_dir, brain_dir = Path(layers_dir), Path(brain_dir)
-    geometry = pd.read_parquet(layers_dir / "geometry.parquet")
+    shapes = geometry(features, words, time_base, brain_dir, metric=metric, window=window)
+    _, index = read_time_base(time_base)
     brains = pd.read_parquet(brain_dir / "clouds.parquet")
     brain = {
         r.cloud: (r, load_diagrams(brain_dir / f"{r.cloud}.npz")[0]) for r in brains.itertuples()
     }
     rows = []
-    for layer in sorted(geometry["layer"].unique()):
-        ldgms, _ = load_diagrams(layers_dir / f"layer-{layer}.npz")
+    for layer in sorted(shapes["layer"].unique()):
+        path = layers_dir / f"layer-{layer}.npz"
+        if not path.is_file():
+            raise BrainshapeError(f"{path} is missing; rerun rule layer_diagrams for this variant")
+        ldgms, extra = load_diagrams(path)
+        _same_landmarks(extra["index"], index, path, "layer_diagrams")
         lsum = {
             f"layer_{k}_h{dim}": v for dim, g in enumerate(ldgms) for k, v in summaries(g).items()
         }
@@ -633,6 +704,6 @@ def pair_variant(
                 row.update({f"brain_{k}_h{dim}": v for k, v in summaries(g).items()})
             rows.append(row)
     table = pd.DataFrame(rows)
-    table = table.merge(geometry, on=["layer", "subject", "roi", "hemisphere"], how="left")
+    table = table.merge(shapes, on=["layer", "subject", "roi", "hemisphere"], how="left")
     table["layer"] = table["layer"].astype("int64")
     return table

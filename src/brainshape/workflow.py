@@ -366,21 +366,33 @@ class Study:
     def topology_pairs(self, ds: str) -> list[str]:
         return [f"results/{ds}/topology/pairs/{m}/{v}.parquet" for m, v in self.model_variants()]
 
+    def topology_timebase_params(self, ds: str) -> dict:
+        t = self.config["topology"]
+        return {
+            "stories": list(self.dataset(ds)["stories"]),
+            **{k: t[k] for k in ("delay", "max_points", "seed")},
+        }
+
     def topology_brain_params(self, ds: str) -> dict:
         t = self.config["topology"]
-        keys = ("delay", "max_points", "seed", "metric", "maxdim", "backend", "per_subject")
-        return {k: t[k] for k in keys}
+        return {k: t[k] for k in ("metric", "maxdim", "backend", "per_subject")}
 
     def layer_diagrams_params(self, ds: str) -> dict:
         t = self.config["topology"]
         return {
             "stories": list(self.dataset(ds)["stories"]),
             "window": self.config["encoding"]["lanczos_window"],
-            **{k: t[k] for k in ("delay", "metric", "maxdim", "backend")},
+            **{k: t[k] for k in ("metric", "maxdim", "backend")},
         }
 
-    def topology_pairs_params(self) -> dict:
-        return {"orders": [dict(o) for o in self.config["topology"]["wasserstein"]]}
+    def topology_pairs_params(self, ds: str) -> dict:
+        t = self.config["topology"]
+        return {
+            "stories": list(self.dataset(ds)["stories"]),
+            "window": self.config["encoding"]["lanczos_window"],
+            "metric": t["metric"],
+            "orders": [dict(o) for o in t["wasserstein"]],
+        }
 
     def published_scores(self) -> Path | None:
         path = self.config["regressions"]["published_scores"]

@@ -172,8 +172,23 @@ def baseline_mem_mb(wildcards, attempt):
 # --- topology and regressions ----------------------------------------------------------------
 
 
+def topology_timebase_inputs(wildcards):
+    # The time base depends on the subjects' runs, not on their data: a replaced derivative
+    # (newer file, same runs) must not recompute every layer's diagrams. A new or removed
+    # subject still reruns it (the set of inputs changes); compute_brain checks that the runs
+    # still match.
+    return [ancient(d) for d in STUDY.fmri_dirs(wildcards.dataset)]
+
+
+def topology_timebase_params(wildcards):
+    return STUDY.topology_timebase_params(wildcards.dataset)
+
+
 def topology_brain_inputs(wildcards):
-    return STUDY.fmri_dirs(wildcards.dataset)
+    return {
+        "fmri": STUDY.fmri_dirs(wildcards.dataset),
+        "time_base": f"results/{wildcards.dataset}/topology/timebase.json",
+    }
 
 
 def topology_brain_params(wildcards):
@@ -185,7 +200,7 @@ def layer_diagrams_inputs(wildcards):
     return {
         "words": f"results/{ds}/words.parquet",
         "features": f"results/{ds}/features/{wildcards.model}/{wildcards.variant}",
-        "brain": f"results/{ds}/topology/brain",
+        "time_base": f"results/{ds}/topology/timebase.json",
     }
 
 
@@ -202,11 +217,14 @@ def topology_pairs_inputs(wildcards):
     return {
         "layers": f"results/{ds}/topology/layers/{wildcards.model}/{wildcards.variant}",
         "brain": f"results/{ds}/topology/brain",
+        "words": f"results/{ds}/words.parquet",
+        "features": f"results/{ds}/features/{wildcards.model}/{wildcards.variant}",
+        "time_base": f"results/{ds}/topology/timebase.json",
     }
 
 
 def topology_pairs_params(wildcards):
-    return STUDY.topology_pairs_params()
+    return STUDY.topology_pairs_params(wildcards.dataset)
 
 
 def topology_table_inputs(wildcards):

@@ -1,10 +1,27 @@
-# Shape of representations: brain clouds (one job per dataset), layer diagrams and geometry
-# (one job per dataset, model and variant), pairings (same), and the table.
+# Shape of representations: the time base and landmarks, brain clouds (one job each per
+# dataset), layer diagrams (one job per dataset, model and variant), pairings with geometry
+# (same), and the table.
+
+
+rule topology_timebase:
+    input:
+        topology_timebase_inputs,
+    output:
+        "results/{dataset}/topology/timebase.json",
+    log:
+        "logs/{dataset}/topology/timebase.log",
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        code=code_version("topology_timebase.py"),
+        settings=topology_timebase_params,
+    script:
+        "../scripts/topology_timebase.py"
 
 
 rule topology_brain:
     input:
-        topology_brain_inputs,
+        unpack(topology_brain_inputs),
     output:
         directory("results/{dataset}/topology/brain"),
     log:

@@ -15,7 +15,7 @@ def main(job):
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with threadpool_limits(job.threads):
         topology.compute_layers(
-            feats, words, job.input.brain, job.output[0], n_threads=job.threads, **p
+            feats, words, job.input.time_base, job.output[0], n_threads=job.threads, **p
         )
 
 

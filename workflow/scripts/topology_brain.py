@@ -7,7 +7,11 @@ def main(job):
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with threadpool_limits(job.threads):
         topology.compute_brain(
-            list(job.input), job.output[0], n_threads=job.threads, **job.params.settings
+            list(job.input.fmri),
+            job.input.time_base,
+            job.output[0],
+            n_threads=job.threads,
+            **job.params.settings,
         )
 
 
