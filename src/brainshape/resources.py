@@ -302,8 +302,10 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     rows, ``k = min(n_tr, p)`` and ``k_i = min(n_i, p)``; ``f`` bytes per solver value (8 on the
     CPU), 4 per stored value.
 
-    - ``features``: every layer of every story, as stored (memory-mapped, read layer by layer:
-      at most the whole file is resident): ``layers x words x hidden x 4``.
+    - ``features``: one layer of every story as stored, and the float64 copy of one story's
+      layer: ``words x hidden x 4 + longest story's words x hidden x 8``. The features file is
+      memory-mapped and read layer by layer; its pages are clean page cache, which the kernel
+      drops under the job's memory limit, so only the layer in use has to fit.
     - ``bold``: the subjects' arrays, the per-story stacks and their concatenation ``Y``:
       ``3 n m 4``. ``resamplers``: Lanczos weights of every run, ``(TRs + trimmed) x words x 8``.
     - ``design``: per layer the delayed runs, their concatenation ``X``, the z-scored ``Xz`` and
@@ -332,7 +334,7 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     words = int(sum(shape.story_words))
 
     parts: dict[str, float] = {}
-    parts["features"] = float(shape.layers) * words * shape.hidden * s
+    parts["features"] = float(words * shape.hidden * s + max(shape.story_words) * shape.hidden * 8)
     parts["bold"] = 3.0 * n * m * s
     parts["resamplers"] = float(
         sum(
@@ -455,7 +457,6 @@ def layer_diagrams_memory(
     story_trs: tuple[int, ...],
     story_words: tuple[int, ...],
     trimmed: int,
-    layers: int,
     hidden: int,
     clouds: int,
     cloud_columns: int,
@@ -468,8 +469,8 @@ def layer_diagrams_memory(
     brain clouds to pair with (ROI x hemisphere, times subjects + 1 with ``per_subject``), each
     with ``cloud_columns`` columns at most.
 
-    - ``features``: the memory-mapped features, every layer read once: ``layers x words x
-      hidden x 4``.
+    - ``features``: one layer of the memory-mapped features as stored (the pages of earlier
+      layers are reclaimable page cache) and the float64 copy of one story's layer.
     - ``resamplers``: the landmark rows of every story's Lanczos weights ``N x words x 8``, and
       the longest story's full weights with the temporaries of their computation
       ``5 x TRs x words x 8``.
@@ -482,7 +483,7 @@ def layer_diagrams_memory(
     N = int(n_points)
     words = int(sum(story_words))
     parts: dict[str, float] = {}
-    parts["features"] = float(layers) * words * hidden * STORED_BYTES
+    parts["features"] = float(words * hidden * STORED_BYTES)
     longest = (
         max((t + trimmed) * w for t, w in zip(story_trs, story_words, strict=True))
         if story_trs

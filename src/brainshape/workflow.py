@@ -732,13 +732,12 @@ class Study:
         # The group cloud of an ROI x hemisphere: its columns in every subject side by side
         # (twice the mean ROI size, for ROIs larger than the mean).
         columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
-        layers, hidden = self.encode_dims(model)
+        _, hidden = self.encode_dims(model)
         return resources.layer_diagrams_mem_mb(
             n_points=min(int(t["max_points"]), paired),
             story_trs=kept,
             story_words=tuple(w for _, w in stories.values()),
             trimmed=trim,
-            layers=layers,
             hidden=hidden,
             clouds=clouds,
             cloud_columns=columns,
