@@ -1,5 +1,6 @@
 """Resources of encode, baseline and layer_diagrams jobs, from the shape of the study."""
 
+import copy
 import json
 import logging
 import subprocess
@@ -27,7 +28,7 @@ def demo_config(**encoding) -> dict:
 
 
 def study(cfg: dict) -> Study:
-    cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
+    cfg = validate(copy.deepcopy(cfg), SCHEMAS / "config.schema.yaml", "demo.yaml")
     registry = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
     return Study(cfg, registry, source="demo.yaml")
 
@@ -120,7 +121,7 @@ def test_flops_count_the_decompositions_of_every_fold():
     flops = resources.encode_flops(big)
     minutes = resources.encode_runtime_min(big, gflops=1.0, floor=0)
     assert minutes == int(np.ceil(2 * flops / 1e9 / 60))
-    assert resources.encode_runtime_min(s, gflops=1.0) == 5
+    assert resources.encode_runtime_min(s, gflops=1.0) == 10
     with pytest.raises(BrainshapeError, match="must be positive GFLOP/s"):
         resources.encode_runtime_min(s, gflops=0)
 
@@ -229,20 +230,26 @@ def test_bad_encoding_gpus_is_refused_with_the_key():
 
 
 def test_gpus_switch_the_runtime_to_the_gpu_rate():
-    cfg = demo_config(threads=4, cpu_gflops=2.5)
+    cfg = demo_config(threads=4, cpu_gflops=0.25)
     cfg["datasets"]["demo"]["stories"] = ["lighthouse", "orchard", "ferry"]
     cpu = study(cfg)
     shp = cpu.encode_shape("demo", "smollm2-135m", "g1")
     flops = resources.encode_flops(shp)
     assert cpu.encode_gpus("smollm2-135m") == 0
     assert cpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
-        5, int(np.ceil(2 * flops / (2.5 * 4 * 1e9) / 60))
+        10, int(np.ceil(2 * flops / (0.25 * 4 * 1e9) / 60))
     )
-    cfg["encoding"].update(gpus=1, gpu_tflops=0.001)
+    cfg["encoding"].update(gpus=1, gpu_tflops=0.0005)
     gpu = study(cfg)
     assert gpu.encode_gpus("smollm2-135m") == 1 and gpu.encode_gpus(None) == 0
     assert gpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
-        5, int(np.ceil(2 * flops / 1e9 / 60))
+        10, int(np.ceil(2 * flops / 0.5e9 / 60))
+    )
+    # Both figures are computed, not the floor, at the rates given.
+    assert (
+        10
+        < cpu.encode_runtime_min("demo", "smollm2-135m", "g1")
+        < gpu.encode_runtime_min("demo", "smollm2-135m", "g1")
     )
     # Without gpu_tflops, a share of gpu.type's rate.
     cfg["encoding"]["gpu_tflops"] = None

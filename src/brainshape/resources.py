@@ -430,7 +430,7 @@ def encode_runtime_min(
     *,
     gflops: float,
     safety: float = 2.0,
-    floor: int = 5,
+    floor: int = 10,
 ) -> int:
     """Wall-clock minutes of one encode job: ``safety x encode_flops / (gflops x 1e9) / 60``.
 
