@@ -193,6 +193,52 @@ def measure(
     }
 
 
+_DIAGRAMS_CHILD = r"""
+import json, resource, sys, time
+
+import numpy as np
+
+from brainshape import topology
+
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+# A cloud like the pipeline's (benchmarks/topology.py): a slow trajectory in 64 dimensions
+# plus noise, correlation distance.
+t = np.linspace(0, 6 * np.pi, n)
+slow = np.stack([np.sin(t), np.cos(t), np.sin(t / 3), np.cos(t / 3)], axis=1)
+cloud = slow @ rng.standard_normal((4, 64)) + 0.8 * rng.standard_normal((n, 64))
+d = topology.distances(cloud, "correlation")
+base = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS:")][0]
+start = time.perf_counter()
+topology.diagrams(d, 1, sys.argv[2], 1)
+wall = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_kib": base, "peak_kib": peak, "wall_s": wall}))
+"""
+
+
+def measure_diagrams(n_points: int, backend: str = "giotto") -> dict:
+    """Peak memory of one Vietoris-Rips diagram (H0, H1) of ``n_points`` against the
+    persistent-homology term of ``resources.layer_diagrams_memory``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIAGRAMS_CHILD, str(n_points), backend],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    measured = (run["peak_kib"] - run["base_kib"]) * 1024
+    estimate = resources.persistence_bytes(n_points)
+    return {
+        "n_points": n_points,
+        "measured_mib": measured / 2**20,
+        "estimate_mib": estimate / 2**20,
+        "ratio": estimate / measured,
+        "wall_s": run["wall_s"],
+    }
+
+
 #: (stories, TRs per story, hidden, layers, targets): from the demo's size to what 2 cores and
 #: a few GiB allow, both sides of n = p and one with whole-brain-sized targets.
 SHAPES = (
@@ -219,7 +265,28 @@ def main() -> None:
     parser.add_argument("--predictions", action="store_true")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "torch", "auto"])
     parser.add_argument("--json", action="store_true", help="print one JSON line per shape")
+    parser.add_argument(
+        "--diagrams",
+        type=int,
+        nargs="+",
+        metavar="POINTS",
+        help="instead: peak memory of one persistence diagram of this many points",
+    )
     args = parser.parse_args()
+    if args.diagrams:
+        if not args.json:
+            print("| points | measured MiB | estimate MiB | estimate / measured | wall s |")
+            print("| --- | --- | --- | --- | --- |")
+        for n in args.diagrams:
+            out = measure_diagrams(n)
+            if args.json:
+                print(json.dumps(out))
+                continue
+            print(
+                f"| {n} | {out['measured_mib']:.0f} | {out['estimate_mib']:.0f} | "
+                f"{out['ratio']:.2f} | {out['wall_s']:.1f} |"
+            )
+        return
     shapes = args.shape or SHAPES
     if not args.json:
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores")

@@ -77,6 +77,39 @@ def test_memory_estimate_bounds_the_measured_peak_of_a_real_run():
     assert 1.0 <= out["ratio"] <= 1.5, out
 
 
+def test_persistence_estimate_bounds_the_measured_peak():
+    script = str(REPO / "benchmarks" / "encode_memory.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--diagrams", "800", "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["measured_mib"] > 20
+    assert 1.0 <= out["ratio"] <= 2.5, out
+
+
+def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
+    args = dict(story_trs=(200,) * 4, story_words=(1200,) * 4, trimmed=4, hidden=768)
+    small = resources.layer_diagrams_memory(n_points=500, clouds=10, cloud_columns=20, **args)
+    big = resources.layer_diagrams_memory(n_points=1000, clouds=10, cloud_columns=20, **args)
+    assert small["persistence"] == 48 * 2**20 + 34 * 500**2 * 8
+    assert big["persistence"] - small["persistence"] == 34 * (1000**2 - 500**2) * 8
+    # each brain cloud: points, reduced copy and half a distance matrix of ranks
+    more = resources.layer_diagrams_memory(n_points=500, clouds=11, cloud_columns=20, **args)
+    assert more["brain"] - small["brain"] == (500 * 20 + 500 * 20) * 8 + 500 * 500 * 4
+    s = study(demo_config())
+    # demo: 200 landmarks (topology.max_points), 10 group clouds of 4 subjects
+    assert s.layer_diagrams_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
+        n_points=200,
+        story_trs=tuple(n - 4 for n, _ in s.story_shapes("demo").values()),
+        story_words=tuple(w for _, w in s.story_shapes("demo").values()),
+        trimmed=4,
+        hidden=64,
+        clouds=10,
+        cloud_columns=4,
+    )
+
+
 def test_memory_parts_follow_the_engine():
     s = shape()
     parts = resources.encode_memory(s)

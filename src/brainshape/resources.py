@@ -477,8 +477,8 @@ def layer_diagrams_memory(
     - ``brain``: per brain cloud its landmarked points, reduced copy and standardised distance
       ranks: ``(N x columns + N x min(N, columns)) x 8 + N^2 / 2 x 8``.
     - ``layer``: one layer's cloud and its copies (``4 N hidden x 8``, an SVD when hidden > N),
-      its distance matrix and temporaries, its ranks and the persistent homology's working set
-      (about ``12 N^2 x 8`` together).
+      its distance matrix, temporaries and ranks (about ``8 N^2 x 8``), and the persistent
+      homology's working set (:func:`persistence_bytes`).
     """
     N = int(n_points)
     words = int(sum(story_words))
@@ -494,9 +494,22 @@ def layer_diagrams_memory(
         (N * cloud_columns + N * min(N, cloud_columns)) * 8 + N * N * 4
     )
     per_story = max(story_words) * hidden * 8 if story_words else 0
-    parts["layer"] = float(4 * N * hidden * 8 + per_story + 12 * N * N * 8)
+    parts["layer"] = float(4 * N * hidden * 8 + per_story + 8 * N * N * 8)
+    parts["persistence"] = float(persistence_bytes(N))
     parts["total"] = float(sum(parts.values()))
     return parts
+
+
+def persistence_bytes(n_points: int) -> float:
+    """Working set of one Vietoris-Rips diagram (H0, H1) of ``n_points`` with giotto-ph.
+
+    ``48 MiB + 34 N^2 x 8`` bytes: an upper bound of the peaks measured on clouds like the
+    pipeline's (a slow trajectory plus noise) from 300 to 2,000 points (docs/benchmarks.md).
+    The number of simplices the reduction visits depends on the data: a cloud without structure
+    (independent noise in many dimensions) took about 25 times more at 500 points; such a job
+    fails its first attempt and is retried with its memory multiplied by the attempt number.
+    """
+    return 48.0 * 2**20 + 34.0 * n_points * n_points * 8
 
 
 def layer_diagrams_mem_mb(overhead_mib: int = ENCODE_OVERHEAD_MIB, **shape) -> int:
@@ -525,6 +538,7 @@ __all__ = [
     "host_mem_mb",
     "layer_diagrams_mem_mb",
     "layer_diagrams_memory",
+    "persistence_bytes",
     "runtime_minutes",
     "tokens_processed",
     "weight_bytes",
