@@ -284,6 +284,10 @@ def test_gpus_switch_the_runtime_to_the_gpu_rate():
         < cpu.encode_runtime_min("demo", "smollm2-135m", "g1")
         < gpu.encode_runtime_min("demo", "smollm2-135m", "g1")
     )
+    # Host memory: the same arrays, plus the CUDA context's share.
+    assert gpu.encode_mem_mb("demo", "smollm2-135m", "g1") == (
+        cpu.encode_mem_mb("demo", "smollm2-135m", "g1") + resources.ENCODE_GPU_HOST_MIB
+    )
     # Without gpu_tflops, a share of gpu.type's rate.
     cfg["encoding"]["gpu_tflops"] = None
     assert resources.encode_gpu_gflops(study(cfg)._gpu()) == 395e3 * 0.05

@@ -222,6 +222,10 @@ STORED_BYTES = 4
 #: Interpreter, numpy/scipy/pandas/torch libraries and small tables of one encode job (MiB).
 ENCODE_OVERHEAD_MIB = 768
 
+#: Extra host memory of an encode job that solves on a GPU: the CUDA context and torch's CUDA
+#: libraries (MiB). Not measured here (no GPU); typical of torch 2 on a data-centre GPU.
+ENCODE_GPU_HOST_MIB = 2048
+
 #: Resident memory beyond the arrays an encode job allocates (:func:`encode_memory`): a fixed part
 #: (BLAS buffers, parquet reading) and a share of the arrays (allocator slack, small copies).
 RUNTIME_BYTES = 64 * 2**20

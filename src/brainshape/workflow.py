@@ -699,10 +699,14 @@ class Study:
 
     def encode_mem_mb(self, ds: str, model: str | None, group: str | None = None) -> int:
         """Host memory (MiB) of an encode job (``model`` None: a baseline job), from the shape
-        of the study (:func:`resources.encode_memory`)."""
+        of the study (:func:`resources.encode_memory`); with ``encoding.gpus`` the CUDA
+        context's share is added (:data:`resources.ENCODE_GPU_HOST_MIB`)."""
         from brainshape import resources
 
-        return resources.encode_mem_mb(self.encode_shape(ds, model, group))
+        overhead = resources.ENCODE_OVERHEAD_MIB
+        if self.encode_gpus(model):
+            overhead += resources.ENCODE_GPU_HOST_MIB
+        return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
 
     def encode_runtime_min(self, ds: str, model: str | None, group: str | None = None) -> int:
         """Wall minutes of an encode job: its FLOPs (:func:`resources.encode_flops`) at
