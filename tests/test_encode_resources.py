@@ -202,6 +202,10 @@ def real_dataset(tmp_path, n_trs: int, tr: float = 1.5) -> dict:
     s = study(cfg)
     bold = s.run_files("study", "02", "alpha")["bold"]  # only the second subject has it
     bold.parent.mkdir(parents=True)
+    # beta's run exists but is an empty placeholder: unreadable, so planned with the default
+    empty = s.run_files("study", "01", "beta")["bold"]
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
     img = nib.Nifti1Image(np.zeros((2, 2, 2, n_trs), dtype=np.int16), np.eye(4))
     img.header.set_zooms((3.0, 3.0, 3.0, tr))
     nib.save(img, bold)

@@ -561,7 +561,10 @@ class Study:
             for sub in d["subjects"]:
                 path = self.run_files(ds, sub, story)["bold"]
                 if path.is_file():
-                    n_trs, tr_run = _bold_volumes(path, tr)
+                    try:
+                        n_trs, tr_run = _bold_volumes(path, tr)
+                    except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
+                        continue
                     break
             if n_trs is None:
                 missing.append(story)
@@ -589,6 +592,14 @@ class Study:
         """
         f = self.config["fmri"]
         mode = mode or f["targets"]
+        # Asked for every encode job of the DAG: count once per dataset and mode.
+        cache = self.__dict__.setdefault("_targets_per_subject", {})
+        if (ds, mode) not in cache:
+            cache[(ds, mode)] = self._count_targets(ds, mode)
+        return cache[(ds, mode)]
+
+    def _count_targets(self, ds: str, mode: str) -> int:
+        f = self.config["fmri"]
         wanted = list(f["rois"]) if f["rois"] else None
         if self.is_demo(ds):
             from brainshape import demo
@@ -606,7 +617,10 @@ class Study:
         if atlas is not None and atlas["labels"].is_file():
             import pandas as pd
 
-            table = pd.read_csv(atlas["labels"], sep="\t")
+            try:
+                table = pd.read_csv(atlas["labels"], sep="\t")
+            except Exception:  # noqa: BLE001 - an unreadable TSV is planned with defaults
+                table = pd.DataFrame()
             if {"index", "name"} <= set(table.columns):
                 labels = {
                     str(n): int(i) for i, n in zip(table["index"], table["name"], strict=True) if i
@@ -621,7 +635,10 @@ class Study:
         import numpy as np
 
         keep = [labels[r] for r in (wanted or labels) if r in labels]
-        data = np.asanyarray(nib.load(atlas["image"]).dataobj)
+        try:
+            data = np.asanyarray(nib.load(atlas["image"]).dataobj)
+        except Exception:  # noqa: BLE001 - an unreadable image is planned with the default
+            return self.DEFAULT_VOXELS
         return int(np.isin(data, keep).sum())
 
     def encode_dims(self, model: str | None) -> tuple[int, int]:
