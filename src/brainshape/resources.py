@@ -435,16 +435,18 @@ def encode_runtime_min(
     gflops: float,
     safety: float = 2.0,
     floor: int = 10,
+    flops: float | None = None,
 ) -> int:
     """Wall-clock minutes of one encode job: ``safety x encode_flops / (gflops x 1e9) / 60``.
 
     ``gflops`` is the job's sustained rate in GFLOP/s: on the CPU the per-thread rate
     (:data:`CPU_GFLOPS_PER_THREAD`) times the job's threads, on a GPU the GPU's rate for this
     engine (:func:`encode_gpu_gflops`). At least ``floor`` minutes (start-up, reading inputs).
+    ``flops`` passes :func:`encode_flops` of ``shape`` when the caller has it already.
     """
     if not gflops > 0:
         raise BrainshapeError(f"the encoding rate must be positive GFLOP/s, got {gflops!r}")
-    seconds = encode_flops(shape) / (gflops * 1e9)
+    seconds = (encode_flops(shape) if flops is None else flops) / (gflops * 1e9)
     return max(floor, int(math.ceil(safety * seconds / 60)))
 
 

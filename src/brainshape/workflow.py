@@ -735,7 +735,12 @@ class Study:
             rate = resources.encode_gpu_gflops(self._gpu(), e.get("gpu_tflops"))
         else:
             rate = float(e.get("cpu_gflops", resources.CPU_GFLOPS_PER_THREAD)) * int(e["threads"])
-        return resources.encode_runtime_min(self.encode_shape(ds, model, group), gflops=rate)
+        shape = self.encode_shape(ds, model, group)
+        # Many variants and groups share a shape: count its FLOPs once (a loop over the folds).
+        flops = self.__dict__.setdefault("_encode_flops", {})
+        if shape not in flops:
+            flops[shape] = resources.encode_flops(shape)
+        return resources.encode_runtime_min(shape, gflops=rate, flops=flops[shape])
 
     def layer_diagrams_mem_mb(self, ds: str, model: str) -> int:
         """Host memory (MiB) of a layer_diagrams job (:func:`resources.layer_diagrams_memory`)."""
