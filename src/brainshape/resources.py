@@ -318,12 +318,15 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
       identification), fold scores and alphas ``(2 folds + 5) m 8``.
     - ``outer``: what a fold keeps until the next one replaces it: the decomposition, projected
       held-out rows, chosen alphas' scores ``A m f`` and one target chunk's arrays.
-    - ``runtime``: BLAS buffers, allocator slack, tables: ``64 MiB + 15%`` of the parts above,
-      from the measured peaks in docs/benchmarks.md.
     - ``phase``: the largest transient on top: the inner loop (``Y[train]`` as stored, scores of
       every alpha twice, one split's design copies, decomposition and chunk arrays, the previous
       split's ones still bound), the outer decomposition ``5 k^2 f``, the z-scoring
       (``2 n_tr p + 2 n p``), or the null's division and clipping after the folds (``2 Q m 8``).
+    - ``runtime``: BLAS buffers, allocator slack, tables: ``64 MiB + 15%`` of the parts above,
+      from the measured peaks in docs/benchmarks.md.
+
+    A job that solves on a GPU keeps most of these arrays on the device; for its host memory
+    this is an upper bound.
     """
     f = solver_bytes
     s = STORED_BYTES
