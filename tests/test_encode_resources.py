@@ -292,6 +292,27 @@ def test_gpus_switch_the_runtime_to_the_gpu_rate():
     assert gpu.encode_mem_mb("demo", "smollm2-135m", "g1") == (
         cpu.encode_mem_mb("demo", "smollm2-135m", "g1") + resources.ENCODE_GPU_HOST_MIB
     )
+    # A job whose float32 arrays do not fit the GPU is refused at planning time: a GPU with room
+    # for the arrays in chunks of 50 targets, not in one chunk (2 GiB go to the CUDA context).
+    cfg["encoding"].update(n_permutations=1000)
+    cfg["fmri"]["targets"] = "voxels"
+    need = {}
+    for chunk in (20000, 50):
+        cfg["encoding"]["target_chunk"] = chunk
+        need[chunk] = resources.encode_gpu_bytes(study(cfg).encode_shape("demo", "smollm2-135m"))
+    assert need[50] < need[20000]
+    room = 2 + (need[50] + need[20000]) / 2 / 2**30
+    cfg["gpu"] = {"type": "tiny-gpu", "memory_gib": room, "tflops": 1.0, "usable": 1.0}
+    cfg["encoding"]["target_chunk"] = 20000
+    with pytest.raises(
+        BrainshapeError,
+        match=r"an encode job of model 'smollm2-135m' on datasets.demo needs about [0-9.]+ GiB "
+        r"on its GPU, more than a [0-9.]+ GiB gpu.type holds; lower encoding.target_chunk",
+    ):
+        study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")
+    cfg["encoding"]["target_chunk"] = 50
+    study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")  # fits in chunks of 50 targets
+    del cfg["gpu"]
     # Without gpu_tflops, a share of gpu.type's rate.
     cfg["encoding"]["gpu_tflops"] = None
     assert resources.encode_gpu_gflops(study(cfg)._gpu()) == 395e3 * 0.05

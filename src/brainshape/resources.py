@@ -388,6 +388,15 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     return parts
 
 
+def encode_gpu_bytes(shape: EncodeShape) -> float:
+    """Device memory of one encode job solving on a GPU in float32 (bytes): the design, fold and
+    chunk arrays of :func:`encode_memory` at 4 bytes a value, less what stays on the host (the
+    features, the stored targets, the Lanczos weights)."""
+    parts = encode_memory(shape, solver_bytes=4)
+    host = ("features", "bold", "resamplers", "runtime", "total")
+    return float(sum(v for k, v in parts.items() if k not in host))
+
+
 def encode_mem_mb(shape: EncodeShape, overhead_mib: int = ENCODE_OVERHEAD_MIB) -> int:
     """Host memory (MiB) to request for one encode job: :func:`encode_memory` plus overhead."""
     return int(math.ceil(encode_memory(shape)["total"] / 2**20 + overhead_mib))
@@ -537,6 +546,7 @@ __all__ = [
     "KIND_SLOWDOWN",
     "activation_bytes",
     "encode_flops",
+    "encode_gpu_bytes",
     "encode_gpu_gflops",
     "encode_mem_mb",
     "encode_memory",

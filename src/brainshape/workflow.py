@@ -714,6 +714,23 @@ class Study:
             )
         return gpus
 
+    def check_encode_gpu(self, ds: str, model: str, group: str | None = None) -> None:
+        """Refuse, at planning time, an encode job whose float32 arrays exceed one GPU."""
+        from brainshape import resources
+
+        if not self.encode_gpus(model):
+            return
+        gpu = self._gpu()
+        usable = gpu.memory_gib * 2**30 * float((self.config.get("gpu") or {}).get("usable", 0.9))
+        need = resources.encode_gpu_bytes(self.encode_shape(ds, model, group))
+        if need + resources.GPU_OVERHEAD_BYTES > usable:
+            raise BrainshapeError(
+                f"{self.source}: an encode job of model '{model}' on datasets.{ds} needs about "
+                f"{need / 2**30:.1f} GiB on its GPU, more than a {gpu.memory_gib:g} GiB "
+                f"gpu.type holds; lower encoding.target_chunk or encoding.group_size, or set "
+                "encoding.gpus to 0"
+            )
+
     def encode_mem_mb(self, ds: str, model: str | None, group: str | None = None) -> int:
         """Host memory (MiB) of an encode job (``model`` None: a baseline job), from the shape
         of the study (:func:`resources.encode_memory`); with ``encoding.gpus`` the CUDA
@@ -722,6 +739,7 @@ class Study:
 
         overhead = resources.ENCODE_OVERHEAD_MIB
         if self.encode_gpus(model):
+            self.check_encode_gpu(ds, model, group)
             overhead += resources.ENCODE_GPU_HOST_MIB
         return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
 
