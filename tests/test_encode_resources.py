@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SCHEMAS
+from conftest import REPO, SCHEMAS, snakemake
 
 from brainshape import demo, resources
 from brainshape.config import load_registry_dict, validate
@@ -357,3 +357,16 @@ def test_dry_run_jobs_carry_the_computed_resources(tmp_path):
     assert diagrams and all(
         j.mem_mb == s.layer_diagrams_mem_mb("demo", j.wildcards["model"]) for j in diagrams
     )
+
+
+def test_gpus_the_engine_cannot_use_stop_the_dry_run_in_one_line(tmp_path):
+    cfg = demo_config(gpus=1, backend="numpy")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        f"brainshape: {tmp_path / 'config.yaml'}: encoding.gpus is 1 but encoding.backend is "
+        "'numpy', which never uses a GPU; set encoding.backend to auto or torch, or "
+        "encoding.gpus to 0"
+    ]

@@ -790,7 +790,15 @@ class Study:
     # --- checks before anything runs ---------------------------------------------------------
 
     def check_inputs(self) -> None:
-        """Fail at planning time, in one message, if a real dataset lacks input files."""
+        """Fail at planning time, in one message, if a real dataset lacks input files, or if
+        encode jobs ask for GPUs they cannot use (:meth:`check_encode_gpu`)."""
+        self._check_inputs()
+        if self.config["encoding"].get("gpus"):
+            for ds in self.datasets:
+                for model in self.models():
+                    self.check_encode_gpu(ds, model)
+
+    def _check_inputs(self) -> None:
         published = self.published_scores()
         if published is not None and not published.is_file():
             raise BrainshapeError(
