@@ -86,6 +86,7 @@ def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
         "features:gpu=2",
         "features:runtime=90",
         "encode:gpus=1",
+        "encode:runtime=60",
     )
     rows = tsv_rows(proc.stdout)
     # jobs, gpus/job, runtime h/job, GPU-hours, core-hours, source
@@ -97,8 +98,8 @@ def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
         "12.00",
         "estimate",
     ]
-    # encode: one job per subject here (group_size 1), each with one GPU and the profile's
-    # default runtime (60 min), 8 threads from set-threads
+    # encode: one job per subject here (group_size 1), each with one GPU and 60 min from
+    # set-resources (over the computed runtime), 8 threads from set-threads
     assert rows[("encode", "tiny-neox", "untrained")] == [
         "2",
         "1",
@@ -175,3 +176,57 @@ def test_bad_config_is_one_clear_line(tmp_path):
         .splitlines()[-1]
         .startswith(f"brainshape: {config}: unknown key 'modelz' (did you mean 'models'?)")
     )
+
+
+def _study_of(work: Path):
+    import yaml
+
+    from brainshape.config import load_registry_dict, validate
+    from brainshape.workflow import Study
+
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["registry"] = str(work / cfg["registry"])
+    cfg = validate(cfg, REPO / "workflow" / "schemas" / "config.schema.yaml", "config.yaml")
+    registry = load_registry_dict(
+        cfg["registry"], REPO / "workflow" / "schemas" / "models.schema.yaml"
+    )
+    return Study(cfg, registry, source="config.yaml")
+
+
+@pytest.mark.parametrize("shape", ["demo", "between"])
+def test_plan_shows_the_computed_encode_runtime_and_gpu_hours(tmp_path, shape):
+    import yaml
+
+    work = write_small_demo(tmp_path / "work")
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["encoding"].update(gpus=1, gpu_tflops=0.002, threads=2)
+    if shape == "between":
+        # Between the demo and the study: voxel targets, more delays, a trained 30-layer model,
+        # subjects stacked in one group.
+        cfg["models"] = ["tiny-gpt2", "smollm2-135m"]
+        cfg["fmri"]["targets"] = "voxels"
+        cfg["encoding"].update(delays=[1, 2, 3, 4, 5, 6], group_size=2, n_permutations=20)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    study = _study_of(work)
+    model = "tiny-gpt2" if shape == "demo" else "smollm2-135m"
+    groups = list(study.subject_groups("demo"))
+    minutes = [study.encode_runtime_min("demo", model, g) for g in groups]
+    rows = tsv_rows(plan_cli(work, "--tsv").stdout)
+    jobs, gpus, hours, gpu_hours, core_hours, _ = rows[("encode", model, "fp32")]
+    assert (int(jobs), gpus) == (len(groups), "1")
+    assert float(hours) == pytest.approx(sum(minutes) / 60 / len(groups), abs=0.005)
+    assert float(gpu_hours) == pytest.approx(sum(minutes) / 60, abs=0.005)
+    assert float(core_hours) == pytest.approx(2 * sum(minutes) / 60, abs=0.005)
+    # At this (deliberately slow) rate the bigger shape is above the 10-minute floor: the
+    # figure is computed, not the floor.
+    if shape == "between":
+        assert min(minutes) > 10
+    # Memory, per job, straight from the DAG.
+    from brainshape.plan import dry_run_jobs
+
+    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(work)]
+    jobs = dry_run_jobs([*args, "--configfile", str(work / "config.yaml")])
+    for job in jobs:
+        if job.rule == "encode":
+            w = job.wildcards
+            assert job.mem_mb == study.encode_mem_mb(w["dataset"], w["model"], w["group"])

@@ -218,9 +218,9 @@ def test_unknown_config_key_is_one_clear_line(real_copy):
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"brainshape: {work / 'config.yaml'}: unknown key 'encoding.delay' (did you mean "
-        "'delays'?); allowed keys here: alphas, backend, baselines, ceiling, delays, dtype, "
-        "folds, gap, group_size, lanczos_window, metrics, n_blocks, n_permutations, "
-        "permutation_block, seed, segment_trs, target_chunk, threads"
+        "'delays'?); allowed keys here: alphas, backend, baselines, ceiling, cpu_gflops, "
+        "delays, dtype, folds, gap, gpu_tflops, gpus, group_size, lanczos_window, metrics, "
+        "n_blocks, n_permutations, permutation_block, seed, segment_trs, target_chunk, threads"
     )
 
 

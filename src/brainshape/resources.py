@@ -13,6 +13,11 @@ back as the job resources ``gpu``, ``runtime`` (minutes) and ``mem_mb``.
   one GPU. A layer-sharded model runs its GPUs one after another, so more GPUs add memory, not
   speed. A safety factor and the time to read the weights are added.
 
+The same module sizes the CPU (or GPU) jobs downstream of the features, from the shape of
+the study (see :class:`EncodeShape` and :func:`encode_memory`): ``encode`` (one model variant,
+every layer, one group of subjects), ``baseline`` (a one-layer "model" of word-rate features,
+every subject of a dataset) and ``layer_diagrams`` (:func:`layer_diagrams_memory`).
+
 All byte counts are bytes, all times minutes unless named otherwise.
 """
 
@@ -209,16 +214,350 @@ def host_mem_mb(weights_full: float) -> int:
     return int(math.ceil(1.2 * weights_full / 2**20 + 4096))
 
 
+# --- encode, baseline and layer_diagrams jobs ----------------------------------------------------
+
+#: Bytes of a stored feature or BOLD value (the features and fMRI stages write float32).
+STORED_BYTES = 4
+
+#: Interpreter, numpy/scipy/pandas/torch libraries and small tables of one encode job (MiB).
+ENCODE_OVERHEAD_MIB = 768
+
+#: Extra host memory of an encode job that solves on a GPU: the CUDA context and torch's CUDA
+#: libraries (MiB). Not measured here (no GPU); typical of torch 2 on a data-centre GPU.
+ENCODE_GPU_HOST_MIB = 2048
+
+#: Resident memory beyond the arrays an encode job allocates (:func:`encode_memory`): a fixed part
+#: (BLAS buffers, parquet reading) and a share of the arrays (allocator slack, small copies).
+RUNTIME_BYTES = 64 * 2**20
+RUNTIME_SHARE = 0.15
+
+#: Sustained double-precision rate of one CPU thread on the ridge engine's mix of matrix
+#: products and symmetric eigendecompositions (GFLOP/s). ``encoding.cpu_gflops`` overrides it
+#: with a rate measured on the site's nodes (``benchmarks/encode_memory.py`` prints one).
+CPU_GFLOPS_PER_THREAD = 10.0
+
+#: Share of a GPU type's sustained bf16 rate (:data:`GPU_TYPES`) that the float32 ridge engine
+#: reaches: cuSOLVER's symmetric eigensolver, not matrix products, bounds it. An assumption until
+#: ``benchmarks/encode_memory.py`` has been run on a GPU; ``encoding.gpu_tflops`` overrides it.
+ENCODE_GPU_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class EncodeShape:
+    """The shape of one encode (or baseline) job: what ``encoding.encode_variant`` allocates.
+
+    ``story_trs``: kept TRs of each story's run (after trimming), ``story_words``: words of each
+    story (same order), ``trimmed``: TRs trimmed from each run (``trim_start + trim_end``).
+    ``segments``: held-out lengths of the outer folds in TRs (default: one per story; with
+    ``encoding.folds: blocks``, ``n_blocks`` near-equal blocks). ``layers``: feature layers
+    including the embeddings (``n_layers + 1``); ``hidden``: units per layer; ``delays``: FIR
+    delays, so the design has ``hidden x delays`` columns. ``targets``: targets of all stacked
+    subjects (targets per subject x subjects in the group). ``predictions``: the held-out
+    predictions are kept (``segment_identification``).
+    """
+
+    story_trs: tuple[int, ...]
+    story_words: tuple[int, ...]
+    trimmed: int
+    layers: int
+    hidden: int
+    delays: int
+    targets: int
+    n_alphas: int
+    target_chunk: int
+    n_permutations: int
+    predictions: bool = False
+    segments: tuple[int, ...] | None = None
+
+    @property
+    def n(self) -> int:
+        """Rows of the design: kept TRs of all stories."""
+        return int(sum(self.story_trs))
+
+    @property
+    def p(self) -> int:
+        """Columns of the design: hidden units x delays."""
+        return int(self.hidden * self.delays)
+
+    def folds(self) -> tuple[int, ...]:
+        if self.segments is not None:
+            return tuple(int(s) for s in self.segments)
+        return tuple(int(s) for s in self.story_trs)
+
+
+def _decompose_bytes(n: int, p: int, f: int) -> tuple[float, float]:
+    """(transient, kept) bytes of ``ridge._decompose`` on an (n, p) design of ``f``-byte values.
+
+    The Gram matrix of ``k = min(n, p)``, LAPACK's copy of it, ``syevd``'s workspace (about
+    ``2 k^2``) and the eigenvectors copied out: ``5 k^2`` at the peak. Kept: ``basis`` (p, k) and
+    ``rows`` (n, k).
+    """
+    k = min(n, p)
+    return 5.0 * k * k * f, float((p + n) * k * f)
+
+
+def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]:
+    """Peak host memory of one encode job, in bytes, by part (``total`` is the sum).
+
+    Follows what ``encoding.encode_variant`` and ``ridge.cross_validate`` allocate, with ``n``
+    kept TRs, ``p = hidden x delays`` columns, ``m`` stacked targets, ``c = min(target_chunk,
+    m)``, ``A`` alphas, ``Q`` permutations, outer folds holding out ``n_te`` TRs at most and
+    training on ``n_tr = n - shortest fold`` rows, inner folds on ``n_i = n_tr - shortest fold``
+    rows, ``k = min(n_tr, p)`` and ``k_i = min(n_i, p)``; ``f`` bytes per solver value (8 on the
+    CPU), 4 per stored value.
+
+    - ``features``: one layer of every story as stored, and the float64 copy of one story's
+      layer: ``words x hidden x 4 + longest story's words x hidden x 8``. The features file is
+      memory-mapped and read layer by layer; its pages are clean page cache, which the kernel
+      drops under the job's memory limit, so only the layer in use has to fit.
+    - ``bold``: the subjects' arrays, the per-story stacks and their concatenation ``Y``:
+      ``3 n m 4``. ``resamplers``: Lanczos weights of every run, ``(TRs + trimmed) x words x 8``.
+    - ``design``: per layer the delayed runs, their concatenation ``X``, the z-scored ``Xz`` and
+      its training rows: ``(2 n + trimmed runs + n_tr) p 8``.
+    - ``results``: permutation sums ``Q m f``, predictions ``n m 8`` (with segment
+      identification), fold scores and alphas ``(2 folds + 5) m 8``.
+    - ``outer``: what a fold keeps until the next one replaces it: the decomposition, projected
+      held-out rows, chosen alphas' scores ``A m f`` and one target chunk's arrays.
+    - ``phase``: the largest transient on top: the inner loop (``Y[train]`` as stored, scores of
+      every alpha twice, one split's design copies, decomposition and chunk arrays, the previous
+      split's ones still bound), the outer decomposition ``5 k^2 f``, the z-scoring
+      (``2 n_tr p + 2 n p``), or the null's division and clipping after the folds (``2 Q m 8``).
+    - ``runtime``: BLAS buffers, allocator slack, tables: ``64 MiB + 15%`` of the parts above,
+      from the measured peaks in docs/benchmarks.md.
+
+    A job that solves on a GPU keeps most of these arrays on the device; for its host memory
+    this is an upper bound.
+    """
+    f = solver_bytes
+    s = STORED_BYTES
+    n, p, m = shape.n, shape.p, int(shape.targets)
+    folds = shape.folds()
+    n_te = max(folds)
+    n_tr = max(2, n - min(folds))
+    n_i = max(2, n_tr - min(folds))
+    c = min(int(shape.target_chunk), m)
+    A, Q = int(shape.n_alphas), int(shape.n_permutations)
+    trim = int(shape.trimmed) * len(shape.story_trs)
+    words = int(sum(shape.story_words))
+
+    parts: dict[str, float] = {}
+    parts["features"] = float(words * shape.hidden * s + max(shape.story_words) * shape.hidden * 8)
+    parts["bold"] = 3.0 * n * m * s
+    parts["resamplers"] = float(
+        sum(
+            (t + shape.trimmed) * w for t, w in zip(shape.story_trs, shape.story_words, strict=True)
+        )
+        * 8
+    )
+    parts["design"] = float((2 * n + trim + n_tr) * p * 8)
+    parts["results"] = float(Q * m * f + (n * m * 8 if shape.predictions else 0))
+    parts["results"] += float((2 * len(folds) + 5) * m * 8)
+
+    k = min(n_tr, p)
+    dec_t, dec_keep = _decompose_bytes(n_tr, p, f)
+    # What the last outer fold leaves bound until the next one replaces it: its decomposition,
+    # projected held-out rows, inner scores, and one chunk's arrays (Yc (n, c), Y_tr (n_tr, c),
+    # coef (k, c) and six held-out (n_te, c) arrays: prediction, data and centred copies).
+    parts["outer"] = float(dec_keep + n_te * k * f + A * m * f)
+    parts["outer"] += float((n + n_tr + k + 6 * n_te) * c * f)
+
+    k_i = min(n_i, p)
+    dec_i_t, dec_i_keep = _decompose_bytes(n_i, p, f)
+    keep_i = n_i * p * f + dec_i_keep + n_te * k_i * f  # X_tr, basis and rows, projection
+    # Inner chunk at its peak (the scores of one alpha): Yc (n_tr, c), Y_tr (n_i, c), three
+    # (k_i, c) arrays, four (n_va, c) ones (held-out data, centred, prediction, its square) and
+    # the (A, c) covariances.
+    inner_chunk = (n_tr + n_i + 3 * k_i + 4 * n_te + A) * c * f
+    # A split's decomposition while the previous split's chunk arrays are still bound.
+    inner_dec = (n_tr + n_i + k_i) * c * f + n_i * p * f + dec_i_t + 2 * n_te * p * f
+    inner = n_tr * m * s + 2 * A * m * f + keep_i + max(inner_chunk, inner_dec)
+    outer_chunk = (n + n_tr + 2 * k + 2 * n_te) * c * f  # new Yc, temporaries, new coef
+    parts["phase"] = float(
+        max(
+            inner,
+            dec_t + dec_keep,
+            outer_chunk,
+            (2 * n_tr + 2 * n) * p * 8,
+            2 * Q * m * 8,
+        )
+    )
+    # What the arrays above leave out, measured against the resident peak of real runs
+    # (docs/benchmarks.md): BLAS buffers, the allocator's slack, pandas and pyarrow tables.
+    parts["runtime"] = float(RUNTIME_BYTES + RUNTIME_SHARE * sum(parts.values()))
+    parts["total"] = float(sum(parts.values()))
+    return parts
+
+
+def encode_gpu_bytes(shape: EncodeShape) -> float:
+    """Device memory of one encode job solving on a GPU in float32 (bytes): the design, fold and
+    chunk arrays of :func:`encode_memory` at 4 bytes a value, less what stays on the host (the
+    features, the stored targets, the Lanczos weights)."""
+    parts = encode_memory(shape, solver_bytes=4)
+    host = ("features", "bold", "resamplers", "runtime", "total")
+    return float(sum(v for k, v in parts.items() if k not in host))
+
+
+def encode_mem_mb(shape: EncodeShape, overhead_mib: int = ENCODE_OVERHEAD_MIB) -> int:
+    """Host memory (MiB) to request for one encode job: :func:`encode_memory` plus overhead."""
+    return int(math.ceil(encode_memory(shape)["total"] / 2**20 + overhead_mib))
+
+
+def _decompose_flops(n: int, p: int) -> float:
+    """Gram matrix and basis products (``4 n p k``) and ``syevd`` with vectors (``9 k^3``)."""
+    k = min(n, p)
+    return 4.0 * n * p * k + 9.0 * k**3
+
+
+def encode_flops(shape: EncodeShape) -> float:
+    """Floating-point operations of one encode job (all layers), by the ridge engine's steps.
+
+    Per layer and outer fold (``n_tr`` training, ``n_te`` held-out TRs): per inner split
+    (``n_i``, ``n_va``) one decomposition :func:`_decompose_flops`, the held-out projection
+    ``2 n_va p k_i`` and per target ``2 k_i (n_i + n_va + A + A n_va)`` (training targets in the
+    basis, covariances, one prediction per alpha); then the refit's decomposition, projection
+    ``2 n_te p k`` and ``2 k (n_tr + n_te)`` per target, and ``2 Q n_te`` per target for the
+    permutations. Building the design adds ``2 TRs x words x hidden`` (Lanczos) and the z-scoring
+    about ``10 n p`` per fold.
+    """
+    n, p, m = shape.n, shape.p, int(shape.targets)
+    A, Q = int(shape.n_alphas), int(shape.n_permutations)
+    folds = shape.folds()
+    total = 0.0
+    for i, n_te in enumerate(folds):
+        n_tr = max(2, n - n_te)
+        k = min(n_tr, p)
+        inner = [f for j, f in enumerate(folds) if j != i]
+        for n_va in inner:
+            n_i = max(2, n_tr - n_va)
+            k_i = min(n_i, p)
+            total += _decompose_flops(n_i, p) + 2.0 * n_va * p * k_i
+            total += 2.0 * k_i * m * (n_i + n_va + A + A * n_va)
+        total += _decompose_flops(n_tr, p) + 2.0 * n_te * p * k
+        total += 2.0 * k * m * (n_tr + n_te) + 2.0 * Q * n_te * m + 10.0 * n * p
+    build = sum(
+        2.0 * (t + shape.trimmed) * w * shape.hidden
+        for t, w in zip(shape.story_trs, shape.story_words, strict=True)
+    )
+    return shape.layers * (total + build)
+
+
+def encode_runtime_min(
+    shape: EncodeShape,
+    *,
+    gflops: float,
+    safety: float = 2.0,
+    floor: int = 10,
+    flops: float | None = None,
+) -> int:
+    """Wall-clock minutes of one encode job: ``safety x encode_flops / (gflops x 1e9) / 60``.
+
+    ``gflops`` is the job's sustained rate in GFLOP/s: on the CPU the per-thread rate
+    (:data:`CPU_GFLOPS_PER_THREAD`) times the job's threads, on a GPU the GPU's rate for this
+    engine (:func:`encode_gpu_gflops`). At least ``floor`` minutes (start-up, reading inputs).
+    ``flops`` passes :func:`encode_flops` of ``shape`` when the caller has it already.
+    """
+    if not gflops > 0:
+        raise BrainshapeError(f"the encoding rate must be positive GFLOP/s, got {gflops!r}")
+    seconds = (encode_flops(shape) if flops is None else flops) / (gflops * 1e9)
+    return max(floor, int(math.ceil(safety * seconds / 60)))
+
+
+def encode_gpu_gflops(gpu: GpuType, tflops: float | None = None) -> float:
+    """GFLOP/s of the ridge engine on one GPU: ``tflops`` if given, else a share of its rate."""
+    if tflops is not None:
+        return float(tflops) * 1e3
+    return gpu.tflops * 1e3 * ENCODE_GPU_FRACTION
+
+
+def layer_diagrams_memory(
+    *,
+    n_points: int,
+    story_trs: tuple[int, ...],
+    story_words: tuple[int, ...],
+    trimmed: int,
+    hidden: int,
+    clouds: int,
+    cloud_columns: int,
+) -> dict[str, float]:
+    """Peak host memory (bytes, by part) of one ``layer_diagrams`` job.
+
+    ``topology.compute_layers`` on every layer of one variant.
+
+    ``n_points``: landmark volumes N (``min(topology.max_points, paired volumes)``); ``clouds``:
+    brain clouds to pair with (ROI x hemisphere, times subjects + 1 with ``per_subject``), each
+    with ``cloud_columns`` columns at most.
+
+    - ``features``: one layer of the memory-mapped features as stored (the pages of earlier
+      layers are reclaimable page cache) and the float64 copy of one story's layer.
+    - ``resamplers``: the landmark rows of every story's Lanczos weights ``N x words x 8``, and
+      the longest story's full weights with the temporaries of their computation
+      ``5 x TRs x words x 8``.
+    - ``brain``: per brain cloud its landmarked points, reduced copy and standardised distance
+      ranks: ``(N x columns + N x min(N, columns)) x 8 + N^2 / 2 x 8``.
+    - ``layer``: one layer's cloud and its copies (``4 N hidden x 8``, an SVD when hidden > N),
+      its distance matrix, temporaries and ranks (about ``8 N^2 x 8``), and the persistent
+      homology's working set (:func:`persistence_bytes`).
+    """
+    N = int(n_points)
+    words = int(sum(story_words))
+    parts: dict[str, float] = {}
+    parts["features"] = float(words * hidden * STORED_BYTES)
+    longest = (
+        max((t + trimmed) * w for t, w in zip(story_trs, story_words, strict=True))
+        if story_trs
+        else 0
+    )
+    parts["resamplers"] = float(N * words * 8 + 5 * longest * 8)
+    parts["brain"] = float(clouds) * (
+        (N * cloud_columns + N * min(N, cloud_columns)) * 8 + N * N * 4
+    )
+    per_story = max(story_words) * hidden * 8 if story_words else 0
+    parts["layer"] = float(4 * N * hidden * 8 + per_story + 8 * N * N * 8)
+    parts["persistence"] = float(persistence_bytes(N))
+    parts["total"] = float(sum(parts.values()))
+    return parts
+
+
+def persistence_bytes(n_points: int) -> float:
+    """Working set of one Vietoris-Rips diagram (H0, H1) of ``n_points`` with giotto-ph.
+
+    ``48 MiB + 34 N^2 x 8`` bytes: an upper bound of the peaks measured on clouds like the
+    pipeline's (a slow trajectory plus noise) from 300 to 2,000 points (docs/benchmarks.md).
+    The number of simplices the reduction visits depends on the data: a cloud without structure
+    (independent noise in many dimensions) took about 25 times more at 500 points; such a job
+    fails its first attempt and is retried with its memory multiplied by the attempt number.
+    """
+    return 48.0 * 2**20 + 34.0 * n_points * n_points * 8
+
+
+def layer_diagrams_mem_mb(overhead_mib: int = ENCODE_OVERHEAD_MIB, **shape) -> int:
+    """Host memory (MiB) to request for one ``layer_diagrams`` job (see
+    :func:`layer_diagrams_memory` for the keyword arguments)."""
+    return int(math.ceil(layer_diagrams_memory(**shape)["total"] / 2**20 + overhead_mib))
+
+
 __all__ = [
+    "CPU_GFLOPS_PER_THREAD",
+    "ENCODE_GPU_FRACTION",
+    "EncodeShape",
     "GPU_TYPES",
     "GpuType",
     "KIND_BITS",
     "KIND_SLOWDOWN",
     "activation_bytes",
+    "encode_flops",
+    "encode_gpu_bytes",
+    "encode_gpu_gflops",
+    "encode_mem_mb",
+    "encode_memory",
+    "encode_runtime_min",
     "forward_flops",
     "gpu_type",
     "gpus_needed",
     "host_mem_mb",
+    "layer_diagrams_mem_mb",
+    "layer_diagrams_memory",
+    "persistence_bytes",
     "runtime_minutes",
     "tokens_processed",
     "weight_bytes",

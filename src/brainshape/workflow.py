@@ -8,6 +8,7 @@ tests can import without Snakemake.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,19 @@ DEMO_ATLAS = {
 PREPARED_SOURCES = ("tiny", "gguf_package")
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+_log = logging.getLogger("brainshape")
+
+
+def _bold_volumes(path: Path, tr: float) -> tuple[int, float]:
+    """(volumes, TR in s) from a BOLD NIfTI header, without reading the data."""
+    import nibabel as nib
+
+    header = nib.load(path).header
+    shape = header.get_data_shape()
+    zooms = header.get_zooms()
+    n = int(shape[3]) if len(shape) > 3 else 1
+    return n, float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else tr
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -519,16 +533,285 @@ class Study:
         """A rough bound: GPTQ takes some minutes per billion parameters on a data-centre GPU."""
         return max(30, int(math.ceil(10 * self._params_count(model) / 1e9)))
 
-    def encode_mem_mb(self, ds: str, model: str) -> int:
-        return 4096
+    # --- encode, baseline and layer_diagrams resources, from the study's shape -----------------
+
+    #: Kept-TR count assumed for a story whose BOLD run cannot be read at planning time (a
+    #: 20-minute story at a TR of 2 s), and speech rate (words per second) for word counts.
+    DEFAULT_STORY_TRS = 600
+    WORDS_PER_SECOND = 3.0
+    #: ROIs (per hemisphere) and voxels per subject assumed when the atlas is not readable.
+    DEFAULT_ROIS = 100
+    DEFAULT_VOXELS = 20000
+
+    def story_shapes(self, ds: str) -> dict[str, tuple[int, int]]:
+        """Per story, (volumes of its BOLD run, words) as planning sees them.
+
+        Demo datasets: exactly what the demo generator will make (the packaged stories, timed
+        with the demo seed). Real datasets: the volume count from the header of the first
+        subject's BOLD run of the story (nibabel reads the header only) and words from the
+        run's length at :attr:`WORDS_PER_SECOND`; a story without a readable run counts
+        :attr:`DEFAULT_STORY_TRS` volumes, said once in the log.
+        """
+        cache = self.__dict__.setdefault("_story_shapes", {})
+        if ds in cache:
+            return cache[ds]
+        d = self.dataset(ds)
+        tr = float(d["tr"]) if d.get("tr") is not None else 2.0
+        shapes: dict[str, tuple[int, int]] = {}
+        if self.is_demo(ds):
+            from brainshape import demo, stimuli
+
+            seed = self.config["demo"]["seed"]
+            for story in d["stories"]:
+                words = stimuli.story_words(demo._story_file(story))
+                _, duration = demo.word_timings(words, demo._rng(seed, 1, story))
+                shapes[story] = (demo.n_volumes(duration, tr), len(words))
+            cache[ds] = shapes
+            return shapes
+        missing = []
+        for story in d["stories"]:
+            n_trs = None
+            for sub in d["subjects"]:
+                path = self.run_files(ds, sub, story)["bold"]
+                if path.is_file():
+                    try:
+                        n_trs, tr_run = _bold_volumes(path, tr)
+                    except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
+                        continue
+                    break
+            if n_trs is None:
+                missing.append(story)
+                n_trs, tr_run = self.DEFAULT_STORY_TRS, tr
+            shapes[story] = (n_trs, int(math.ceil(n_trs * tr_run * self.WORDS_PER_SECOND)))
+        if missing:
+            _log.warning(
+                "datasets.%s: no BOLD run to read for %d stor%s (%s); encode resources are "
+                "planned with %d volumes each",
+                ds,
+                len(missing),
+                "y" if len(missing) == 1 else "ies",
+                ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                self.DEFAULT_STORY_TRS,
+            )
+        cache[ds] = shapes
+        return shapes
+
+    def targets_per_subject(self, ds: str, mode: str | None = None) -> int:
+        """fMRI targets of one subject: ROIs x 2 hemispheres, or the voxels of those ROIs.
+
+        ROIs are ``fmri.rois``, else every label of the atlas (the labels TSV); voxels are
+        counted in the atlas image. Where the atlas cannot be read: :attr:`DEFAULT_ROIS` ROIs,
+        :attr:`DEFAULT_VOXELS` voxels. ``mode`` overrides ``fmri.targets``.
+        """
+        f = self.config["fmri"]
+        mode = mode or f["targets"]
+        # Asked for every encode job of the DAG: count once per dataset and mode.
+        cache = self.__dict__.setdefault("_targets_per_subject", {})
+        if (ds, mode) not in cache:
+            cache[(ds, mode)] = self._count_targets(ds, mode)
+        return cache[(ds, mode)]
+
+    def _count_targets(self, ds: str, mode: str) -> int:
+        f = self.config["fmri"]
+        wanted = list(f["rois"]) if f["rois"] else None
+        if self.is_demo(ds):
+            from brainshape import demo
+
+            rois = [r for r in demo.ROIS if wanted is None or r in wanted]
+            if mode == "roi_mean":
+                return 2 * len(rois)
+            voxels = demo.demo_atlas().voxels
+            return sum(len(v) for (roi, _), v in voxels.items() if roi in rois)
+        try:
+            atlas = self.atlas(ds)
+        except BrainshapeError:
+            atlas = None
+        labels = None
+        if atlas is not None and atlas["labels"].is_file():
+            import pandas as pd
+
+            try:
+                table = pd.read_csv(atlas["labels"], sep="\t")
+            except Exception:  # noqa: BLE001 - an unreadable TSV is planned with defaults
+                table = pd.DataFrame()
+            if {"index", "name"} <= set(table.columns):
+                labels = {
+                    str(n): int(i) for i, n in zip(table["index"], table["name"], strict=True) if i
+                }
+        if mode == "roi_mean":
+            if wanted is not None:
+                return 2 * len(wanted)
+            return 2 * (len(labels) if labels else self.DEFAULT_ROIS)
+        if atlas is None or labels is None or not atlas["image"].is_file():
+            return self.DEFAULT_VOXELS
+        import nibabel as nib
+        import numpy as np
+
+        keep = [labels[r] for r in (wanted or labels) if r in labels]
+        try:
+            data = np.asanyarray(nib.load(atlas["image"]).dataobj)
+        except Exception:  # noqa: BLE001 - an unreadable image is planned with the default
+            return self.DEFAULT_VOXELS
+        return int(np.isin(data, keep).sum())
+
+    def encode_dims(self, model: str | None) -> tuple[int, int]:
+        """(feature layers including the embeddings, hidden units) of a model's features.
+
+        From the registry's ``layers``/``hidden``, else the config of a model built from one,
+        else a guess from ``params``. ``None`` is a baseline: one layer of at most 3 features.
+        """
+        from brainshape import resources
+
+        if model is None:
+            return 1, 3
+        entry = self.registry[model]
+        conf = (entry.get("source") or {}).get("config") or {}
+        layers = entry.get("layers") or conf.get("n_layer") or conf.get("num_hidden_layers")
+        hidden = (
+            entry.get("hidden")
+            or conf.get("n_embd")
+            or conf.get("hidden_size")
+            or conf.get("d_model")
+        )
+        layers = int(layers or resources._guess_layers(entry))
+        hidden = int(hidden or resources._guess_hidden(entry))
+        return layers + 1, hidden
+
+    def encode_shape(self, ds: str, model: str | None, group: str | None = None):
+        """The :class:`resources.EncodeShape` of an encode job (a baseline when ``model`` is
+        None: every subject of the dataset; else the subjects of ``group``, the largest group
+        when None)."""
+        from brainshape import resources
+
+        e, f = self.config["encoding"], self.config["fmri"]
+        trim = int(f["trim_start"]) + int(f["trim_end"])
+        stories = self.story_shapes(ds)
+        kept = tuple(max(1, n - trim) for n, _ in stories.values())
+        if model is None:
+            subjects = len(self.dataset(ds)["subjects"])
+        elif group is None:
+            subjects = max(len(s) for s in self.subject_groups(ds).values())
+        else:
+            subjects = len(self.group_subjects(ds, group))
+        segments = None
+        if e["folds"] == "blocks" and e["n_blocks"]:
+            n = sum(kept)
+            edges = [round(i * n / e["n_blocks"]) for i in range(e["n_blocks"] + 1)]
+            segments = tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+        layers, hidden = self.encode_dims(model)
+        return resources.EncodeShape(
+            story_trs=kept,
+            story_words=tuple(w for _, w in stories.values()),
+            trimmed=trim,
+            layers=layers,
+            hidden=hidden,
+            delays=len(e["delays"]),
+            targets=self.targets_per_subject(ds) * subjects,
+            n_alphas=len(set(e["alphas"])),
+            target_chunk=int(e["target_chunk"]),
+            n_permutations=int(e["n_permutations"]),
+            predictions="segment_identification" in e["metrics"],
+            segments=segments,
+        )
+
+    def encode_gpus(self, model: str | None = None) -> int:
+        """GPUs of one encode job (``encoding.gpus``); baselines always run on CPU cores."""
+        gpus = int(self.config["encoding"].get("gpus", 0))
+        if model is None:
+            return 0
+        if gpus and self.config["encoding"]["backend"] == "numpy":
+            raise BrainshapeError(
+                f"{self.source}: encoding.gpus is {gpus} but encoding.backend is 'numpy', "
+                "which never uses a GPU; set encoding.backend to auto or torch, or "
+                "encoding.gpus to 0"
+            )
+        return gpus
+
+    def check_encode_gpu(self, ds: str, model: str, group: str | None = None) -> None:
+        """Refuse, at planning time, an encode job whose float32 arrays exceed one GPU."""
+        from brainshape import resources
+
+        if not self.encode_gpus(model):
+            return
+        gpu = self._gpu()
+        usable = gpu.memory_gib * 2**30 * float((self.config.get("gpu") or {}).get("usable", 0.9))
+        need = resources.encode_gpu_bytes(self.encode_shape(ds, model, group))
+        if need + resources.GPU_OVERHEAD_BYTES > usable:
+            raise BrainshapeError(
+                f"{self.source}: an encode job of model '{model}' on datasets.{ds} needs about "
+                f"{need / 2**30:.1f} GiB on its GPU, more than a {gpu.memory_gib:g} GiB "
+                f"gpu.type holds; lower encoding.target_chunk or encoding.group_size, or set "
+                "encoding.gpus to 0"
+            )
+
+    def encode_mem_mb(self, ds: str, model: str | None, group: str | None = None) -> int:
+        """Host memory (MiB) of an encode job (``model`` None: a baseline job), from the shape
+        of the study (:func:`resources.encode_memory`); with ``encoding.gpus`` the CUDA
+        context's share is added (:data:`resources.ENCODE_GPU_HOST_MIB`)."""
+        from brainshape import resources
+
+        overhead = resources.ENCODE_OVERHEAD_MIB
+        if self.encode_gpus(model):
+            self.check_encode_gpu(ds, model, group)
+            overhead += resources.ENCODE_GPU_HOST_MIB
+        return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
+
+    def encode_runtime_min(self, ds: str, model: str | None, group: str | None = None) -> int:
+        """Wall minutes of an encode job: its FLOPs (:func:`resources.encode_flops`) at
+        ``encoding.cpu_gflops`` x threads, or at the GPU's rate with ``encoding.gpus``."""
+        from brainshape import resources
+
+        e = self.config["encoding"]
+        if self.encode_gpus(model):
+            rate = resources.encode_gpu_gflops(self._gpu(), e.get("gpu_tflops"))
+        else:
+            rate = float(e.get("cpu_gflops", resources.CPU_GFLOPS_PER_THREAD)) * int(e["threads"])
+        shape = self.encode_shape(ds, model, group)
+        # Many variants and groups share a shape: count its FLOPs once (a loop over the folds).
+        flops = self.__dict__.setdefault("_encode_flops", {})
+        if shape not in flops:
+            flops[shape] = resources.encode_flops(shape)
+        return resources.encode_runtime_min(shape, gflops=rate, flops=flops[shape])
 
     def layer_diagrams_mem_mb(self, ds: str, model: str) -> int:
-        return 4096
+        """Host memory (MiB) of a layer_diagrams job (:func:`resources.layer_diagrams_memory`)."""
+        from brainshape import resources
+
+        t, f = self.config["topology"], self.config["fmri"]
+        trim = int(f["trim_start"]) + int(f["trim_end"])
+        stories = self.story_shapes(ds)
+        kept = tuple(max(1, n - trim) for n, _ in stories.values())
+        paired = sum(max(1, k - int(t["delay"])) for k in kept)
+        n_subjects = len(self.dataset(ds)["subjects"])
+        per_subject = self.targets_per_subject(ds)
+        n_rois = self.targets_per_subject(ds, "roi_mean")
+        clouds = n_rois * (1 + (n_subjects if t["per_subject"] else 0))
+        # The group cloud of an ROI x hemisphere: its columns in every subject side by side
+        # (twice the mean ROI size, for ROIs larger than the mean).
+        columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
+        _, hidden = self.encode_dims(model)
+        return resources.layer_diagrams_mem_mb(
+            n_points=min(int(t["max_points"]), paired),
+            story_trs=kept,
+            story_words=tuple(w for _, w in stories.values()),
+            trimmed=trim,
+            hidden=hidden,
+            clouds=clouds,
+            cloud_columns=columns,
+        )
 
     # --- checks before anything runs ---------------------------------------------------------
 
     def check_inputs(self) -> None:
-        """Fail at planning time, in one message, if a real dataset lacks input files."""
+        """Fail at planning time, in one message, if a real dataset lacks input files, or if
+        encode jobs ask for GPUs they cannot use (:meth:`check_encode_gpu`)."""
+        self._check_inputs()
+        if self.config["encoding"].get("gpus"):
+            for ds in self.datasets:
+                for model in self.models():
+                    self.check_encode_gpu(ds, model)
+
+    def _check_inputs(self) -> None:
         published = self.published_scores()
         if published is not None and not published.is_file():
             raise BrainshapeError(

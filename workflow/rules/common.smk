@@ -158,7 +158,23 @@ def quantize_runtime(wildcards, attempt):
 
 
 def encode_mem_mb(wildcards, attempt):
-    return STUDY.encode_mem_mb(wildcards.dataset, wildcards.model) * attempt
+    """Host memory from the shape of the job: TRs, hidden x delays, stacked targets."""
+    return (
+        STUDY.encode_mem_mb(wildcards.dataset, wildcards.model, wildcards.group)
+        * attempt
+    )
+
+
+def encode_runtime(wildcards, attempt):
+    """Minutes from the ridge engine's FLOPs at the CPU (or, with encoding.gpus, GPU) rate."""
+    return (
+        STUDY.encode_runtime_min(wildcards.dataset, wildcards.model, wildcards.group)
+        * attempt
+    )
+
+
+def encode_gpus(wildcards):
+    return STUDY.encode_gpus(wildcards.model)
 
 
 def encode_threads(wildcards):
@@ -167,6 +183,10 @@ def encode_threads(wildcards):
 
 def baseline_mem_mb(wildcards, attempt):
     return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt
+
+
+def baseline_runtime(wildcards, attempt):
+    return STUDY.encode_runtime_min(wildcards.dataset, None) * attempt
 
 
 # --- topology and regressions ----------------------------------------------------------------

@@ -16,6 +16,8 @@ rule encode:
     threads: encode_threads
     resources:
         mem_mb=encode_mem_mb,
+        runtime=encode_runtime,
+        gpu=encode_gpus,
     params:
         code=code_version("encode.py"),
         settings=encode_params,
@@ -35,6 +37,7 @@ rule baseline:
     threads: encode_threads
     resources:
         mem_mb=baseline_mem_mb,
+        runtime=baseline_runtime,
     params:
         code=code_version("baseline.py"),
         settings=baseline_params,

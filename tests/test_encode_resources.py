@@ -1,0 +1,372 @@
+"""Resources of encode, baseline and layer_diagrams jobs, from the shape of the study."""
+
+import copy
+import json
+import logging
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, SCHEMAS, snakemake
+
+from brainshape import demo, resources
+from brainshape.config import load_registry_dict, validate
+from brainshape.errors import BrainshapeError
+from brainshape.plan import dry_run_jobs
+from brainshape.workflow import Study
+
+
+def demo_config(**encoding) -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["encoding"].update(encoding)
+    return cfg
+
+
+def study(cfg: dict) -> Study:
+    cfg = validate(copy.deepcopy(cfg), SCHEMAS / "config.schema.yaml", "demo.yaml")
+    registry = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
+    return Study(cfg, registry, source="demo.yaml")
+
+
+def shape(**changes) -> resources.EncodeShape:
+    base = dict(
+        story_trs=(196, 196, 196, 196),
+        story_words=(1000, 1000, 1000, 1000),
+        trimmed=4,
+        layers=3,
+        hidden=128,
+        delays=4,
+        targets=2000,
+        n_alphas=13,
+        target_chunk=20000,
+        n_permutations=100,
+    )
+    return resources.EncodeShape(**{**base, **changes})
+
+
+# --- the model against a real run --------------------------------------------------------------
+
+
+def test_memory_estimate_bounds_the_measured_peak_of_a_real_run():
+    # The engine runs in a fresh process on files written as the features and fmri stages write
+    # them; the estimate must stay an upper bound, and a tight one.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "encode_memory.py"),
+            "--shape",
+            "4",
+            "160",
+            "64",
+            "2",
+            "2000",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n"] == 4 * 156 and out["p"] == 256 and out["targets"] == 2000
+    assert out["measured_mib"] > 50  # the run did allocate: the comparison means something
+    assert 1.0 <= out["ratio"] <= 1.5, out
+
+
+def test_persistence_estimate_bounds_the_measured_peak():
+    script = str(REPO / "benchmarks" / "encode_memory.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--diagrams", "800", "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["measured_mib"] > 20
+    assert 1.0 <= out["ratio"] <= 2.5, out
+
+
+def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
+    args = dict(story_trs=(200,) * 4, story_words=(1200,) * 4, trimmed=4, hidden=768)
+    small = resources.layer_diagrams_memory(n_points=500, clouds=10, cloud_columns=20, **args)
+    big = resources.layer_diagrams_memory(n_points=1000, clouds=10, cloud_columns=20, **args)
+    assert small["persistence"] == 48 * 2**20 + 34 * 500**2 * 8
+    assert big["persistence"] - small["persistence"] == 34 * (1000**2 - 500**2) * 8
+    # each brain cloud: points, reduced copy and half a distance matrix of ranks
+    more = resources.layer_diagrams_memory(n_points=500, clouds=11, cloud_columns=20, **args)
+    assert more["brain"] - small["brain"] == (500 * 20 + 500 * 20) * 8 + 500 * 500 * 4
+    s = study(demo_config())
+    # demo: 200 landmarks (topology.max_points), 10 group clouds of 4 subjects
+    assert s.layer_diagrams_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
+        n_points=200,
+        story_trs=tuple(n - 4 for n, _ in s.story_shapes("demo").values()),
+        story_words=tuple(w for _, w in s.story_shapes("demo").values()),
+        trimmed=4,
+        hidden=64,
+        clouds=10,
+        cloud_columns=4,
+    )
+
+
+def test_memory_parts_follow_the_engine():
+    s = shape()
+    parts = resources.encode_memory(s)
+    n, p = s.n, s.p
+    assert (n, p) == (784, 512)
+    # Y, the per-story stacks and the subjects' arrays, all float32
+    assert parts["bold"] == 3 * n * 2000 * 4
+    # the delayed runs (with their trimmed rows), X, Xz and the training rows of Xz
+    assert parts["design"] == (2 * n + 4 * 4 + (n - 196)) * p * 8
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+    # Predictions of every target (segment identification) add n x m float64.
+    with_pred = resources.encode_memory(shape(predictions=True))
+    assert with_pred["results"] - parts["results"] == n * 2000 * 8
+    # Targets in chunks bound the chunk arrays: a smaller chunk needs less.
+    chunked = resources.encode_memory(shape(targets=40000, target_chunk=5000))["total"]
+    assert chunked < resources.encode_memory(shape(targets=40000))["total"]
+    # More layers do not add memory (one layer at a time), only time.
+    assert resources.encode_memory(shape(layers=30))["total"] == parts["total"]
+    assert resources.encode_flops(shape(layers=30)) == 10 * resources.encode_flops(s)
+    assert resources.encode_mem_mb(s) == int(np.ceil(parts["total"] / 2**20)) + 768
+
+
+def test_flops_count_the_decompositions_of_every_fold():
+    # Three stories of 100 TRs, p = 8 x 1 < n: per outer fold 2 inner splits on 100 rows and
+    # the refit on 200; each decomposition 4 n p k + 9 k^3 with k = p.
+    s = shape(
+        story_trs=(100, 100, 100),
+        story_words=(0, 0, 0),
+        layers=1,
+        hidden=8,
+        delays=1,
+        targets=1,
+        n_alphas=1,
+        n_permutations=0,
+    )
+    p = 8
+    inner = 4 * 100 * p * p + 9 * p**3 + 2 * 100 * p * p + 2 * p * (100 + 100 + 1 + 100)
+    outer = 4 * 200 * p * p + 9 * p**3 + 2 * 100 * p * p + 2 * p * (200 + 100) + 10 * 300 * p
+    assert resources.encode_flops(s) == 3 * (2 * inner + outer)
+    # Runtime: safety x FLOPs / rate, in minutes, at least the floor.
+    big = shape(targets=200000, layers=40, hidden=1024)
+    flops = resources.encode_flops(big)
+    minutes = resources.encode_runtime_min(big, gflops=1.0, floor=0)
+    assert minutes == int(np.ceil(2 * flops / 1e9 / 60))
+    assert resources.encode_runtime_min(s, gflops=1.0) == 10
+    with pytest.raises(BrainshapeError, match="must be positive GFLOP/s"):
+        resources.encode_runtime_min(s, gflops=0)
+
+
+# --- the shape from the config -----------------------------------------------------------------
+
+
+def test_demo_shape_is_what_the_generator_makes(tmp_path):
+    s = study(demo_config())
+    demo.generate_stimuli(tmp_path, stories=["lighthouse", "ferry"], subjects=1, tr=2.0)
+    manifest = json.loads((tmp_path / demo.MANIFEST).read_text())
+    shapes = s.story_shapes("demo")
+    for story in ("lighthouse", "ferry"):
+        align = json.loads((tmp_path / "stimuli" / story / "align.json").read_text())
+        assert shapes[story] == (manifest["n_trs"][story], len(align["words"]))
+    # ROI means: 5 demo ROIs x 2 hemispheres per subject; 4 subjects stacked in one group.
+    shp = s.encode_shape("demo", "tiny-gpt2", "g1")
+    assert shp.targets == 4 * 10
+    assert (shp.layers, shp.hidden, shp.delays) == (5, 64, 4)
+    assert shp.story_trs == tuple(n - 4 for n, _ in shapes.values())
+    # Voxels of the chosen ROIs, counted in the demo atlas.
+    cfg = demo_config()
+    cfg["fmri"].update(targets="voxels", rois=["IFG", "AG"])
+    atlas = demo.demo_atlas()
+    expected = sum(len(atlas.voxels[(r, h)]) for r in ("IFG", "AG") for h in ("L", "R"))
+    assert study(cfg).targets_per_subject("demo") == expected == 2 * (36 + 36)
+    # A baseline: every subject, one layer of three features.
+    base = s.encode_shape("demo", None)
+    assert (base.layers, base.hidden, base.targets) == (1, 3, 40)
+
+
+def real_dataset(tmp_path, n_trs: int, tr: float = 1.5) -> dict:
+    cfg = demo_config()
+    root = tmp_path / "bids"
+    cfg["datasets"] = {
+        "study": {
+            "demo": False,
+            "bids_root": str(root),
+            "subjects": ["01", "02"],
+            "stories": ["alpha", "beta", "gamma"],
+            "words": {"format": "gentle", "path": "stimuli/{story}/align.json"},
+            "atlas": {"image": "atlas.nii.gz", "labels": "atlas.tsv"},
+        }
+    }
+    s = study(cfg)
+    bold = s.run_files("study", "02", "alpha")["bold"]  # only the second subject has it
+    bold.parent.mkdir(parents=True)
+    # beta's run exists but is an empty placeholder: unreadable, so planned with the default
+    empty = s.run_files("study", "01", "beta")["bold"]
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    img = nib.Nifti1Image(np.zeros((2, 2, 2, n_trs), dtype=np.int16), np.eye(4))
+    img.header.set_zooms((3.0, 3.0, 3.0, tr))
+    nib.save(img, bold)
+    labels = np.zeros((6, 5, 4), dtype=np.int16)
+    labels[:2] = 1  # 40 voxels of ROI A
+    labels[2:3] = 2  # 20 of ROI B
+    labels[5, 0, 0] = 3  # 1 of ROI C
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), root / "atlas.nii.gz")
+    pd.DataFrame({"index": [1, 2, 3], "name": ["A", "B", "C"]}).to_csv(
+        root / "atlas.tsv", sep="\t", index=False
+    )
+    return cfg
+
+
+def test_real_dataset_reads_bold_headers_and_the_atlas(tmp_path, caplog):
+    cfg = real_dataset(tmp_path, n_trs=321)
+    s = study(cfg)
+    with caplog.at_level(logging.WARNING, logger="brainshape"):
+        shapes = s.story_shapes("study")
+        s.story_shapes("study")  # planned once: said once
+    # alpha: 321 volumes from the header, words at 3 per second of its 1.5 s TRs
+    assert shapes["alpha"] == (321, int(np.ceil(321 * 1.5 * 3.0)))
+    # beta and gamma have no BOLD run yet: the documented default, and one line in the log
+    assert shapes["beta"] == (Study.DEFAULT_STORY_TRS, int(np.ceil(600 * 2.0 * 3.0)))
+    warnings = [r.getMessage() for r in caplog.records if "no BOLD run" in r.getMessage()]
+    assert warnings == [
+        "datasets.study: no BOLD run to read for 2 stories (beta, gamma); encode resources are "
+        "planned "
+        "with 600 volumes each"
+    ]
+    # ROI means: every label of the TSV, both hemispheres; voxels: counted in the image.
+    assert s.targets_per_subject("study") == 2 * 3
+    cfg["fmri"].update(targets="voxels", rois=["A", "C"])
+    assert study(cfg).targets_per_subject("study") == 41
+    cfg["fmri"]["rois"] = None
+    assert study(cfg).targets_per_subject("study") == 61
+    (tmp_path / "bids" / "atlas.nii.gz").unlink()
+    assert study(cfg).targets_per_subject("study") == Study.DEFAULT_VOXELS
+
+
+# --- encoding.gpus ---------------------------------------------------------------------------
+
+
+def test_bad_encoding_gpus_is_refused_with_the_key():
+    cfg = demo_config(gpus=-1)
+    with pytest.raises(BrainshapeError, match=r"^demo.yaml: key 'encoding.gpus': -1 is less than"):
+        validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
+    with pytest.raises(
+        BrainshapeError,
+        match=r"^demo.yaml: key 'encoding.gpus' must be of type integer, got str 'one'$",
+    ):
+        validate(demo_config(gpus="one"), SCHEMAS / "config.schema.yaml", "demo.yaml")
+    with pytest.raises(
+        BrainshapeError,
+        match=r"encoding.gpus is 1 but encoding.backend is 'numpy', which never uses a GPU; "
+        r"set encoding.backend to auto or torch, or encoding.gpus to 0",
+    ):
+        study(demo_config(gpus=1, backend="numpy")).encode_gpus("tiny-gpt2")
+
+
+def test_gpus_switch_the_runtime_to_the_gpu_rate():
+    cfg = demo_config(threads=4, cpu_gflops=0.25)
+    cfg["datasets"]["demo"]["stories"] = ["lighthouse", "orchard", "ferry"]
+    cpu = study(cfg)
+    shp = cpu.encode_shape("demo", "smollm2-135m", "g1")
+    flops = resources.encode_flops(shp)
+    assert cpu.encode_gpus("smollm2-135m") == 0
+    assert cpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
+        10, int(np.ceil(2 * flops / (0.25 * 4 * 1e9) / 60))
+    )
+    cfg["encoding"].update(gpus=1, gpu_tflops=0.0005)
+    gpu = study(cfg)
+    assert gpu.encode_gpus("smollm2-135m") == 1 and gpu.encode_gpus(None) == 0
+    assert gpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
+        10, int(np.ceil(2 * flops / 0.5e9 / 60))
+    )
+    # Both figures are computed, not the floor, at the rates given.
+    assert (
+        10
+        < cpu.encode_runtime_min("demo", "smollm2-135m", "g1")
+        < gpu.encode_runtime_min("demo", "smollm2-135m", "g1")
+    )
+    # Host memory: the same arrays, plus the CUDA context's share.
+    assert gpu.encode_mem_mb("demo", "smollm2-135m", "g1") == (
+        cpu.encode_mem_mb("demo", "smollm2-135m", "g1") + resources.ENCODE_GPU_HOST_MIB
+    )
+    # A job whose float32 arrays do not fit the GPU is refused at planning time: a GPU with room
+    # for the arrays in chunks of 50 targets, not in one chunk (2 GiB go to the CUDA context).
+    cfg["encoding"].update(n_permutations=1000)
+    cfg["fmri"]["targets"] = "voxels"
+    need = {}
+    for chunk in (20000, 50):
+        cfg["encoding"]["target_chunk"] = chunk
+        need[chunk] = resources.encode_gpu_bytes(study(cfg).encode_shape("demo", "smollm2-135m"))
+    assert need[50] < need[20000]
+    room = 2 + (need[50] + need[20000]) / 2 / 2**30
+    cfg["gpu"] = {"type": "tiny-gpu", "memory_gib": room, "tflops": 1.0, "usable": 1.0}
+    cfg["encoding"]["target_chunk"] = 20000
+    with pytest.raises(
+        BrainshapeError,
+        match=r"an encode job of model 'smollm2-135m' on datasets.demo needs about [0-9.]+ GiB "
+        r"on its GPU, more than a [0-9.]+ GiB gpu.type holds; lower encoding.target_chunk",
+    ):
+        study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")
+    cfg["encoding"]["target_chunk"] = 50
+    study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")  # fits in chunks of 50 targets
+    del cfg["gpu"]
+    # Without gpu_tflops, a share of gpu.type's rate.
+    cfg["encoding"]["gpu_tflops"] = None
+    assert resources.encode_gpu_gflops(study(cfg)._gpu()) == 395e3 * 0.05
+
+
+# --- the dry run carries them -------------------------------------------------------------------
+
+
+def test_dry_run_jobs_carry_the_computed_resources(tmp_path):
+    cfg = demo_config(gpus=1)
+    cfg["models"] = ["tiny-gpt2", "smollm2-135m"]
+    cfg["encoding"]["group_size"] = 3  # groups of 3 and 1 subjects: different shapes
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = dry_run_jobs(
+        [
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+        ]
+    )
+    s = study(cfg)
+    encode = [j for j in jobs if j.rule == "encode"]
+    assert len(encode) == 2 * 2 * 2
+    for job in encode:
+        ds, model, group = job.wildcards["dataset"], job.wildcards["model"], job.wildcards["group"]
+        assert job.mem_mb == s.encode_mem_mb(ds, model, group)
+        assert job.runtime_min == s.encode_runtime_min(ds, model, group)
+        assert job.gpus == 1
+    mems = {(j.wildcards["model"], j.wildcards["group"]): j.mem_mb for j in encode}
+    assert mems[("smollm2-135m", "g1")] > mems[("smollm2-135m", "g2")]
+    assert mems[("smollm2-135m", "g1")] > mems[("tiny-gpt2", "g1")]
+    baseline = [j for j in jobs if j.rule == "baseline"]
+    assert baseline and all(
+        (j.gpus, j.mem_mb, j.runtime_min)
+        == (0, s.encode_mem_mb("demo", None), s.encode_runtime_min("demo", None))
+        for j in baseline
+    )
+    diagrams = [j for j in jobs if j.rule == "layer_diagrams"]
+    assert diagrams and all(
+        j.mem_mb == s.layer_diagrams_mem_mb("demo", j.wildcards["model"]) for j in diagrams
+    )
+
+
+def test_gpus_the_engine_cannot_use_stop_the_dry_run_in_one_line(tmp_path):
+    cfg = demo_config(gpus=1, backend="numpy")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        f"brainshape: {tmp_path / 'config.yaml'}: encoding.gpus is 1 but encoding.backend is "
+        "'numpy', which never uses a GPU; set encoding.backend to auto or torch, or "
+        "encoding.gpus to 0"
+    ]
