@@ -99,14 +99,19 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
     assert more["brain"] - small["brain"] == (500 * 20 + 500 * 20) * 8 + 500 * 500 * 4
     s = study(demo_config())
     # demo: 200 landmarks (topology.max_points), 10 group clouds of 4 subjects
-    assert s.layer_diagrams_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
+    shape = dict(
         n_points=200,
         story_trs=tuple(n - 4 for n, _ in s.story_shapes("demo").values()),
         story_words=tuple(w for _, w in s.story_shapes("demo").values()),
         trimmed=4,
         hidden=64,
-        clouds=10,
-        cloud_columns=4,
+    )
+    # The diagrams job reads no brain cloud; the pairing job computes no diagram.
+    assert s.layer_diagrams_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
+        **shape, clouds=0, cloud_columns=4
+    )
+    assert s.topology_pairs_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
+        **shape, clouds=10, cloud_columns=4, persistence=False
     )
 
 
@@ -356,6 +361,10 @@ def test_dry_run_jobs_carry_the_computed_resources(tmp_path):
     diagrams = [j for j in jobs if j.rule == "layer_diagrams"]
     assert diagrams and all(
         j.mem_mb == s.layer_diagrams_mem_mb("demo", j.wildcards["model"]) for j in diagrams
+    )
+    pairs = [j for j in jobs if j.rule == "topology_pairs"]
+    assert pairs and all(
+        j.mem_mb == s.topology_pairs_mem_mb("demo", j.wildcards["model"]) for j in pairs
     )
 
 

@@ -478,10 +478,13 @@ def layer_diagrams_memory(
     hidden: int,
     clouds: int,
     cloud_columns: int,
+    persistence: bool = True,
 ) -> dict[str, float]:
-    """Peak host memory (bytes, by part) of one ``layer_diagrams`` job.
+    """Peak host memory (bytes, by part) of one ``layer_diagrams`` or ``topology_pairs`` job.
 
-    ``topology.compute_layers`` on every layer of one variant.
+    ``topology.compute_layers`` on every layer of one variant (``clouds=0``: it reads no brain
+    cloud), or ``topology.pair_variant``'s geometry of every layer against every brain cloud
+    (``persistence=False``: no diagram is computed there).
 
     ``n_points``: landmark volumes N (``min(topology.max_points, paired volumes)``); ``clouds``:
     brain clouds to pair with (ROI x hemisphere, times subjects + 1 with ``per_subject``), each
@@ -513,7 +516,7 @@ def layer_diagrams_memory(
     )
     per_story = max(story_words) * hidden * 8 if story_words else 0
     parts["layer"] = float(4 * N * hidden * 8 + per_story + 8 * N * N * 8)
-    parts["persistence"] = float(persistence_bytes(N))
+    parts["persistence"] = float(persistence_bytes(N)) if persistence else 0.0
     parts["total"] = float(sum(parts.values()))
     return parts
 

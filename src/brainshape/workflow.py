@@ -774,9 +774,21 @@ class Study:
         return resources.encode_runtime_min(shape, gflops=rate, flops=flops[shape])
 
     def layer_diagrams_mem_mb(self, ds: str, model: str) -> int:
-        """Host memory (MiB) of a layer_diagrams job (:func:`resources.layer_diagrams_memory`)."""
+        """Host memory (MiB) of a layer_diagrams job (:func:`resources.layer_diagrams_memory`):
+        every layer's diagram, no brain cloud."""
         from brainshape import resources
 
+        return resources.layer_diagrams_mem_mb(**{**self._topology_shape(ds, model), "clouds": 0})
+
+    def topology_pairs_mem_mb(self, ds: str, model: str) -> int:
+        """Host memory (MiB) of a topology_pairs job: every layer's geometry against every
+        brain cloud, no diagram computed."""
+        from brainshape import resources
+
+        return resources.layer_diagrams_mem_mb(**self._topology_shape(ds, model), persistence=False)
+
+    def _topology_shape(self, ds: str, model: str) -> dict:
+        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant."""
         t, f = self.config["topology"], self.config["fmri"]
         trim = int(f["trim_start"]) + int(f["trim_end"])
         stories = self.story_shapes(ds)
@@ -790,15 +802,15 @@ class Study:
         # (twice the mean ROI size, for ROIs larger than the mean).
         columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
         _, hidden = self.encode_dims(model)
-        return resources.layer_diagrams_mem_mb(
-            n_points=min(int(t["max_points"]), paired),
-            story_trs=kept,
-            story_words=tuple(w for _, w in stories.values()),
-            trimmed=trim,
-            hidden=hidden,
-            clouds=clouds,
-            cloud_columns=columns,
-        )
+        return {
+            "n_points": min(int(t["max_points"]), paired),
+            "story_trs": kept,
+            "story_words": tuple(w for _, w in stories.values()),
+            "trimmed": trim,
+            "hidden": hidden,
+            "clouds": clouds,
+            "cloud_columns": columns,
+        }
 
     # --- checks before anything runs ---------------------------------------------------------
 

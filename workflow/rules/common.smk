@@ -243,6 +243,10 @@ def topology_pairs_inputs(wildcards):
     }
 
 
+def topology_pairs_mem_mb(wildcards, attempt):
+    return STUDY.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
 def topology_pairs_params(wildcards):
     return STUDY.topology_pairs_params(wildcards.dataset)
 

@@ -66,6 +66,8 @@ rule topology_pairs:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
     conda:
         "../envs/brainshape.yaml"
+    resources:
+        mem_mb=topology_pairs_mem_mb,
     params:
         code=code_version("topology_pairs.py"),
         settings=topology_pairs_params,
