@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, snakemake, write_small_demo
 
 from brainshape.plan import JobRecord, read_benchmark_seconds, summarize
@@ -99,13 +100,14 @@ def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
         "estimate",
     ]
     # encode: one job per subject here (group_size 1), each with one GPU and 60 min from
-    # set-resources (over the computed runtime), 8 threads from set-threads
+    # set-resources (over the computed runtime), and encoding.threads (the profile leaves it)
+    threads = yaml.safe_load((work / "config.yaml").read_text())["encoding"]["threads"]
     assert rows[("encode", "tiny-neox", "untrained")] == [
         "2",
         "1",
         "1.00",
         "2.00",
-        "16.00",
+        f"{2 * threads:.2f}",
         "estimate",
     ]
     assert rows[("fmri", "-", "-")][:2] == ["2", "0"]
