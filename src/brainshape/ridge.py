@@ -22,6 +22,8 @@ in memory.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,6 +119,20 @@ class TorchBackend:
 
 BACKENDS = ("auto", "numpy", "torch")
 
+#: Device files of a GPU driver (NVIDIA, AMD ROCm, WSL). Without any of them no CUDA device can
+#: be visible, and ``auto`` need not import torch (about 3 s) to learn that.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def _cuda_available() -> bool:
+    if "torch" not in sys.modules and not any(os.path.exists(f) for f in GPU_DEVICE_FILES):
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return torch.cuda.is_available()
+
 
 def get_backend(name: str = "auto", dtype: str | None = None):
     """The backend for ``encoding.backend``: ``numpy``, ``torch`` or ``auto``.
@@ -129,13 +145,7 @@ def get_backend(name: str = "auto", dtype: str | None = None):
     if dtype is not None and dtype not in ("float32", "float64"):
         raise BrainshapeError(f"encoding.dtype must be float32 or float64, got {dtype!r}.")
     if name == "auto":
-        try:
-            import torch
-
-            cuda = torch.cuda.is_available()
-        except ImportError:  # pragma: no cover - torch is a dependency
-            cuda = False
-        name = "torch" if cuda else "numpy"
+        name = "torch" if _cuda_available() else "numpy"
     if name == "torch":
         return TorchBackend(dtype or "float32")
     return NumpyBackend(dtype or "float64")
