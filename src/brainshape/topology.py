@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata, spearmanr
+from threadpoolctl import threadpool_limits
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
@@ -559,25 +560,29 @@ def compute_layers(
     n_layers = features[base.stories()[0]].shape[0]
     rows = []
     for layer in range(n_layers):
-        pts = layer_cloud(features, resamplers, layer)
-        d = distances(pts, metric)
-        ranks = _ranks(d)
-        pts = _reduce(pts)
+        # One BLAS thread for the geometry: BLAS threads alternating with giotto-ph's threads
+        # on the same cores made a demo job 3 to 20 times slower (docs/benchmarks.md).
+        with threadpool_limits(1, user_api="blas"):
+            pts = layer_cloud(features, resamplers, layer)
+            d = distances(pts, metric)
+            ranks = _ranks(d)
+            pts = _reduce(pts)
         save_diagrams(
             out_dir / f"layer-{layer}.npz", diagrams(d, maxdim, backend, n_threads), index=index
         )
-        for info, bcloud, bd in brain.values():
-            rows.append(
-                {
-                    "layer": layer,
-                    "subject": info.subject,
-                    "roi": info.roi,
-                    "hemisphere": info.hemisphere,
-                    "procrustes": procrustes(pts, bcloud),
-                    "rsa": float(ranks @ bd),
-                    "cka": cka(pts, bcloud),
-                }
-            )
+        with threadpool_limits(1, user_api="blas"):
+            for info, bcloud, bd in brain.values():
+                rows.append(
+                    {
+                        "layer": layer,
+                        "subject": info.subject,
+                        "roi": info.roi,
+                        "hemisphere": info.hemisphere,
+                        "procrustes": procrustes(pts, bcloud),
+                        "rsa": float(ranks @ bd),
+                        "cka": cka(pts, bcloud),
+                    }
+                )
     table = pd.DataFrame(rows)
     table["layer"] = table["layer"].astype("int64")
     with atomic_path(out_dir / "geometry.parquet") as tmp:
