@@ -85,7 +85,8 @@ def run(args) -> None:
     diff = np.max(np.abs(new.scores - ref.scores))
     same_p = bool(np.array_equal(new.p_values, ref.p_values))
     p = args.features * args.delays
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, BLAS threads {args.threads}")
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    print(f"machine: {machine}, BLAS threads {args.threads}")
     print(
         f"shape: {sum(args.runs)} TRs in {len(args.runs)} runs x {p} delayed columns, "
         f"{args.targets} targets, {args.alphas} alphas, {args.permutations} permutations"
