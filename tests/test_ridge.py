@@ -262,3 +262,19 @@ def test_auto_backend_does_not_import_torch_without_a_gpu_driver():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_wide_design_on_torch_float64_equals_numpy():
+    rng = np.random.default_rng(19)
+    lengths = (40, 35, 45)
+    X, Y = _data(rng, lengths, p=150, m=8)
+    alphas = np.logspace(0, 5, 6)
+    segments = ridge.contiguous_folds(lengths)
+    kw = {"n_permutations": 9, "seed": 2}
+    ref = ridge.cross_validate(X, Y, alphas, segments, **kw)
+    t64 = ridge.cross_validate(
+        X, Y, alphas, segments, backend=ridge.get_backend("torch", "float64"), **kw
+    )
+    np.testing.assert_array_equal(t64.alphas, ref.alphas)
+    np.testing.assert_allclose(t64.scores, ref.scores, atol=1e-10)
+    np.testing.assert_allclose(t64.null, ref.null, atol=1e-10)
