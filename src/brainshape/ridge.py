@@ -12,7 +12,9 @@ rows, the alpha of every target is chosen by an inner contiguous cross-validatio
 predicted. Each training design is decomposed once (eigendecomposition of the smaller Gram
 matrix, equivalent to its thin SVD) and that one decomposition serves every alpha and every
 block of targets, so stacking the targets of many subjects who heard the same stories costs one
-decomposition, not one per subject.
+decomposition, not one per subject. With fewer rows than delayed columns (the usual case for
+a story set), one Gram matrix of the rows per outer fold serves every inner split and the
+refit: their Gram matrices and held-out projections are re-centred blocks of it.
 
 Backends: ``numpy`` (CPU) and ``torch`` (CUDA when present, else CPU). ``dtype="float64"`` is
 the reference path (used in tests against himalaya); ``float32`` is the fast path on GPUs.
