@@ -179,3 +179,102 @@ def test_solve_ridge_cv_equals_himalaya_solve_ridge_cv_svd():
     np.testing.assert_allclose(fit.intercept, intercept, atol=1e-6)
     chosen = np.take_along_axis(fit.cv_scores, np.searchsorted(alphas, fit.alphas)[None], 0)
     np.testing.assert_allclose(chosen[0], cv_scores[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "n_blocks", "gap"), [((50, 40, 60, 45), None, 0), ((200,), 5, 4)]
+)
+def test_wide_design_from_one_gram_matrix_equals_per_split_decompositions_and_himalaya(
+    lengths, n_blocks, gap, monkeypatch
+):
+    # More columns than rows (as delayed hidden states of a story set): every split is solved
+    # from blocks of one Gram matrix per outer fold.
+    rng = np.random.default_rng(16)
+    X, Y = _data(rng, lengths, p=260, m=14, noise=4.0)
+    alphas = np.logspace(0, 5, 11)
+    segments = ridge.contiguous_folds(lengths, n_blocks=n_blocks, gap=gap)
+    fast = ridge.cross_validate(X, Y, alphas, segments, gap=gap, target_chunk=5)
+    ref_alphas, ref_fold_r, ref_r = _himalaya_outer(X, Y, alphas, segments, gap)
+    np.testing.assert_allclose(fast.alphas, ref_alphas, rtol=1e-12)
+    assert len(np.unique(fast.alphas)) > 2
+    np.testing.assert_allclose(fast.fold_scores, ref_fold_r, atol=1e-6)
+    np.testing.assert_allclose(fast.scores, ref_r, atol=1e-6)
+    # The per-split decompositions of the features give the same numbers to rounding.
+    monkeypatch.setattr(ridge, "_gram_path", lambda n_rows, n_features: False)
+    slow = ridge.cross_validate(X, Y, alphas, segments, gap=gap, target_chunk=5)
+    np.testing.assert_array_equal(fast.alphas, slow.alphas)
+    np.testing.assert_allclose(fast.scores, slow.scores, atol=1e-12)
+    np.testing.assert_allclose(fast.fold_scores, slow.fold_scores, atol=1e-12)
+
+
+def test_wide_solve_ridge_cv_equals_himalaya():
+    from himalaya.backend import set_backend
+    from himalaya.ridge import solve_ridge_cv_svd
+    from himalaya.scoring import correlation_score
+
+    set_backend("numpy")
+    rng = np.random.default_rng(17)
+    X, Y = _data(rng, (120,), p=300, m=9, noise=3.0)
+    alphas = np.logspace(0, 5, 11)
+    splits = ridge.folds_from_segments(ridge.contiguous_folds([120], n_blocks=4))
+    fit = ridge.solve_ridge_cv(X, Y, alphas, splits)
+    best, coefs, cv_scores, intercept = solve_ridge_cv_svd(
+        X, Y, alphas=alphas, fit_intercept=True, score_func=correlation_score, cv=splits,
+        local_alpha=True, warn=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(fit.alphas, best, rtol=1e-12)
+    np.testing.assert_allclose(fit.coef, coefs, atol=1e-6)
+    np.testing.assert_allclose(fit.intercept, intercept, atol=1e-6)
+
+
+def test_permutation_null_is_the_r_of_the_predictions_with_block_permuted_data(monkeypatch):
+    rng = np.random.default_rng(18)
+    lengths = (60, 45, 55)
+    X, Y = _data(rng, lengths, p=30, m=6, noise=3.0)
+    segments = ridge.contiguous_folds(lengths)
+    kw = {"n_permutations": 37, "permutation_block": 7, "seed": 3, "keep_predictions": True}
+    result = ridge.cross_validate(X, Y, [1.0, 10.0, 100.0], segments, **kw)
+    # Reference: permute the data of each held-out fold by the documented block orders, one
+    # permutation at a time, and correlate with the concatenated predictions.
+    orders = ridge.block_permutations(lengths, 37, 7, seed=3)
+    for q in range(37):
+        permuted = np.concatenate([Y[s][orders[i][q]] for i, s in enumerate(segments)])
+        for t in range(Y.shape[1]):
+            r = np.corrcoef(result.predictions[:, t], permuted[:, t])[0, 1]
+            assert result.null[q, t] == pytest.approx(r, abs=1e-12)
+    # Gathering one permutation at a time or many at once gives the same null.
+    monkeypatch.setattr(ridge, "NULL_BLOCK_ELEMENTS", 1)
+    one_by_one = ridge.cross_validate(X, Y, [1.0, 10.0, 100.0], segments, **kw)
+    np.testing.assert_allclose(one_by_one.null, result.null, atol=1e-14)
+    np.testing.assert_array_equal(one_by_one.p_values, result.p_values)
+
+
+def test_auto_backend_does_not_import_torch_without_a_gpu_driver():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from brainshape import ridge\n"
+        "ridge.GPU_DEVICE_FILES = ('/nonexistent/nvidiactl',)\n"
+        "assert ridge.get_backend('auto').name == 'numpy'\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_wide_design_on_torch_float64_equals_numpy():
+    rng = np.random.default_rng(19)
+    lengths = (40, 35, 45)
+    X, Y = _data(rng, lengths, p=150, m=8)
+    alphas = np.logspace(0, 5, 6)
+    segments = ridge.contiguous_folds(lengths)
+    kw = {"n_permutations": 9, "seed": 2}
+    ref = ridge.cross_validate(X, Y, alphas, segments, **kw)
+    t64 = ridge.cross_validate(
+        X, Y, alphas, segments, backend=ridge.get_backend("torch", "float64"), **kw
+    )
+    np.testing.assert_array_equal(t64.alphas, ref.alphas)
+    np.testing.assert_allclose(t64.scores, ref.scores, atol=1e-10)
+    np.testing.assert_allclose(t64.null, ref.null, atol=1e-10)

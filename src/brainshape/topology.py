@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata, spearmanr
+from threadpoolctl import threadpool_limits
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
@@ -583,7 +584,11 @@ def compute_layers(
     resamplers = _landmark_resamplers(words, base, index, window)
     n_layers = features[base.stories()[0]].shape[0]
     for layer in range(n_layers):
-        d = distances(layer_cloud(features, resamplers, layer), metric)
+        # One BLAS thread around the persistent homology: BLAS threads alternating with
+        # giotto-ph's threads on the same cores made a demo job 3 to 20 times slower
+        # (docs/benchmarks.md).
+        with threadpool_limits(1, user_api="blas"):
+            d = distances(layer_cloud(features, resamplers, layer), metric)
         save_diagrams(
             Path(out_dir) / f"layer-{layer}.npz",
             diagrams(d, maxdim, backend, n_threads),
