@@ -1,8 +1,10 @@
 """The ridge engine: every alpha of a grid from one decomposition, contiguous folds, backends.
 
 Time-ordered fMRI is cross-validated with contiguous folds only: a fold holds out one story
-(``contiguous_folds(run_lengths)``) or one contiguous block of TRs with ``gap`` TRs dropped
-from the training rows on either side (``contiguous_folds(run_lengths, n_blocks=..., gap=...)``).
+(``contiguous_folds(run_lengths)``) or one contiguous block of TRs
+(``contiguous_folds(run_lengths, n_blocks=...)``), with ``gap`` TRs dropped from the training
+rows on either side of it (``folds_from_segments(segments, gap)``, or ``cross_validate(...,
+gap=...)``).
 ``check_time_ordered`` refuses splits whose held-out rows are not one contiguous block, the
 signature of a shuffled K-fold.
 
@@ -170,9 +172,7 @@ def limit_threads(n_threads: int | None):
 Split = tuple[np.ndarray, np.ndarray]
 
 
-def contiguous_folds(
-    run_lengths: Sequence[int], n_blocks: int | None = None, gap: int = 0
-) -> list[np.ndarray]:
+def contiguous_folds(run_lengths: Sequence[int], n_blocks: int | None = None) -> list[np.ndarray]:
     """Held-out segments (row indices) of the concatenated runs, in time order.
 
     With ``n_blocks=None`` each run (story) is one segment: leave one story out. Otherwise the
