@@ -321,7 +321,9 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     - ``phase``: the largest transient on top: the inner loop (``Y[train]`` as stored, scores of
       every alpha twice, one split's design copies, decomposition and chunk arrays, the previous
       split's ones still bound), the outer decomposition ``5 k^2 f``, the z-scoring
-      (``2 n_tr p + 2 n p``), or the null's division and clipping after the folds (``2 Q m 8``).
+      (``2 n_tr p + 2 n p``), a fold's chunk with the permuted held-out targets gathered for the
+      null (a block of permutations at a time, ``2 x max(ridge.NULL_BLOCK_ELEMENTS, n_te c) f``),
+      or the null's division and clipping after the folds (``2 Q m 8``).
     - ``runtime``: BLAS buffers, allocator slack, tables: ``64 MiB + 15%`` of the parts above,
       from the measured peaks in docs/benchmarks.md.
 
@@ -372,11 +374,16 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     inner_dec = (n_tr + n_i + k_i) * c * f + n_i * p * f + dec_i_t + 2 * n_te * p * f
     inner = n_tr * m * s + 2 * A * m * f + keep_i + max(inner_chunk, inner_dec)
     outer_chunk = (n + n_tr + 2 * k + 2 * n_te) * c * f  # new Yc, temporaries, new coef
+    # The null: permuted held-out targets of a block of permutations and their product with the
+    # predictions, beside the fold's chunk arrays.
+    from brainshape.ridge import NULL_BLOCK_ELEMENTS
+
+    null_block = 2 * max(NULL_BLOCK_ELEMENTS, n_te * c) * f if Q else 0
     parts["phase"] = float(
         max(
             inner,
             dec_t + dec_keep,
-            outer_chunk,
+            outer_chunk + null_block,
             (2 * n_tr + 2 * n) * p * 8,
             2 * Q * m * 8,
         )
