@@ -597,35 +597,44 @@ def compute_layers(
     return n_layers
 
 
-def geometry(
+def _load_brains(brain_dir: Path, index: np.ndarray) -> dict[str, tuple]:
+    """Every brain cloud of ``brain_dir``: its ``clouds.parquet`` row, diagrams and landmarked
+    points, each checked to be taken at the time base's landmarks ``index``."""
+    brains = {}
+    for row in pd.read_parquet(brain_dir / "clouds.parquet").itertuples():
+        path = brain_dir / f"{row.cloud}.npz"
+        dgms, extra = load_diagrams(path)
+        _same_landmarks(extra["index"], index, path, "topology_brain")
+        brains[row.cloud] = (row, dgms, extra["cloud"])
+    return brains
+
+
+def _geometry(
     features: Mapping[str, np.ndarray],
     words: pd.DataFrame,
-    time_base: str | os.PathLike,
-    brain_dir: str | os.PathLike,
+    base: TimeBase,
+    index: np.ndarray,
+    brains: Mapping[str, tuple],
     *,
     metric: str,
-    window: float = 3,
+    window: float,
 ) -> pd.DataFrame:
-    """Procrustes, RSA and CKA of every layer cloud against every brain cloud.
+    """Procrustes, RSA and CKA of every layer cloud against every brain cloud (``_load_brains``).
 
     Columns ``layer``, ``subject``, ``roi``, ``hemisphere``, ``procrustes``, ``rsa``, ``cka``.
     Each layer cloud is rebuilt from the features (a resampling, cheap next to its diagram).
     """
-    brain_dir = Path(brain_dir)
-    base, index = read_time_base(time_base)
-    brain = {}
-    for row in pd.read_parquet(brain_dir / "clouds.parquet").itertuples():
-        _, extra = load_diagrams(brain_dir / f"{row.cloud}.npz")
-        _same_landmarks(extra["index"], index, brain_dir / f"{row.cloud}.npz", "topology_brain")
-        # Reduced once here (and each layer once below), not once per pair.
-        brain[row.cloud] = (row, _reduce(extra["cloud"]), _ranks(distances(extra["cloud"], metric)))
+    # Reduced once here (and each layer once below), not once per pair.
+    brain = [
+        (info, _reduce(pts), _ranks(distances(pts, metric))) for info, _, pts in brains.values()
+    ]
     resamplers = _landmark_resamplers(words, base, index, window)
     rows = []
     for layer in range(features[base.stories()[0]].shape[0]):
         pts = layer_cloud(features, resamplers, layer)
         ranks = _ranks(distances(pts, metric))
         pts = _reduce(pts)
-        for info, bcloud, bd in brain.values():
+        for info, bcloud, bd in brain:
             rows.append(
                 {
                     "layer": layer,
@@ -675,15 +684,12 @@ def pair_variant(
     ``orders`` lists ``{"q": q, "p": p}`` pairs. Columns: ``layer``, ``subject``, ``roi``,
     ``hemisphere``, ``wasserstein_q<q>_p<p>_h<k>`` per order and dimension, ``layer_<summary>_h<k>``
     and ``brain_<summary>_h<k>`` (see :func:`summaries`), then ``procrustes``, ``rsa``, ``cka``
-    (:func:`geometry`).
+    (:func:`_geometry`).
     """
-    layers_dir, brain_dir = Path(layers_dir), Path(brain_dir)
-    shapes = geometry(features, words, time_base, brain_dir, metric=metric, window=window)
-    _, index = read_time_base(time_base)
-    brains = pd.read_parquet(brain_dir / "clouds.parquet")
-    brain = {
-        r.cloud: (r, load_diagrams(brain_dir / f"{r.cloud}.npz")[0]) for r in brains.itertuples()
-    }
+    layers_dir = Path(layers_dir)
+    base, index = read_time_base(time_base)
+    brains = _load_brains(Path(brain_dir), index)
+    shapes = _geometry(features, words, base, index, brains, metric=metric, window=window)
     rows = []
     for layer in sorted(shapes["layer"].unique()):
         path = layers_dir / f"layer-{layer}.npz"
@@ -694,7 +700,7 @@ def pair_variant(
         lsum = {
             f"layer_{k}_h{dim}": v for dim, g in enumerate(ldgms) for k, v in summaries(g).items()
         }
-        for info, bdgms in brain.values():
+        for info, bdgms, _ in brains.values():
             row = {
                 "layer": int(layer),
                 "subject": info.subject,
