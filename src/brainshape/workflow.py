@@ -677,16 +677,22 @@ class Study:
         hidden = int(hidden or resources._guess_hidden(entry))
         return layers + 1, hidden
 
+    def _kept_story_shapes(self, ds: str) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Per story its kept volumes (after ``fmri.trim_start``/``trim_end``) and words, and
+        the volumes trimmed from each run (:meth:`story_shapes`)."""
+        f = self.config["fmri"]
+        trim = int(f["trim_start"]) + int(f["trim_end"])
+        stories = self.story_shapes(ds).values()
+        return tuple(max(1, n - trim) for n, _ in stories), tuple(w for _, w in stories), trim
+
     def encode_shape(self, ds: str, model: str | None, group: str | None = None):
         """The :class:`resources.EncodeShape` of an encode job (a baseline when ``model`` is
         None: every subject of the dataset; else the subjects of ``group``, the largest group
         when None)."""
         from brainshape import resources
 
-        e, f = self.config["encoding"], self.config["fmri"]
-        trim = int(f["trim_start"]) + int(f["trim_end"])
-        stories = self.story_shapes(ds)
-        kept = tuple(max(1, n - trim) for n, _ in stories.values())
+        e = self.config["encoding"]
+        kept, words, trim = self._kept_story_shapes(ds)
         if model is None:
             subjects = len(self.dataset(ds)["subjects"])
         elif group is None:
@@ -695,13 +701,13 @@ class Study:
             subjects = len(self.group_subjects(ds, group))
         segments = None
         if e["folds"] == "blocks" and e["n_blocks"]:
-            n = sum(kept)
-            edges = [round(i * n / e["n_blocks"]) for i in range(e["n_blocks"] + 1)]
-            segments = tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+            from brainshape import ridge
+
+            segments = tuple(len(b) for b in ridge.contiguous_folds(kept, e["n_blocks"]))
         layers, hidden = self.encode_dims(model)
         return resources.EncodeShape(
             story_trs=kept,
-            story_words=tuple(w for _, w in stories.values()),
+            story_words=words,
             trimmed=trim,
             layers=layers,
             hidden=hidden,
@@ -789,10 +795,8 @@ class Study:
 
     def _topology_shape(self, ds: str, model: str) -> dict:
         """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant."""
-        t, f = self.config["topology"], self.config["fmri"]
-        trim = int(f["trim_start"]) + int(f["trim_end"])
-        stories = self.story_shapes(ds)
-        kept = tuple(max(1, n - trim) for n, _ in stories.values())
+        t = self.config["topology"]
+        kept, words, trim = self._kept_story_shapes(ds)
         paired = sum(max(1, k - int(t["delay"])) for k in kept)
         n_subjects = len(self.dataset(ds)["subjects"])
         per_subject = self.targets_per_subject(ds)
@@ -805,7 +809,7 @@ class Study:
         return {
             "n_points": min(int(t["max_points"]), paired),
             "story_trs": kept,
-            "story_words": tuple(w for _, w in stories.values()),
+            "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
             "clouds": clouds,
