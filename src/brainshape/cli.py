@@ -52,7 +52,7 @@ def _pin_revisions(args: argparse.Namespace) -> None:
         dry_run=args.dry_run,
     )
     print(pin.report(pins), end="")
-    changed = sum(p.commit is not None and p.commit != p.revision for p in pins)
+    changed = sum(p.changes for p in pins)
     verb = "would pin" if args.dry_run else "pinned"
     print(f"{verb} {changed} revision(s) in {args.registry}")
 

@@ -50,6 +50,11 @@ class Pin:
     commit: str | None
     source: str
 
+    @property
+    def changes(self) -> bool:
+        """Whether pinning writes a new revision here."""
+        return self.commit is not None and self.commit != self.revision
+
 
 def cache_commit(repo: str, revision: str, cache_dir: str | os.PathLike) -> str | None:
     """The commit that ``revision`` of model ``repo`` points to in a Hugging Face cache."""
@@ -152,7 +157,7 @@ def pin_registry(
     if not path.is_file():
         raise BrainshapeError(f"registry {path} does not exist; give the path of models.yaml")
     pins = resolve(path, cache_dir=cache_dir, model_root=model_root, hub=hub, hub_lookup=hub_lookup)
-    todo = {p.where: p for p in pins if p.commit and p.commit != p.revision}
+    todo = {p.where: p for p in pins if p.changes}
     if not todo or dry_run:
         return pins
     lines = path.read_text().splitlines(keepends=True)
