@@ -43,7 +43,8 @@ test: $(STAMP) $(GPTQ_STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks workflow/scripts profiles
+	$(VENV)/bin/ruff format --check src tests benchmarks workflow/scripts profiles
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(SNAKEMAKE) --lint --configfile config/demo.yaml
 

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,26 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dry_run(workdir: Path, *args: str) -> list[dict]:
+    """The jobs of ``snakemake -n --forceall`` in ``workdir``: one dict per job with its
+    ``rule`` and each field Snakemake prints (``input``, ``output``, ``wildcards``, ...) as a
+    list of strings (``wildcards`` as a dict)."""
+    out = snakemake(workdir, "-n", "--forceall", *args).stdout
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        job: dict = {"rule": head.group(1)}
+        for line in block.splitlines()[1:]:
+            key, sep, value = line.strip().partition(": ")
+            if sep and key in ("input", "output", "log", "benchmark", "wildcards"):
+                job[key] = value.split(", ")
+        job["wildcards"] = dict(w.split("=", 1) for w in job.get("wildcards", []))
+        jobs.append(job)
+    return jobs
 
 
 def write_config(workdir: Path, cfg: dict) -> None:

@@ -1,12 +1,16 @@
 import copy
+import re
 
 import pytest
 import yaml
-from conftest import REPO, SCHEMAS
+from conftest import REPO, SCHEMAS, snakemake, write_config
 
+from brainshape import params
+from brainshape.checks import check_study
 from brainshape.config import check_schema, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
-from brainshape.workflow import Study
+from brainshape.sizing import JobSizing
+from brainshape.study import Study
 
 CONFIG_SCHEMA = SCHEMAS / "config.schema.yaml"
 MODELS_SCHEMA = SCHEMAS / "models.schema.yaml"
@@ -108,16 +112,36 @@ def test_unknown_model_id_suggests_the_closest():
         study(cfg)
 
 
-def test_study_targets_and_params():
+def test_study_selection_and_params():
     s = study()
-    assert "results/demo/brainscores.parquet" in s.all_targets()
     assert s.model_variants()[:2] == [("tiny-gpt2", "fp32"), ("tiny-gpt2", "untrained")]
-    assert s.fmri_dirs("demo") == [f"results/demo/fmri/sub-0{i}" for i in range(1, 5)]
-    # A demo dataset is one directory: every stage depends on it rather than on its files.
-    assert s.word_files("demo") == ["resources/demo/demo"]
-    p = s.fmri_params("demo", "02")
+    assert s.subjects("demo") == ["01", "02", "03", "04"]
+    p = params.fmri(s, "demo", "02")
     assert p["fmriprep_dir"] == "resources/demo/demo/derivatives/fmriprep"
     assert p["atlas"].endswith("atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz")
+
+
+def test_study_targets_and_inputs_in_the_dry_run(tmp_path):
+    """The rules spell the paths; the dry run shows the targets and that every stage of a demo
+    dataset depends on its one directory rather than on its files."""
+    cfg = demo_config()
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", "--forceall").stdout
+    assert "results/demo/brainscores.parquet" in out
+    jobs = [b for b in re.split(r"\n(?=(?:local)?rule \w+:)", out) if "output:" in b]
+
+    def field(rule, key):
+        return [
+            line.split(f"{key}: ")[1]
+            for b in jobs
+            if b.startswith((f"rule {rule}:", f"localrule {rule}:"))
+            for line in b.splitlines()
+            if line.strip().startswith(f"{key}:")
+        ]
+
+    assert field("words", "input") == ["resources/demo/demo"]
+    assert set(field("fmri", "output")) == {f"results/demo/fmri/sub-0{i}" for i in range(1, 5)}
 
 
 def test_real_dataset_with_missing_files_fails_in_one_message(tmp_path):
@@ -134,14 +158,22 @@ def test_real_dataset_with_missing_files_fails_in_one_message(tmp_path):
     (tmp_path / "stimuli" / "a").mkdir(parents=True)
     (tmp_path / "stimuli" / "a" / "align.json").write_text("{}")
     with pytest.raises(BrainshapeError) as err:
-        s.check_inputs()
+        check_study(s, JobSizing(s))
     msg = str(err.value)
     assert msg.startswith("datasets.real: 13 input file(s) missing: ")
     assert "stimuli/b/align.json" in msg and "and 10 more" in msg
 
 
-def test_demo_dataset_root_is_fixed():
+def test_demo_dataset_root_is_fixed(tmp_path):
     cfg = demo_config()
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
     cfg["datasets"]["demo"]["bids_root"] = "elsewhere"
-    with pytest.raises(BrainshapeError, match=r"bids_root must be 'resources/demo/demo'"):
-        study(cfg).check_inputs()
+    write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert (
+        "brainshape: demo.yaml" not in proc.stderr
+        and "datasets.demo is a demo dataset, so its bids_root must be 'resources/demo/demo' "
+        "(got 'elsewhere')"
+        in proc.stderr
+    )

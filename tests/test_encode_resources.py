@@ -13,11 +13,13 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMAS, snakemake
 
-from brainshape import demo, resources
+from brainshape import demo, resources, sizing
+from brainshape.checks import check_encode_gpu
 from brainshape.config import load_registry_dict, validate
 from brainshape.errors import BrainshapeError
 from brainshape.plan import dry_run_jobs
-from brainshape.workflow import Study
+from brainshape.sizing import JobSizing
+from brainshape.study import Study
 
 
 def demo_config(**encoding) -> dict:
@@ -27,10 +29,11 @@ def demo_config(**encoding) -> dict:
     return cfg
 
 
-def study(cfg: dict) -> Study:
+def study(cfg: dict) -> JobSizing:
+    """The job sizing of a validated config (its study is ``.study``)."""
     cfg = validate(copy.deepcopy(cfg), SCHEMAS / "config.schema.yaml", "demo.yaml")
     registry = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
-    return Study(cfg, registry, source="demo.yaml")
+    return JobSizing(Study(cfg, registry, source="demo.yaml"))
 
 
 def shape(**changes) -> resources.EncodeShape:
@@ -205,10 +208,10 @@ def real_dataset(tmp_path, n_trs: int, tr: float = 1.5) -> dict:
         }
     }
     s = study(cfg)
-    bold = s.run_files("study", "02", "alpha")["bold"]  # only the second subject has it
+    bold = s.study.run_paths("study", "02", "alpha").bold  # only the second subject has it
     bold.parent.mkdir(parents=True)
     # beta's run exists but is an empty placeholder: unreadable, so planned with the default
-    empty = s.run_files("study", "01", "beta")["bold"]
+    empty = s.study.run_paths("study", "01", "beta").bold
     empty.parent.mkdir(parents=True)
     empty.write_bytes(b"")
     img = nib.Nifti1Image(np.zeros((2, 2, 2, n_trs), dtype=np.int16), np.eye(4))
@@ -234,7 +237,7 @@ def test_real_dataset_reads_bold_headers_and_the_atlas(tmp_path, caplog):
     # alpha: 321 volumes from the header, words at 3 per second of its 1.5 s TRs
     assert shapes["alpha"] == (321, int(np.ceil(321 * 1.5 * 3.0)))
     # beta and gamma have no BOLD run yet: the documented default, and one line in the log
-    assert shapes["beta"] == (Study.DEFAULT_STORY_TRS, int(np.ceil(600 * 2.0 * 3.0)))
+    assert shapes["beta"] == (sizing.DEFAULT_STORY_TRS, int(np.ceil(600 * 2.0 * 3.0)))
     warnings = [r.getMessage() for r in caplog.records if "no BOLD run" in r.getMessage()]
     assert warnings == [
         "datasets.study: no BOLD run to read for 2 stories (beta, gamma); encode resources are "
@@ -248,7 +251,7 @@ def test_real_dataset_reads_bold_headers_and_the_atlas(tmp_path, caplog):
     cfg["fmri"]["rois"] = None
     assert study(cfg).targets_per_subject("study") == 61
     (tmp_path / "bids" / "atlas.nii.gz").unlink()
-    assert study(cfg).targets_per_subject("study") == Study.DEFAULT_VOXELS
+    assert study(cfg).targets_per_subject("study") == sizing.DEFAULT_VOXELS
 
 
 # --- encoding.gpus ---------------------------------------------------------------------------
@@ -314,13 +317,13 @@ def test_gpus_switch_the_runtime_to_the_gpu_rate():
         match=r"an encode job of model 'smollm2-135m' on datasets.demo needs about [0-9.]+ GiB "
         r"on its GPU, more than a [0-9.]+ GiB gpu.type holds; lower encoding.target_chunk",
     ):
-        study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")
+        check_encode_gpu(study(cfg), "demo", "smollm2-135m", "g1")
     cfg["encoding"]["target_chunk"] = 50
-    study(cfg).encode_mem_mb("demo", "smollm2-135m", "g1")  # fits in chunks of 50 targets
+    check_encode_gpu(study(cfg), "demo", "smollm2-135m", "g1")  # fits in chunks of 50 targets
     del cfg["gpu"]
     # Without gpu_tflops, a share of gpu.type's rate.
     cfg["encoding"]["gpu_tflops"] = None
-    assert resources.encode_gpu_gflops(study(cfg)._gpu()) == 395e3 * 0.05
+    assert resources.encode_gpu_gflops(study(cfg).gpu()) == 395e3 * 0.05
 
 
 # --- the dry run carries them -------------------------------------------------------------------

@@ -11,10 +11,14 @@ def run(*cmd):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
 
 
+#: Every Python file of the project: the library, its scripts, tests, benchmarks and profiles.
+PYTHON = ("src", "tests", "benchmarks", "workflow/scripts", "profiles")
+
+
 def test_ruff_clean():
-    proc = run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks")
+    proc = run(sys.executable, "-m", "ruff", "check", *PYTHON)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = run(sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks")
+    proc = run(sys.executable, "-m", "ruff", "format", "--check", *PYTHON)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -102,7 +102,7 @@ def test_prepare_is_deterministic(tiny, tmp_path):
     spec, first = tiny
     second = models.prepare(spec, tmp_path / "again", corpus=CORPUS)
     names = sorted(p.name for p in first.iterdir())
-    assert {"config.json", "model.safetensors", "tokenizer.json", "brainshape_model.json"} <= set(
+    assert {"config.json", "model.safetensors", "tokenizer.json", models.PREPARED_INFO} <= set(
         names
     )
     assert names == sorted(p.name for p in second.iterdir())
@@ -110,7 +110,7 @@ def test_prepare_is_deterministic(tiny, tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     # Only the finished folder is left: no temporary folder beside it.
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
-    info = json.loads((first / "brainshape_model.json").read_text())
+    info = json.loads((first / models.PREPARED_INFO).read_text())
     model, _ = models.load(spec, "fp32", first)
     assert info["params"] == sum(p.numel() for p in model.parameters())
     assert (info["n_layers"], info["hidden_size"]) == (2, 32)
@@ -316,7 +316,7 @@ def smollm2(tmp_path_factory):
 
 def test_smollm2_from_gguf(smollm2):
     spec, out = smollm2
-    info = json.loads((out / "brainshape_model.json").read_text())
+    info = json.loads((out / models.PREPARED_INFO).read_text())
     assert info["params"] == spec.params == 134515008
     model, tokenizer = models.load(spec, "fp32", out)
     assert model.config.max_position_embeddings == spec.context

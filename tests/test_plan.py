@@ -184,7 +184,8 @@ def _study_of(work: Path):
     import yaml
 
     from brainshape.config import load_registry_dict, validate
-    from brainshape.workflow import Study
+    from brainshape.sizing import JobSizing
+    from brainshape.study import Study
 
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["registry"] = str(work / cfg["registry"])
@@ -192,7 +193,7 @@ def _study_of(work: Path):
     registry = load_registry_dict(
         cfg["registry"], REPO / "workflow" / "schemas" / "models.schema.yaml"
     )
-    return Study(cfg, registry, source="config.yaml")
+    return JobSizing(Study(cfg, registry, source="config.yaml"))
 
 
 @pytest.mark.parametrize("shape", ["demo", "between"])
@@ -211,7 +212,7 @@ def test_plan_shows_the_computed_encode_runtime_and_gpu_hours(tmp_path, shape):
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     study = _study_of(work)
     model = "tiny-gpt2" if shape == "demo" else "smollm2-135m"
-    groups = list(study.subject_groups("demo"))
+    groups = list(study.study.subject_groups("demo"))
     minutes = [study.encode_runtime_min("demo", model, g) for g in groups]
     rows = tsv_rows(plan_cli(work, "--tsv").stdout)
     jobs, gpus, hours, gpu_hours, core_hours, _ = rows[("encode", model, "fp32")]

@@ -193,7 +193,7 @@ def test_gptq_quantised_here(tmp_path):
     assert (target / "quantize_config.json").is_file()
     assert (target / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically
-    assert (target / "brainshape_model.json").is_file()
+    assert (target / models.PREPARED_INFO).is_file()
     assert "TorchAtenLinear" in result.stdout or "QuantLinear" in result.stdout, result.stdout
     states = np.load(states_path)
     _, reference = _extract(spec, "fp32", out)

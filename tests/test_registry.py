@@ -15,7 +15,8 @@ import yaml
 from brainshape import features, models, resources
 from brainshape.config import load_registry_dict, validate
 from brainshape.errors import BrainshapeError
-from brainshape.workflow import Study
+from brainshape.sizing import JobSizing
+from brainshape.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "config" / "models.yaml"
@@ -35,7 +36,7 @@ def test_study_registry_spans_the_zoo(registry):
     params = [s.params for s in specs.values()]
     assert min(params) <= 20_000_000 and max(params) >= 60_000_000_000
     kinds = {v["kind"] for s in specs.values() for v in s.variants.values()}
-    assert kinds == set(models.SUPPORTED_VARIANT_KINDS)
+    assert kinds == set(models.VARIANT_KINDS)
     for spec in specs.values():
         assert spec.hf_id and spec.revision and spec.source == {"kind": "hub"}, spec.name
         assert not spec.trust_remote_code, spec.name
@@ -93,7 +94,7 @@ def test_runtime_is_forward_flops_over_the_sustained_rate():
 def study(registry):
     config = {"registry": str(REGISTRY), "datasets": _demo_datasets(), "demo": _planted()}
     validate(config, SCHEMAS / "config.schema.yaml", source="test")
-    return Study(config, registry, source="test")
+    return JobSizing(Study(config, registry, source="test"))
 
 
 def _demo_datasets():
@@ -121,7 +122,7 @@ def test_gpus_follow_weight_bytes(study):
     assert study.features_gpus("llama-2-7b", "bf16") == 1
     assert study.features_gpus("pythia-14m", "fp32") == 1
     a100 = {**study.config, "gpu": {**study.config["gpu"], "type": "A100-40GB"}}
-    small = Study(a100, {"models": study.registry}, "test")
+    small = JobSizing(Study(a100, {"models": study.study.registry}, "test"))
     assert small.features_gpus("llama-2-70b", "bf16") == 5  # 36 GiB usable, less headroom
     assert small.features_gpus("llama-2-13b", "bf16") == 1
     assert small.features_gpus("qwen2.5-32b", "bf16") == 2
@@ -212,14 +213,32 @@ def test_dry_run_of_the_full_registry_plans_every_extraction(tmp_path, study, re
     )
 
 
-def test_a_local_copy_of_a_hub_model_is_preferred(study, tmp_path):
-    config = {**study.config, "model_root": str(tmp_path)}
-    local = Study(config, {"models": study.registry}, "test")
-    assert local.features_params("demo", "gpt2", "fp32")["model_dir"] == ""
-    (tmp_path / "gpt2").mkdir()
-    (tmp_path / "gpt2" / "config.json").write_text("{}")
-    assert local.features_params("demo", "gpt2", "fp32")["model_dir"] == str(tmp_path / "gpt2")
+def test_a_local_copy_of_a_hub_model_is_preferred(tmp_path):
+    from conftest import dry_run, write_config
+
+    root = tmp_path / "models"
+    config = {
+        "registry": str(REGISTRY),
+        "models": ["gpt2"],
+        "variants": ["fp32", "gptq"],
+        "model_root": str(root),
+        "datasets": _demo_datasets(),
+        "demo": {"planted": []},
+    }
+    work = tmp_path / "work"
+    write_config(work, config)
+
+    def model_inputs(variant):
+        (job,) = [
+            j
+            for j in dry_run(work)
+            if j["rule"] == "features" and j["wildcards"]["variant"] == variant
+        ]
+        return [i for i in job["input"] if not i.endswith("words.parquet")]
+
+    assert model_inputs("fp32") == []  # from the Hugging Face cache
+    (root / "gpt2").mkdir(parents=True)
+    (root / "gpt2" / "config.json").write_text("{}")
+    assert model_inputs("fp32") == [str(root / "gpt2")]
     # GPTQ variants quantised here read their own folder.
-    assert local.features_params("demo", "gpt2", "gptq")["model_dir"] == str(
-        tmp_path / "gptq" / "gpt2" / "gptq"
-    )
+    assert str(root / "gptq" / "gpt2" / "gptq") in model_inputs("gptq")

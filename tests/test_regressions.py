@@ -265,39 +265,58 @@ def test_contrasts_recover_planted_differences():
 
 
 def _study(tmp_path, models="all", **regressions):
-    import yaml
-    from conftest import REPO, SCHEMAS
+    from conftest import SCHEMAS
 
     from brainshape.config import load_registry_dict, validate
-    from brainshape.workflow import Study
+    from brainshape.study import Study
 
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
-    cfg["regressions"] = regressions
-    cfg["models"] = models
+    cfg = _config(models, **regressions)
     cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "demo.yaml")
     reg = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
     return Study(cfg, reg, source="demo.yaml")
 
 
+def _config(models="all", **regressions):
+    import yaml
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["regressions"] = regressions
+    cfg["models"] = models
+    return cfg
+
+
 def test_study_wires_published_scores(tmp_path):
+    from conftest import dry_run, write_config
+
+    from brainshape import params
+    from brainshape.checks import check_published_scores
+
+    def planned(models="all", **regressions):
+        write_config(tmp_path / "work", _config(models, **regressions))
+        return dry_run(tmp_path / "work")
+
+    def inputs(jobs, rule):
+        return [i for j in jobs if j["rule"] == rule for i in j["input"]]
+
     study = _study(tmp_path)
-    assert study.regression_scores("demo") == "results/demo/brainscores.parquet"
-    params = study.regressions_params("demo")
-    assert params["families"]["smollm2-135m"] == "smollm2" and params["published"] is False
-    assert params["default_variants"]["tiny-gpt2"] == "fp32"
-    assert "results/demo/regressions.parquet" in study.all_targets()
+    jobs = planned()
+    assert "results/demo/brainscores.parquet" in inputs(jobs, "regressions")
+    p = params.regressions(study, "demo")
+    assert p["families"]["smollm2-135m"] == "smollm2" and p["published"] is False
+    assert p["default_variants"]["tiny-gpt2"] == "fp32"
+    assert "results/demo/regressions.parquet" in inputs(jobs, "all")
     missing = tmp_path / "scores.csv"
     study = _study(tmp_path, published_scores=str(missing))
     with pytest.raises(BrainshapeError, match=f"regressions.published_scores {missing} does not"):
-        study.check_inputs()
+        check_published_scores(study)
     missing.write_text("model,roi,hemisphere,score\n")
-    assert study.regression_scores("demo") == str(missing)
-    assert study.regressions_params("demo")["published"] is True
+    assert str(missing) in inputs(planned(published_scores=str(missing)), "regressions")
+    assert params.regressions(study, "demo")["published"] is True
     # With one family selected nothing can be cross-validated by family: not planned, with or
     # without published scores; the shape table still is.
     for published in (None, str(missing)):
-        one = _study(tmp_path, models=["smollm2-135m"], published_scores=published)
-        targets = one.all_targets()
+        targets = inputs(planned(["smollm2-135m"], published_scores=published), "all")
         assert "results/demo/topology.parquet" in targets
         assert not [t for t in targets if "regressions" in t]

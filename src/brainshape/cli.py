@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from brainshape import __version__
 from brainshape import demo as demo_module
+from brainshape.config import schema_default
 from brainshape.errors import BrainshapeError
 
 
@@ -64,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"brainshape {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_data(sub)
+    _add_plan(sub)
+    _add_pin_revisions(sub)
+    return parser
 
+
+def _add_demo_data(sub) -> None:
     demo = sub.add_parser(
         "demo-data",
         help="generate the demo BIDS dataset with planted signal",
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--model-root",
-        default="resources/models",
+        default=schema_default("model_root"),
         help="where models are prepared or found (default: %(default)s)",
     )
     demo.add_argument("--subjects", type=int, default=4, help="number of subjects (default: 4)")
@@ -93,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo_data)
 
+
+def _add_plan(sub) -> None:
     plan = sub.add_parser(
         "plan",
         help="GPU-hours, CPU core-hours and Wisteria tokens of the jobs a run would start",
@@ -116,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(func=_plan, snakemake_args=[])
 
+
+def _add_pin_revisions(sub) -> None:
     pin = sub.add_parser(
         "pin-revisions",
         help="replace the registry's branch revisions by the commits that were downloaded",
@@ -134,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin.add_argument("--cache-dir", default=None, help="HF hub cache (default: HF_HUB_CACHE)")
     pin.add_argument(
         "--model-root",
-        default="resources/models",
+        default=schema_default("model_root"),
         help="folder of hf download --local-dir copies, one per model (default: %(default)s)",
     )
     pin.add_argument(
@@ -144,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pin.add_argument("--dry-run", action="store_true", help="print the table, change nothing")
     pin.set_defaults(func=_pin_revisions)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

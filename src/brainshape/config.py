@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from brainshape.errors import BrainshapeError
+
+#: The schemas of the study config and the model registry, in the workflow beside the library.
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+CONFIG_SCHEMA = SCHEMAS / "config.schema.yaml"
+REGISTRY_SCHEMA = SCHEMAS / "models.schema.yaml"
+
+
+def schema_default(key: str, schema_path: str | Path = CONFIG_SCHEMA) -> Any:
+    """The default the config schema gives top-level ``key`` (e.g. ``model_root``), so that
+    command-line defaults never restate it."""
+    return load_yaml(schema_path, "schema")["properties"][key]["default"]
 
 
 def _with_defaults(validator_class):
@@ -100,13 +112,39 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: key '{key}': {error.message}"
 
 
+def registry_names(reference: str) -> list[str]:
+    """The names of a registry table named ``module:TABLE`` (e.g.
+    ``brainshape.models:VARIANT_KINDS``): its keys, in order."""
+    module, _, table = reference.partition(":")
+    try:
+        return list(getattr(importlib.import_module(module), table))
+    except (ImportError, AttributeError) as error:
+        raise BrainshapeError(
+            f"schema refers to registry table '{reference}', which does not exist ({error})"
+        ) from None
+
+
+def with_registries(schema: Any) -> Any:
+    """A copy of ``schema`` where every ``x-registry: module:TABLE`` also gets ``enum``: the
+    table's names. A registry table (variant kinds, metrics, geometry measures) is thus the one
+    place that lists the values a key may take; the schema only points at it."""
+    if isinstance(schema, dict):
+        out = {k: with_registries(v) for k, v in schema.items()}
+        if "x-registry" in out:
+            out["enum"] = registry_names(out["x-registry"])
+        return out
+    if isinstance(schema, list):
+        return [with_registries(v) for v in schema]
+    return schema
+
+
 def validate(data: Any, schema_path: str | Path, source: str) -> Any:
     """Validate ``data`` against a YAML JSON-schema, filling defaults in place.
 
     Returns ``data``. Raises BrainshapeError with one line naming ``source`` (the file the data
     came from) and the offending key.
     """
-    schema = load_yaml(schema_path, "schema")
+    schema = with_registries(load_yaml(schema_path, "schema"))
     if data is None:
         data = {}
     errors = list(_FillingValidator(schema).iter_errors(data))

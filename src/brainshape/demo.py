@@ -195,6 +195,13 @@ def _story_file(story: str) -> Path:
     return path
 
 
+def story_shape(story: str, seed: int, tr: float) -> tuple[int, int]:
+    """(volumes of its run, words) of a packaged story as :func:`generate` times it."""
+    words = stim.story_words(_story_file(story))
+    _, duration = word_timings(words, _rng(seed, 1, story))
+    return n_volumes(duration, tr), len(words)
+
+
 def n_volumes(duration: float, tr: float) -> int:
     """Volumes that cover ``duration`` seconds of audio: ``ceil(duration / tr)``."""
     # Rounding first keeps 300.0 / 2.0 from becoming 151 through a representation error.

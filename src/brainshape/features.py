@@ -174,15 +174,34 @@ def make_frame(
     if arch == "decoder":
         suffix = ()  # what follows a token never changes a causal model's state for it
     limits = [n for n in (max_context, max_positions(model)) if n]
-    cap = min(limits) if limits else context_tokens
-    length = min(context_tokens, cap)
+    width, stride = window_geometry(
+        context_tokens,
+        stride,
+        cap=min(limits) if limits else None,
+        special=len(prefix) + len(suffix),
+        arch=arch,
+    )
+    return Frame(prefix=prefix, suffix=suffix, width=width, stride=stride)
+
+
+def window_geometry(
+    context_tokens: int, stride: int | None, *, cap: int | None, special: int, arch: str
+) -> tuple[int, int]:
+    """(story tokens per window, stride) for ``context_tokens`` capped at ``cap`` (the model's
+    context; None: no cap), less ``special`` tokens around each window.
+
+    The stride defaults to half the window; a configured stride longer than a capped window
+    (one meant for a longer context) becomes half of it. Encoders get one window per word, so
+    their stride is the window. The planner (:mod:`brainshape.sizing`) uses the same rule.
+    """
+    length = min(context_tokens, cap) if cap else context_tokens
     if length < context_tokens:
         log.info("context_tokens %d exceeds the model's context; using %d", context_tokens, length)
-    width = length - len(prefix) - len(suffix)
+    width = length - special
     if width < 1:
         raise BrainshapeError(
             f"context_tokens {context_tokens} leaves no room for story tokens "
-            f"beside {len(prefix) + len(suffix)} special tokens; raise it"
+            f"beside {special} special tokens; raise it"
         )
     if stride is None:
         stride = max(1, length // 2)
@@ -200,9 +219,9 @@ def make_frame(
     if not 1 <= stride <= width:
         raise BrainshapeError(
             f"stride {stride} must be between 1 and the window's {width} story tokens "
-            f"(context_tokens {length} less {len(prefix) + len(suffix)} special tokens)"
+            f"(context_tokens {length} less {special} special tokens)"
         )
-    return Frame(prefix=prefix, suffix=suffix, width=width, stride=stride)
+    return width, stride
 
 
 def window_starts(targets: np.ndarray, width: int, stride: int) -> np.ndarray:
@@ -483,18 +502,15 @@ def extract_stories(
             f"supports: {', '.join(ARCHS)}"
         )
     paths = {s: Path(out_paths[s]) for s in stories}
-    todo = []
-    for story, words in stories.items():
-        if _finished(paths[story], len(words)):
-            log.info(
-                "%s/%s: story %s already extracted (%s), skipped",
-                spec.name,
-                variant,
-                story,
-                paths[story],
-            )
-        else:
-            todo.append(story)
+    todo = [s for s in stories if not _finished(paths[s], len(stories[s]))]
+    for story in (s for s in stories if s not in todo):
+        log.info(
+            "%s/%s: story %s already extracted (%s), skipped",
+            spec.name,
+            variant,
+            story,
+            paths[story],
+        )
     if not todo:
         return paths
     start = time.perf_counter()
@@ -506,41 +522,45 @@ def extract_stories(
         time.perf_counter() - start,
         next(model.parameters()).device,
     )
+    options = dict(
+        context_tokens=context_tokens,
+        stride=stride,
+        batch_size=batch_size,
+        word_token=word_token,
+        progress=progress,
+    )
     for story in todo:
-        words = list(stories[story])
-        start = time.perf_counter()
-        try:
-            array, n_tokens, n_forward = _extract(
-                model,
-                tokenizer,
-                words,
-                context_tokens=context_tokens,
-                stride=stride,
-                batch_size=batch_size,
-                word_token=word_token,
-                arch=spec.arch,
-                max_context=spec.context,
-                progress=progress,
-            )
-        except BrainshapeError as error:
-            raise BrainshapeError(f"{spec.name}/{variant}, story {story}: {error}") from None
-        seconds = max(time.perf_counter() - start, 1e-9)
-        io.save_npy(paths[story], array)
-        log.info(
-            "%s/%s: story %s: %d words, %d tokens (%d forwarded) in %.2f s: %.0f tokens/s, "
-            "%.0f words/s -> %s",
-            spec.name,
-            variant,
-            story,
-            len(words),
-            n_tokens,
-            n_forward,
-            seconds,
-            n_tokens / seconds,
-            len(words) / seconds,
-            paths[story],
+        _extract_story(
+            model, tokenizer, spec, variant, story, list(stories[story]), paths[story], options
         )
     return paths
+
+
+def _extract_story(model, tokenizer, spec, variant, story, words, path, options) -> None:
+    """Extract one story and write its array atomically to ``path``, with its rate logged."""
+    start = time.perf_counter()
+    try:
+        array, n_tokens, n_forward = _extract(
+            model, tokenizer, words, arch=spec.arch, max_context=spec.context, **options
+        )
+    except BrainshapeError as error:
+        raise BrainshapeError(f"{spec.name}/{variant}, story {story}: {error}") from None
+    seconds = max(time.perf_counter() - start, 1e-9)
+    io.save_npy(path, array)
+    log.info(
+        "%s/%s: story %s: %d words, %d tokens (%d forwarded) in %.2f s: %.0f tokens/s, "
+        "%.0f words/s -> %s",
+        spec.name,
+        variant,
+        story,
+        len(words),
+        n_tokens,
+        n_forward,
+        seconds,
+        n_tokens / seconds,
+        len(words) / seconds,
+        path,
+    )
 
 
 __all__ = [

@@ -22,29 +22,25 @@ its tokenizer.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.resources
 import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from brainshape.errors import BrainshapeError
+from brainshape.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
-#: Variant kinds :func:`load` implements.
-SUPPORTED_VARIANT_KINDS = ("full", "untrained", "bnb8", "bnb4", "gptq", "gguf")
-
-#: Variant kinds whose weights are stored or computed at fewer than 16 bits.
-QUANTIZED_KINDS = ("bnb8", "bnb4", "gptq", "gguf")
+#: Model sources the workflow materialises itself (rule prepare_model); ``hub`` models are read
+#: from a local folder or the Hugging Face cache.
+PREPARED_SOURCES = ("tiny", "gguf_package")
 
 #: Special tokens of the tokenizers trained for ``tiny`` models.
 TINY_SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
@@ -172,36 +168,6 @@ def get_model(registry: Mapping[str, ModelSpec], name: str) -> ModelSpec:
 
 
 # --- preparing offline sources ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; it replaces ``out_dir`` if the block succeeds.
-
-    A killed job thus never leaves a half-written model folder under the final name.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield tmp
-        # mkdtemp (and some writers) make private files; give the usual permissions instead,
-        # so a model prepared once can be shared by a group.
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-        if out_dir.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
-            )
-            os.replace(out_dir, old / "previous")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def default_corpus() -> list[str]:
@@ -352,7 +318,7 @@ def prepare(spec: ModelSpec, out_dir: str | os.PathLike, corpus: list[str] | Non
             f"model '{spec.name}' has source kind '{kind}', which needs no preparation: hub "
             "models are read from the Hugging Face cache (or a folder given to the loader)"
         )
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model = _prepare_tiny(spec, tmp, corpus) if kind == "tiny" else _prepare_gguf(spec, tmp)
         params = sum(p.numel() for p in model.parameters())
         if spec.params is not None and spec.params != params:
@@ -554,23 +520,6 @@ def _gptq_folder(
     return str(model_dir)
 
 
-def _load_gptq(spec: ModelSpec, variant: str, where: str, dtype, device: str, device_map):
-    """The base transformer of a GPTQ checkpoint, through GPT-QModel's own loader.
-
-    transformers' GPTQ path (``GPTQConfig``, through optimum) fails to initialise some
-    architectures (GPT-2's ``Conv1D`` layers) once they are quantised; GPT-QModel's loader
-    handles them all.
-    """
-    try:
-        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 2)))
-        from gptqmodel import GPTQModel
-    except ImportError as error:
-        raise _gptq_missing_library(spec, variant, error) from None
-    place = {"device_map": device_map} if device_map == "auto" else {"device": device}
-    wrapped = GPTQModel.load(where, dtype=dtype, trust_remote_code=spec.trust_remote_code, **place)
-    return wrapped.model.base_model
-
-
 def _missing_checkpoint(spec: ModelSpec, variant: str, settings: Mapping[str, Any]):
     repo = settings["checkpoint"]
     rev = f" --revision {settings['revision']}" if settings.get("revision") else ""
@@ -589,6 +538,222 @@ def _gptq_missing_library(spec: ModelSpec, variant: str, error: Exception) -> Br
     )
 
 
+# --- variant kinds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loading:
+    """What a variant kind's loader gets: the entry, the variant, where its weights are, and
+    where they go (``device``, or accelerate's ``device_map="auto"`` over several GPUs)."""
+
+    spec: ModelSpec
+    variant: str
+    settings: Mapping[str, Any]
+    model_dir: str | os.PathLike | None
+    dtype: Any
+    device: str
+    device_map: Any
+
+
+#: A loader returns ``(model, tokenizer, placed)``: ``placed`` says whether the weights already
+#: sit on their device(s), so :func:`load` must not move them.
+Loader = Callable[[Loading], tuple[Any, Any, bool]]
+
+
+def _never(settings: Mapping[str, Any]) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class VariantKind:
+    """Everything the workflow knows about one kind of variant, in one place.
+
+    ``load`` builds the model (see :data:`Loader`); ``bits`` is the bits per stored weight when
+    the entry gives no ``weight_bits`` (None: the width of the variant's dtype); ``slowdown``
+    how much longer than bf16 its forward pass takes (for planning); ``quantized`` whether its
+    weights are stored or computed at fewer than 16 bits (such variants are compared with the
+    full-precision twin); ``trained`` whether it holds trained weights; ``environment`` the
+    conda environment file (``workflow/envs``) of its extraction jobs; ``reads_full_width``
+    whether loading reads the full-width checkpoint first (host memory); ``quantized_here``
+    whether, given the variant's settings, the workflow quantises it (rule quantize_model).
+    """
+
+    name: str
+    load: Loader
+    bits: float | None = None
+    slowdown: float = 1.0
+    quantized: bool = False
+    trained: bool = True
+    environment: str = "brainshape.yaml"
+    reads_full_width: bool = False
+    quantized_here: Callable[[Mapping[str, Any]], bool] = _never
+
+
+def _load_pretrained(ld: Loading) -> tuple[Any, Any, bool]:
+    """``full`` (and, with a quantisation config, ``bnb8``/``bnb4``): the trained weights."""
+    from transformers import AutoModel
+
+    where, kwargs = _where(ld.spec, ld.model_dir)
+    tokenizer = load_tokenizer(ld.spec, ld.model_dir)
+    extra: dict[str, Any] = {}
+    placed = False
+    if ld.settings["kind"] in ("bnb8", "bnb4"):
+        extra["quantization_config"] = _quantization_config(
+            ld.spec, ld.variant, ld.settings, ld.dtype
+        )
+        extra["device_map"] = ld.device_map
+        placed = True
+    elif ld.device_map == "auto":
+        extra["device_map"] = "auto"
+        placed = True
+    try:
+        model = _with_sdpa(
+            AutoModel.from_pretrained,
+            pretrained_model_name_or_path=where,
+            dtype=ld.dtype,
+            use_safetensors=True,
+            **extra,
+            **kwargs,
+        )
+    except OSError as error:
+        raise _cannot_load(ld, error) from None
+    return model, tokenizer, placed
+
+
+def _load_untrained(ld: Loading) -> tuple[Any, Any, bool]:
+    """The same config with random weights from ``torch.manual_seed(seed)``."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    where, kwargs = _where(ld.spec, ld.model_dir)
+    tokenizer = load_tokenizer(ld.spec, ld.model_dir)
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except OSError as error:
+        raise _cannot_load(ld, error) from None
+    # Initialise in float32 whatever the variant dtype, so the untrained weights are the same
+    # numbers at every precision; fork_rng keeps the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(ld.settings["seed"]))
+        model = _with_sdpa(
+            AutoModel.from_config,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=ld.spec.trust_remote_code,
+        )
+    model = model.to(ld.dtype)
+    if ld.device_map != "auto":
+        return model, tokenizer, False
+    import accelerate
+
+    no_split = getattr(model, "_no_split_modules", None)
+    layout = accelerate.infer_auto_device_map(model, no_split_module_classes=no_split)
+    return accelerate.dispatch_model(model, layout), tokenizer, True
+
+
+def _load_gguf(ld: Loading) -> tuple[Any, Any, bool]:
+    """A GGUF file dequantised to ``dtype``; its tokenizer is read from the same file."""
+    from transformers import AutoModel, AutoTokenizer
+
+    where, kwargs = _gguf_where(ld.spec, ld.variant, ld.settings)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = _with_sdpa(
+            AutoModel.from_pretrained, pretrained_model_name_or_path=where, dtype=ld.dtype, **kwargs
+        )
+    except OSError as error:
+        checkpoint = ld.settings.get("checkpoint")
+        if checkpoint and not Path(checkpoint).is_dir():
+            raise _missing_checkpoint(ld.spec, ld.variant, ld.settings) from None
+        raise _cannot_load(ld, error) from None
+    return model, tokenizer, False
+
+
+def _load_gptq(ld: Loading) -> tuple[Any, Any, bool]:
+    """The base transformer of a GPTQ checkpoint, through GPT-QModel's own loader.
+
+    transformers' GPTQ path (``GPTQConfig``, through optimum) fails to initialise some
+    architectures (GPT-2's ``Conv1D`` layers) once they are quantised; GPT-QModel's loader
+    handles them all.
+    """
+    from transformers import AutoTokenizer
+
+    where = _gptq_folder(ld.spec, ld.variant, ld.settings, ld.model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except OSError as error:
+        raise _cannot_load(ld, error) from None
+    try:
+        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 2)))
+        from gptqmodel import GPTQModel
+    except ImportError as error:
+        raise _gptq_missing_library(ld.spec, ld.variant, error) from None
+    place = {"device_map": ld.device_map} if ld.device_map == "auto" else {"device": ld.device}
+    wrapped = GPTQModel.load(
+        where, dtype=ld.dtype, trust_remote_code=ld.spec.trust_remote_code, **place
+    )
+    return wrapped.model.base_model, tokenizer, True
+
+
+def _cannot_load(ld: Loading, error: OSError) -> BrainshapeError:
+    if ld.model_dir is None and ld.spec.source["kind"] == "hub":
+        return _missing_model(ld.spec)
+    return BrainshapeError(
+        f"model '{ld.spec.name}' variant '{ld.variant}': cannot load the weights: {error}"
+    )
+
+
+def _gptq_without_checkpoint(settings: Mapping[str, Any]) -> bool:
+    return not settings.get("checkpoint")
+
+
+#: The variant kinds, by name. Adding a kind is one entry here plus its loader; the registry
+#: schema (``variants.<name>.kind``) takes its names from this table.
+VARIANT_KINDS: dict[str, VariantKind] = {
+    k.name: k
+    for k in (
+        VariantKind("full", _load_pretrained),
+        VariantKind("untrained", _load_untrained, trained=False),
+        # bitsandbytes 8-bit reached 0.51x of bf16 throughput on an H100 for a 7B-shaped model,
+        # 4-bit nf4 0.96x (docs/benchmarks.md). 4-bit kinds carry scales and zeros: about half a
+        # bit per weight at group size 128.
+        VariantKind(
+            "bnb8", _load_pretrained, bits=8.0, slowdown=2.0, quantized=True, reads_full_width=True
+        ),
+        VariantKind(
+            "bnb4", _load_pretrained, bits=4.5, slowdown=1.1, quantized=True, reads_full_width=True
+        ),
+        # The GPTQ slowdown is an assumption until benchmarks/gpu.sh measures it on a GPU.
+        VariantKind(
+            "gptq",
+            _load_gptq,
+            bits=4.5,
+            slowdown=1.5,
+            quantized=True,
+            environment="gptq.yaml",
+            quantized_here=_gptq_without_checkpoint,
+        ),
+        # GGUF files are dequantised to the variant's dtype when loaded: they count at that width.
+        VariantKind("gguf", _load_gguf, quantized=True),
+    )
+}
+
+
+def variant_kind(name: str) -> VariantKind:
+    """The :class:`VariantKind` called ``name``; an unknown name lists the known ones."""
+    if name not in VARIANT_KINDS:
+        raise BrainshapeError(
+            f"variant kind '{name}' is not one of {', '.join(VARIANT_KINDS)}"
+            f"{_suggestion(name, list(VARIANT_KINDS))}; fix the variant's kind in the registry"
+        )
+    return VARIANT_KINDS[name]
+
+
+def quantized_kinds() -> tuple[str, ...]:
+    """Names of the kinds whose weights are stored or computed at fewer than 16 bits."""
+    return tuple(name for name, kind in VARIANT_KINDS.items() if kind.quantized)
+
+
 def load(
     spec: ModelSpec,
     variant: str,
@@ -600,7 +765,8 @@ def load(
     The model is the base transformer (``AutoModel``, no language-model head; hidden states are
     all the features need), in eval mode, SDPA attention where the architecture has it, on
     ``device`` (default: ``cuda`` when available, else ``cpu``; with several GPUs visible the
-    layers are sharded over them by accelerate).
+    layers are sharded over them by accelerate). The variant's kind (:data:`VARIANT_KINDS`)
+    decides how:
 
     - ``full``: the weights in ``model_dir`` (prepared models, or a local copy of a hub
       model), or for hub models with ``model_dir=None`` the Hugging Face cache (never the
@@ -616,14 +782,12 @@ def load(
       to ``dtype``; its tokenizer is read from the same file.
     """
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     settings = spec.variant(variant)
-    kind = settings["kind"]
-    if kind not in SUPPORTED_VARIANT_KINDS:
+    if settings["kind"] not in VARIANT_KINDS:
         raise BrainshapeError(
-            f"model '{spec.name}' variant '{variant}' has kind '{kind}', which is not supported "
-            f"yet (supported: {', '.join(SUPPORTED_VARIANT_KINDS)}); remove it from the "
+            f"model '{spec.name}' variant '{variant}' has kind '{settings['kind']}', which is "
+            f"not supported yet (supported: {', '.join(VARIANT_KINDS)}); remove it from the "
             "registry or from the config's variants"
         )
     if spec.trust_remote_code:
@@ -632,77 +796,11 @@ def load(
             "in the registry)",
             spec.name,
         )
-    dtype = getattr(torch, settings["dtype"])
     device, device_map = _device_map(device)
-    placed = False  # whether from_pretrained already put the weights on their device(s)
-    try:
-        if kind == "gguf":
-            where, kwargs = _gguf_where(spec, variant, settings)
-            tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-            model = _with_sdpa(
-                AutoModel.from_pretrained,
-                pretrained_model_name_or_path=where,
-                dtype=dtype,
-                **kwargs,
-            )
-        elif kind == "gptq":
-            where = _gptq_folder(spec, variant, settings, model_dir)
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            model = _load_gptq(spec, variant, where, dtype, device, device_map)
-            placed = True
-        else:
-            where, kwargs = _where(spec, model_dir)
-            tokenizer = load_tokenizer(spec, model_dir)
-            if kind in ("full", "bnb8", "bnb4"):
-                extra: dict[str, Any] = {}
-                if kind != "full":
-                    extra["quantization_config"] = _quantization_config(
-                        spec, variant, settings, dtype
-                    )
-                    extra["device_map"] = device_map
-                    placed = True
-                elif device_map == "auto":
-                    extra["device_map"] = "auto"
-                    placed = True
-                model = _with_sdpa(
-                    AutoModel.from_pretrained,
-                    pretrained_model_name_or_path=where,
-                    dtype=dtype,
-                    use_safetensors=True,
-                    **extra,
-                    **kwargs,
-                )
-            else:
-                config = AutoConfig.from_pretrained(where, **kwargs)
-                # Initialise in float32 whatever the variant dtype, so the untrained weights are
-                # the same numbers at every precision; fork_rng keeps the caller's RNG state.
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(settings["seed"]))
-                    model = _with_sdpa(
-                        AutoModel.from_config,
-                        config=config,
-                        dtype=torch.float32,
-                        trust_remote_code=spec.trust_remote_code,
-                    )
-                model = model.to(dtype)
-                if device_map == "auto":
-                    import accelerate
-
-                    no_split = getattr(model, "_no_split_modules", None)
-                    layout = accelerate.infer_auto_device_map(
-                        model, no_split_module_classes=no_split
-                    )
-                    model = accelerate.dispatch_model(model, layout)
-                    placed = True
-    except OSError as error:
-        if kind == "gguf" and settings.get("checkpoint"):
-            if not Path(settings["checkpoint"]).is_dir():
-                raise _missing_checkpoint(spec, variant, settings) from None
-        if model_dir is None and kind != "gguf":
-            raise _missing_model(spec) from None
-        raise BrainshapeError(
-            f"model '{spec.name}' variant '{variant}': cannot load the weights: {error}"
-        ) from None
+    loading = Loading(
+        spec, variant, settings, model_dir, getattr(torch, settings["dtype"]), device, device_map
+    )
+    model, tokenizer, placed = VARIANT_KINDS[settings["kind"]].load(loading)
     if not placed:
         model = model.to(device)
     if spec.arch == "encoder-decoder" and hasattr(model, "get_encoder"):
@@ -714,7 +812,7 @@ def load(
         "model '%s' variant '%s' (%s, %s) loaded: %d parameters",
         spec.name,
         variant,
-        kind,
+        settings["kind"],
         settings["dtype"],
         sum(p.numel() for p in model.parameters()),
     )
@@ -723,8 +821,8 @@ def load(
 
 __all__ = [
     "ModelSpec",
-    "QUANTIZED_KINDS",
-    "SUPPORTED_VARIANT_KINDS",
+    "VARIANT_KINDS",
+    "VariantKind",
     "default_corpus",
     "get_model",
     "gguf_path",
@@ -732,6 +830,8 @@ __all__ = [
     "load_registry",
     "load_tokenizer",
     "prepare",
+    "quantized_kinds",
     "registry_from_dict",
     "train_tokenizer",
+    "variant_kind",
 ]

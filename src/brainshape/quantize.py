@@ -81,7 +81,8 @@ def gptq_quantize(
     ``texts`` are the calibration passages (default :func:`calibration_texts`). Runs on a GPU
     when one is visible, else on the CPU (slow, but fine for small models).
     """
-    from brainshape.models import PREPARED_INFO, _atomic_dir
+    from brainshape.io import atomic_dir
+    from brainshape.models import PREPARED_INFO
 
     try:
         from gptqmodel import GPTQModel, QuantizeConfig
@@ -102,7 +103,7 @@ def gptq_quantize(
     log.info("quantising %s to %d bits on %d passages", model_dir, bits, len(passages))
     model.quantize(passages, batch_size=1)
     out = Path(out_dir)
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         model.save(str(tmp))
         if not (tmp / "tokenizer_config.json").exists():
             model.tokenizer.save_pretrained(tmp)

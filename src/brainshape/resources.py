@@ -51,16 +51,6 @@ GPU_TYPES: dict[str, GpuType] = {
     "H200-141GB": GpuType(141, 395),
 }
 
-#: Bits per stored weight of each variant kind when the entry does not say (``weight_bits``):
-#: 4-bit kinds carry scales and zeros (about half a bit per weight at group size 128). GGUF
-#: variants are dequantised to their ``dtype`` when loaded, so they count at that width.
-KIND_BITS = {"bnb8": 8.0, "bnb4": 4.5, "gptq": 4.5}
-
-#: How much slower than bf16 a kind's forward pass runs (bitsandbytes 8-bit reached 0.51x of
-#: bf16 throughput on an H100 for a 7B-shaped model; 4-bit nf4 0.96x). The GPTQ factor is an
-#: assumption until benchmarks/extract.py measures it on a GPU.
-KIND_SLOWDOWN = {"bnb8": 2.0, "bnb4": 1.1, "gptq": 1.5}
-
 _DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 #: CUDA context, allocator slack and library workspaces on each GPU.
@@ -68,14 +58,14 @@ GPU_OVERHEAD_BYTES = 2 * 2**30
 
 
 def weight_bytes(params: int, variant: Mapping[str, Any]) -> float:
-    """Bytes the variant's weights take on the GPU(s)."""
-    if variant.get("weight_bits"):
-        bits = float(variant["weight_bits"])
-    elif variant["kind"] in KIND_BITS:
-        bits = KIND_BITS[variant["kind"]]
-    else:
+    """Bytes the variant's weights take on the GPU(s): ``weight_bits`` if the entry gives it,
+    else its kind's bits per weight (:attr:`models.VariantKind.bits`), else its dtype's width."""
+    from brainshape.models import variant_kind
+
+    bits = variant.get("weight_bits") or variant_kind(variant["kind"]).bits
+    if not bits:
         bits = _DTYPE_BITS[variant.get("dtype", "float32")]
-    return params * bits / 8
+    return params * float(bits) / 8
 
 
 def _compute_bytes(variant: Mapping[str, Any]) -> int:
@@ -91,13 +81,25 @@ def activation_bytes(
     Every layer's hidden states stay alive until the pass ends (``output_hidden_states``), and
     the widest transient tensor is the MLP's (about 4x hidden, 3 of them for gated MLPs).
     """
-    hidden = int(entry.get("hidden") or _guess_hidden(entry))
-    layers = int(entry.get("layers") or _guess_layers(entry))
+    layers, hidden = model_dims(entry)
     tokens = batch_size * window
     per_value = _compute_bytes(variant)
     states = (layers + 1) * tokens * hidden * per_value
     transient = 3 * 4 * tokens * hidden * per_value
     return float(states + transient)
+
+
+def model_dims(entry: Mapping[str, Any]) -> tuple[int, int]:
+    """(transformer layers, hidden size) of a registry entry, for planning.
+
+    From the entry's ``layers``/``hidden``, else the config of a model built from one
+    (``source.config``), else a guess from ``params``.
+    """
+    conf = (entry.get("source") or {}).get("config") or {}
+    layers = entry.get("layers") or conf.get("n_layer") or conf.get("num_hidden_layers")
+    hidden = entry.get("hidden") or conf.get("n_embd") or conf.get("hidden_size")
+    hidden = hidden or conf.get("d_model")
+    return int(layers or _guess_layers(entry)), int(hidden or _guess_hidden(entry))
 
 
 def _guess_hidden(entry: Mapping[str, Any]) -> int:
@@ -201,7 +203,8 @@ def runtime_minutes(
 ) -> int:
     """Wall-clock minutes: ``safety`` x (compute at the sustained rate + reading the weights).
 
-    ``slowdown`` scales the compute time of kinds slower than bf16 (:data:`KIND_SLOWDOWN`);
+    ``slowdown`` scales the compute time of kinds slower than bf16
+    (:attr:`models.VariantKind.slowdown`);
     ``read_gbps`` is the rate (GB/s) at which weights are read from shared storage.
     """
     compute_s = slowdown * forward_flops(params, tokens) / (gpu.tflops * 1e12)
@@ -285,6 +288,72 @@ class EncodeShape:
         return tuple(int(s) for s in self.story_trs)
 
 
+def _data_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
+    """The ``features``, ``bold``, ``resamplers``, ``design`` and ``results`` parts of
+    :func:`encode_memory` (``f`` bytes per solver value)."""
+    s = STORED_BYTES
+    n, p, m = shape.n, shape.p, int(shape.targets)
+    folds = shape.folds()
+    n_tr = max(2, n - min(folds))
+    Q = int(shape.n_permutations)
+    trim = int(shape.trimmed) * len(shape.story_trs)
+    words = int(sum(shape.story_words))
+    parts: dict[str, float] = {}
+    parts["features"] = float(words * shape.hidden * s + max(shape.story_words) * shape.hidden * 8)
+    parts["bold"] = 3.0 * n * m * s
+    story = zip(shape.story_trs, shape.story_words, strict=True)
+    parts["resamplers"] = float(sum((t + shape.trimmed) * w for t, w in story) * 8)
+    parts["design"] = float((2 * n + trim + n_tr) * p * 8)
+    parts["results"] = float(Q * m * f + (n * m * 8 if shape.predictions else 0))
+    parts["results"] += float((2 * len(folds) + 5) * m * 8)
+    return parts
+
+
+def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
+    """The ``outer`` and ``phase`` parts of :func:`encode_memory`: what the solver's folds keep
+    and the largest transient on top of it."""
+    s = STORED_BYTES
+    n, p, m = shape.n, shape.p, int(shape.targets)
+    folds = shape.folds()
+    n_te = max(folds)
+    n_tr = max(2, n - min(folds))
+    n_i = max(2, n_tr - min(folds))
+    c = min(int(shape.target_chunk), m)
+    A, Q = int(shape.n_alphas), int(shape.n_permutations)
+    k = min(n_tr, p)
+    dec_t, dec_keep = _decompose_bytes(n_tr, p, f)
+    # What the last outer fold leaves bound until the next one replaces it: its decomposition,
+    # projected held-out rows, inner scores, and one chunk's arrays (Yc (n, c), Y_tr (n_tr, c),
+    # coef (k, c) and six held-out (n_te, c) arrays: prediction, data and centred copies).
+    outer = float(dec_keep + n_te * k * f + A * m * f)
+    outer += float((n + n_tr + k + 6 * n_te) * c * f)
+
+    k_i = min(n_i, p)
+    dec_i_t, dec_i_keep = _decompose_bytes(n_i, p, f)
+    keep_i = n_i * p * f + dec_i_keep + n_te * k_i * f  # X_tr, basis and rows, projection
+    # Inner chunk at its peak (the scores of one alpha): Yc (n_tr, c), Y_tr (n_i, c), three
+    # (k_i, c) arrays, four (n_va, c) ones (held-out data, centred, prediction, its square) and
+    # the (A, c) covariances.
+    inner_chunk = (n_tr + n_i + 3 * k_i + 4 * n_te + A) * c * f
+    # A split's decomposition while the previous split's chunk arrays are still bound.
+    inner_dec = (n_tr + n_i + k_i) * c * f + n_i * p * f + dec_i_t + 2 * n_te * p * f
+    inner = n_tr * m * s + 2 * A * m * f + keep_i + max(inner_chunk, inner_dec)
+    outer_chunk = (n + n_tr + 2 * k + 2 * n_te) * c * f  # new Yc, temporaries, new coef
+    # The null: permuted held-out targets of a block of permutations and their product with the
+    # predictions, beside the fold's chunk arrays.
+    from brainshape.ridge import NULL_BLOCK_ELEMENTS
+
+    null_block = 2 * max(NULL_BLOCK_ELEMENTS, n_te * c) * f if Q else 0
+    phase = max(
+        inner,
+        dec_t + dec_keep,
+        outer_chunk + null_block,
+        (2 * n_tr + 2 * n) * p * 8,
+        2 * Q * m * 8,
+    )
+    return {"outer": outer, "phase": float(phase)}
+
+
 def _decompose_bytes(n: int, p: int, f: int) -> tuple[float, float]:
     """(transient, kept) bytes of ``ridge._decompose`` on an (n, p) design of ``f``-byte values.
 
@@ -330,64 +399,8 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
     A job that solves on a GPU keeps most of these arrays on the device; for its host memory
     this is an upper bound.
     """
-    f = solver_bytes
-    s = STORED_BYTES
-    n, p, m = shape.n, shape.p, int(shape.targets)
-    folds = shape.folds()
-    n_te = max(folds)
-    n_tr = max(2, n - min(folds))
-    n_i = max(2, n_tr - min(folds))
-    c = min(int(shape.target_chunk), m)
-    A, Q = int(shape.n_alphas), int(shape.n_permutations)
-    trim = int(shape.trimmed) * len(shape.story_trs)
-    words = int(sum(shape.story_words))
-
-    parts: dict[str, float] = {}
-    parts["features"] = float(words * shape.hidden * s + max(shape.story_words) * shape.hidden * 8)
-    parts["bold"] = 3.0 * n * m * s
-    parts["resamplers"] = float(
-        sum(
-            (t + shape.trimmed) * w for t, w in zip(shape.story_trs, shape.story_words, strict=True)
-        )
-        * 8
-    )
-    parts["design"] = float((2 * n + trim + n_tr) * p * 8)
-    parts["results"] = float(Q * m * f + (n * m * 8 if shape.predictions else 0))
-    parts["results"] += float((2 * len(folds) + 5) * m * 8)
-
-    k = min(n_tr, p)
-    dec_t, dec_keep = _decompose_bytes(n_tr, p, f)
-    # What the last outer fold leaves bound until the next one replaces it: its decomposition,
-    # projected held-out rows, inner scores, and one chunk's arrays (Yc (n, c), Y_tr (n_tr, c),
-    # coef (k, c) and six held-out (n_te, c) arrays: prediction, data and centred copies).
-    parts["outer"] = float(dec_keep + n_te * k * f + A * m * f)
-    parts["outer"] += float((n + n_tr + k + 6 * n_te) * c * f)
-
-    k_i = min(n_i, p)
-    dec_i_t, dec_i_keep = _decompose_bytes(n_i, p, f)
-    keep_i = n_i * p * f + dec_i_keep + n_te * k_i * f  # X_tr, basis and rows, projection
-    # Inner chunk at its peak (the scores of one alpha): Yc (n_tr, c), Y_tr (n_i, c), three
-    # (k_i, c) arrays, four (n_va, c) ones (held-out data, centred, prediction, its square) and
-    # the (A, c) covariances.
-    inner_chunk = (n_tr + n_i + 3 * k_i + 4 * n_te + A) * c * f
-    # A split's decomposition while the previous split's chunk arrays are still bound.
-    inner_dec = (n_tr + n_i + k_i) * c * f + n_i * p * f + dec_i_t + 2 * n_te * p * f
-    inner = n_tr * m * s + 2 * A * m * f + keep_i + max(inner_chunk, inner_dec)
-    outer_chunk = (n + n_tr + 2 * k + 2 * n_te) * c * f  # new Yc, temporaries, new coef
-    # The null: permuted held-out targets of a block of permutations and their product with the
-    # predictions, beside the fold's chunk arrays.
-    from brainshape.ridge import NULL_BLOCK_ELEMENTS
-
-    null_block = 2 * max(NULL_BLOCK_ELEMENTS, n_te * c) * f if Q else 0
-    parts["phase"] = float(
-        max(
-            inner,
-            dec_t + dec_keep,
-            outer_chunk + null_block,
-            (2 * n_tr + 2 * n) * p * 8,
-            2 * Q * m * 8,
-        )
-    )
+    parts = _data_bytes(shape, solver_bytes)
+    parts.update(_solver_bytes(shape, solver_bytes))
     # What the arrays above leave out, measured against the resident peak of real runs
     # (docs/benchmarks.md): BLAS buffers, the allocator's slack, pandas and pyarrow tables.
     parts["runtime"] = float(RUNTIME_BYTES + RUNTIME_SHARE * sum(parts.values()))
@@ -552,8 +565,6 @@ __all__ = [
     "EncodeShape",
     "GPU_TYPES",
     "GpuType",
-    "KIND_BITS",
-    "KIND_SLOWDOWN",
     "activation_bytes",
     "encode_flops",
     "encode_gpu_bytes",

@@ -8,6 +8,8 @@ rule brainscores:
         "results/{dataset}/brainscores.parquet",
     log:
         "logs/{dataset}/brainscores.log",
+    benchmark:
+        "results/{dataset}/benchmarks/brainscores.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:
@@ -29,6 +31,8 @@ rule plot_brainscores:
         ),
     log:
         "logs/{dataset}/plots/brainscores_{model}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/plots/brainscores_{model}.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

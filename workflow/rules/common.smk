@@ -1,10 +1,18 @@
-# Config validation, the model registry, input functions and resources. Rule files hold rules only.
+# Config validation, the study, input functions and resources. Rule files hold rules only.
+#
+# Paths: the rule that writes a file spells its path, once; everything else refers to it as
+# rules.<name>.output.<key> and fills the wildcards here (expand, format). The library knows
+# which subjects, stories, models and variants exist (brainshape.study), what each job computes
+# with (brainshape.params) and how large it is (brainshape.sizing), but no output path.
 from pathlib import Path
 
+from brainshape import params as P
+from brainshape.checks import check_study
 from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
-from brainshape.workflow import Study
+from brainshape.sizing import JobSizing
+from brainshape.study import Study
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -14,7 +22,8 @@ try:
     REGISTRY = load_registry_dict(config["registry"], SCHEMAS / "models.schema.yaml")
     check_planted(config["demo"]["planted"], REGISTRY, source=_source)
     STUDY = Study(config, REGISTRY, source=_source)
-    STUDY.check_inputs()
+    SIZING = JobSizing(STUDY)
+    check_study(STUDY, SIZING)
 except BrainshapeError as _error:
     # One line for the user instead of a traceback through the Snakefile.
     raise SystemExit(f"brainshape: {_error}")
@@ -29,167 +38,171 @@ wildcard_constraints:
     baseline="[a-z_]+",
 
 
+def code_version(script):
+    """Hash of the brainshape modules that workflow/scripts/<script> imports (a params entry)."""
+    return code_stamp(Path(workflow.basedir) / "workflow" / "scripts" / script)
+
+
+def fill(path, wildcards):
+    """Another rule's output ``path`` with this job's wildcards filled in."""
+    return str(path).format(**dict(wildcards.items()))
+
+
+# --- what rule all asks for -------------------------------------------------------------------
+
+
 def all_targets():
-    return STUDY.all_targets()
+    """Every dataset's tables and figures. Evaluated once the rules exist, so it also makes
+    the planning-time checks that need their paths."""
+    try:
+        for ds in STUDY.datasets:
+            if STUDY.is_demo(ds):
+                P.demo(STUDY, ds, demo_dir(ds), config["model_root"])
+    except BrainshapeError as error:
+        raise SystemExit(f"brainshape: {error}")
+    targets = []
+    for ds in STUDY.datasets:
+        targets.append(rules.brainscores.output[0].format(dataset=ds))
+        targets += expand(
+            rules.plot_brainscores.output[0], dataset=ds, model=STUDY.models()
+        )
+        targets.append(rules.topology_table.output[0].format(dataset=ds))
+        if STUDY.regressions_planned():
+            targets.append(rules.regressions.output.regressions.format(dataset=ds))
+            targets += [
+                path.format(dataset=ds) for path in rules.plot_regressions.output
+            ]
+    return targets
 
 
-# --- input functions (named, so rules stay declarative) -----------------------------------
+# --- files of other rules, wildcards filled ----------------------------------------------------
+
+
+def demo_dir(ds):
+    return rules.demo_data.output[0].format(dataset=ds)
+
+
+def dataset_files(ds, files):
+    """A demo dataset is one directory, the output of demo_data; depend on it, not its files."""
+    return [demo_dir(ds)] if STUDY.is_demo(ds) else [str(f) for f in files]
+
+
+def prepared_dir(model):
+    """The folder rule prepare_model writes for a model built here; None for hub models."""
+    if STUDY.is_prepared(model):
+        return rules.prepare_model.output[0].format(model=model)
+    return None
+
+
+def quantized_dir(model, variant):
+    """The folder rule quantize_model writes for a variant quantised here; else None."""
+    if STUDY.is_quantized_here(model, variant):
+        return rules.quantize_model.output[0].format(model=model, variant=variant)
+    return None
+
+
+def local_hub_dir(model):
+    """A downloaded copy of a hub model where prepared models live (hf download --local-dir),
+    used instead of the Hugging Face cache; else None."""
+    path = Path(rules.prepare_model.output[0].format(model=model))
+    if not STUDY.is_prepared(model) and (path / "config.json").is_file():
+        # Read, not made, by the workflow: a copy refreshed in place reruns nothing by itself
+        # (the registry's revision is in the job's params).
+        return ancient(str(path))
+    return None
+
+
+def fmri_dirs(ds, subjects=None):
+    subjects = STUDY.subjects(ds) if subjects is None else subjects
+    return expand(rules.fmri.output[0], dataset=ds, subject=subjects)
+
+
+# --- input functions (named, so rules stay declarative) -----------------------------------------
 
 
 def demo_inputs(wildcards):
     """Prepared models needed to plant the demo signal."""
-    return STUDY.demo_model_dirs(wildcards.dataset)
-
-
-def demo_params(wildcards):
-    return STUDY.demo_params(wildcards.dataset)
+    planted = sorted({p["model"] for p in config["demo"]["planted"]})
+    return [d for d in map(prepared_dir, planted) if d is not None]
 
 
 def stimuli_inputs(wildcards):
-    return STUDY.word_files(wildcards.dataset)
-
-
-def stimuli_params(wildcards):
-    return STUDY.words_params(wildcards.dataset)
+    ds = wildcards.dataset
+    return dataset_files(ds, [STUDY.word_file(ds, s) for s in STUDY.stories(ds)])
 
 
 def features_inputs(wildcards):
+    model, variant = wildcards.model, wildcards.variant
     return {
-        "words": f"results/{wildcards.dataset}/words.parquet",
-        "model": STUDY.model_dir_input(wildcards.model)
-        + STUDY.quantized_dir_input(wildcards.model, wildcards.variant),
+        "words": fill(rules.words.output[0], wildcards),
+        "model": [
+            d
+            for d in (
+                prepared_dir(model),
+                quantized_dir(model, variant),
+                local_hub_dir(model),
+            )
+            if d is not None
+        ],
     }
 
 
 def features_conda_env(wildcards):
-    env = STUDY.features_env(wildcards.model, wildcards.variant)
+    env = STUDY.kind(wildcards.model, wildcards.variant).environment
     return str(Path(workflow.basedir) / "workflow" / "envs" / env)
 
 
 def quantize_inputs(wildcards):
-    return STUDY.model_dir_input(wildcards.model)
-
-
-def quantize_params(wildcards):
-    return STUDY.quantize_params(wildcards.model, wildcards.variant)
-
-
-def features_params(wildcards):
-    return STUDY.features_params(wildcards.dataset, wildcards.model, wildcards.variant)
+    return [d for d in (prepared_dir(wildcards.model),) if d is not None]
 
 
 def fmri_inputs(wildcards):
-    return STUDY.fmri_files(wildcards.dataset, wildcards.subject)
-
-
-def fmri_params(wildcards):
-    return STUDY.fmri_params(wildcards.dataset, wildcards.subject)
+    ds, sub = wildcards.dataset, wildcards.subject
+    runs = [STUDY.run_paths(ds, sub, s) for s in STUDY.stories(ds)]
+    files = [f for r in runs for f in (r.bold, r.mask, r.confounds)]
+    return dataset_files(ds, files + list(STUDY.atlas(ds).values()))
 
 
 def encode_inputs(wildcards):
+    ds = wildcards.dataset
     return {
-        "words": f"results/{wildcards.dataset}/words.parquet",
-        "features": f"results/{wildcards.dataset}/features/{wildcards.model}/{wildcards.variant}",
-        "fmri": STUDY.group_fmri_dirs(wildcards.dataset, wildcards.group),
+        "words": fill(rules.words.output[0], wildcards),
+        "features": fill(rules.features.output[0], wildcards),
+        "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
     }
-
-
-def encode_params(wildcards):
-    return STUDY.encode_group_params(wildcards.dataset, wildcards.group)
 
 
 def baseline_inputs(wildcards):
     return {
-        "words": f"results/{wildcards.dataset}/words.parquet",
-        "fmri": STUDY.fmri_dirs(wildcards.dataset),
+        "words": fill(rules.words.output[0], wildcards),
+        "fmri": fmri_dirs(wildcards.dataset),
     }
 
 
-def baseline_params(wildcards):
-    return {**STUDY.encode_params(wildcards.dataset), "baseline": wildcards.baseline}
-
-
 def ceiling_inputs(wildcards):
-    return STUDY.fmri_dirs(wildcards.dataset)
+    return fmri_dirs(wildcards.dataset)
 
 
 def brainscores_inputs(wildcards):
+    ds = wildcards.dataset
+    encoding = config["encoding"]
     return {
-        "encoding": STUDY.encoding_tables(wildcards.dataset),
-        "baselines": STUDY.baseline_tables(wildcards.dataset),
-        "ceiling": STUDY.ceiling_tables(wildcards.dataset),
+        "encoding": [
+            rules.encode.output[0].format(dataset=ds, model=m, variant=v, group=g)
+            for m, v in STUDY.model_variants()
+            for g in STUDY.subject_groups(ds)
+        ],
+        "baselines": expand(
+            rules.baseline.output[0], dataset=ds, baseline=encoding["baselines"]
+        ),
+        "ceiling": (
+            [rules.ceiling.output[0].format(dataset=ds)] if encoding["ceiling"] else []
+        ),
     }
 
 
 def plot_inputs(wildcards):
-    return f"results/{wildcards.dataset}/brainscores.parquet"
-
-
-# --- resources, from the registry ------------------------------------------------------------
-
-
-def features_mem_mb(wildcards, attempt):
-    return STUDY.features_mem_mb(wildcards.model, wildcards.variant) * attempt
-
-
-def features_runtime(wildcards, attempt):
-    return (
-        STUDY.features_runtime_min(
-            wildcards.dataset, wildcards.model, wildcards.variant
-        )
-        * attempt
-    )
-
-
-def features_gpus(wildcards):
-    return STUDY.features_gpus(wildcards.model, wildcards.variant)
-
-
-def quantize_gpus(wildcards):
-    return STUDY.quantize_gpus(wildcards.model)
-
-
-def quantize_mem_mb(wildcards, attempt):
-    return STUDY.quantize_mem_mb(wildcards.model) * attempt
-
-
-def quantize_runtime(wildcards, attempt):
-    return STUDY.quantize_runtime_min(wildcards.model) * attempt
-
-
-def encode_mem_mb(wildcards, attempt):
-    """Host memory from the shape of the job: TRs, hidden x delays, stacked targets."""
-    return (
-        STUDY.encode_mem_mb(wildcards.dataset, wildcards.model, wildcards.group)
-        * attempt
-    )
-
-
-def encode_runtime(wildcards, attempt):
-    """Minutes from the ridge engine's FLOPs at the CPU (or, with encoding.gpus, GPU) rate."""
-    return (
-        STUDY.encode_runtime_min(wildcards.dataset, wildcards.model, wildcards.group)
-        * attempt
-    )
-
-
-def encode_gpus(wildcards):
-    return STUDY.encode_gpus(wildcards.model)
-
-
-def encode_threads(wildcards):
-    return STUDY.config["encoding"]["threads"]
-
-
-def baseline_mem_mb(wildcards, attempt):
-    return STUDY.encode_mem_mb(wildcards.dataset, None) * attempt
-
-
-def baseline_runtime(wildcards, attempt):
-    return STUDY.encode_runtime_min(wildcards.dataset, None) * attempt
-
-
-# --- topology and regressions ----------------------------------------------------------------
+    return fill(rules.brainscores.output[0], wildcards)
 
 
 def topology_timebase_inputs(wildcards):
@@ -197,98 +210,190 @@ def topology_timebase_inputs(wildcards):
     # (newer file, same runs) must not recompute every layer's diagrams. A new or removed
     # subject still reruns it (the set of inputs changes); compute_brain checks that the runs
     # still match.
-    return [ancient(d) for d in STUDY.fmri_dirs(wildcards.dataset)]
-
-
-def topology_timebase_params(wildcards):
-    return STUDY.topology_timebase_params(wildcards.dataset)
+    return [ancient(d) for d in fmri_dirs(wildcards.dataset)]
 
 
 def topology_brain_inputs(wildcards):
     return {
-        "fmri": STUDY.fmri_dirs(wildcards.dataset),
-        "time_base": f"results/{wildcards.dataset}/topology/timebase.json",
+        "fmri": fmri_dirs(wildcards.dataset),
+        "time_base": fill(rules.topology_timebase.output[0], wildcards),
     }
-
-
-def topology_brain_params(wildcards):
-    return STUDY.topology_brain_params(wildcards.dataset)
 
 
 def layer_diagrams_inputs(wildcards):
-    ds = wildcards.dataset
     return {
-        "words": f"results/{ds}/words.parquet",
-        "features": f"results/{ds}/features/{wildcards.model}/{wildcards.variant}",
-        "time_base": f"results/{ds}/topology/timebase.json",
+        "words": fill(rules.words.output[0], wildcards),
+        "features": fill(rules.features.output[0], wildcards),
+        "time_base": fill(rules.topology_timebase.output[0], wildcards),
     }
-
-
-def layer_diagrams_params(wildcards):
-    return STUDY.layer_diagrams_params(wildcards.dataset)
-
-
-def layer_diagrams_mem_mb(wildcards, attempt):
-    return STUDY.layer_diagrams_mem_mb(wildcards.dataset, wildcards.model) * attempt
 
 
 def topology_pairs_inputs(wildcards):
-    ds = wildcards.dataset
     return {
-        "layers": f"results/{ds}/topology/layers/{wildcards.model}/{wildcards.variant}",
-        "brain": f"results/{ds}/topology/brain",
-        "words": f"results/{ds}/words.parquet",
-        "features": f"results/{ds}/features/{wildcards.model}/{wildcards.variant}",
-        "time_base": f"results/{ds}/topology/timebase.json",
+        "layers": fill(rules.layer_diagrams.output[0], wildcards),
+        "brain": fill(rules.topology_brain.output[0], wildcards),
+        "words": fill(rules.words.output[0], wildcards),
+        "features": fill(rules.features.output[0], wildcards),
+        "time_base": fill(rules.topology_timebase.output[0], wildcards),
     }
 
 
-def topology_pairs_mem_mb(wildcards, attempt):
-    return STUDY.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt
-
-
-def topology_pairs_params(wildcards):
-    return STUDY.topology_pairs_params(wildcards.dataset)
-
-
 def topology_table_inputs(wildcards):
-    return STUDY.topology_pairs(wildcards.dataset)
+    return [
+        rules.topology_pairs.output[0].format(
+            dataset=wildcards.dataset, model=m, variant=v
+        )
+        for m, v in STUDY.model_variants()
+    ]
+
+
+def regression_scores(ds):
+    """The scores to explain: a published CSV, or the pipeline's brainscores."""
+    published = STUDY.published_scores()
+    return (
+        str(published) if published else rules.brainscores.output[0].format(dataset=ds)
+    )
 
 
 def regressions_inputs(wildcards):
     return {
-        "topology": f"results/{wildcards.dataset}/topology.parquet",
-        "scores": STUDY.regression_scores(wildcards.dataset),
+        "topology": fill(rules.topology_table.output[0], wildcards),
+        "scores": regression_scores(wildcards.dataset),
     }
-
-
-def regressions_params(wildcards):
-    return STUDY.regressions_params(wildcards.dataset)
 
 
 def plot_regressions_inputs(wildcards):
-    ds = wildcards.dataset
     return {
-        "regressions": f"results/{ds}/regressions.parquet",
-        "contrasts": f"results/{ds}/contrasts.parquet",
-        "scores": STUDY.regression_scores(ds),
+        "regressions": fill(rules.regressions.output.regressions, wildcards),
+        "contrasts": fill(rules.regressions.output.contrasts, wildcards),
+        "scores": regression_scores(wildcards.dataset),
     }
 
 
-def plot_regressions_params(wildcards):
-    return STUDY.plot_regressions_params(wildcards.dataset)
+# --- params (what each job computes with: brainshape.params) -----------------------------------
 
 
-# --- code versions: a library change reruns the rules whose scripts use it -------------------
+def demo_params(wildcards):
+    ds = wildcards.dataset
+    return P.demo(STUDY, ds, demo_dir(ds), config["model_root"])
 
 
-def code_version(script):
-    """Hash of the brainshape modules that workflow/scripts/<script> imports (a params entry)."""
-    return code_stamp(Path(workflow.basedir) / "workflow" / "scripts" / script)
+def stimuli_params(wildcards):
+    return P.words(STUDY, wildcards.dataset)
 
 
 def prepare_model_params(wildcards):
-    """The registry entry without its variants: editing the model's source, config or seed
-    prepares it again; adding or editing a variant does not."""
-    entry = STUDY.registry[wildcards.model]
-    return {k: v for k, v in entry.items() if k != "variants"}
+    return P.prepare_model(STUDY, wildcards.model)
+
+
+def quantize_params(wildcards):
+    return P.quantize(
+        STUDY, wildcards.model, wildcards.variant, prepared_dir(wildcards.model)
+    )
+
+
+def features_params(wildcards):
+    m, v = wildcards.model, wildcards.variant
+    folder = quantized_dir(m, v) or prepared_dir(m) or local_hub_dir(m) or ""
+    return P.features(STUDY, wildcards.dataset, m, v, str(folder))
+
+
+def fmri_params(wildcards):
+    return P.fmri(STUDY, wildcards.dataset, wildcards.subject)
+
+
+def encode_params(wildcards):
+    return P.encode(STUDY, wildcards.dataset, wildcards.group)
+
+
+def baseline_params(wildcards):
+    return P.baseline(STUDY, wildcards.dataset, wildcards.baseline)
+
+
+def topology_timebase_params(wildcards):
+    return P.topology_timebase(STUDY, wildcards.dataset)
+
+
+def topology_brain_params(wildcards):
+    return P.topology_brain(STUDY, wildcards.dataset)
+
+
+def layer_diagrams_params(wildcards):
+    return P.layer_diagrams(STUDY, wildcards.dataset)
+
+
+def topology_pairs_params(wildcards):
+    return P.topology_pairs(STUDY, wildcards.dataset)
+
+
+def regressions_params(wildcards):
+    return P.regressions(STUDY, wildcards.dataset)
+
+
+def plot_regressions_params(wildcards):
+    folders = {m: prepared_dir(m) or "" for m in STUDY.models()}
+    return P.plot_regressions(STUDY, wildcards.dataset, folders)
+
+
+# --- resources (brainshape.sizing); memory and runtime grow with each retry ---------------------
+
+
+def features_mem_mb(wildcards, attempt):
+    return SIZING.features_mem_mb(wildcards.model, wildcards.variant) * attempt
+
+
+def features_runtime(wildcards, attempt):
+    m, v = wildcards.model, wildcards.variant
+    return SIZING.features_runtime_min(wildcards.dataset, m, v) * attempt
+
+
+def features_gpus(wildcards):
+    return SIZING.features_gpus(wildcards.model, wildcards.variant)
+
+
+def quantize_gpus(wildcards):
+    return SIZING.quantize_gpus(wildcards.model)
+
+
+def quantize_mem_mb(wildcards, attempt):
+    return SIZING.quantize_mem_mb(wildcards.model) * attempt
+
+
+def quantize_runtime(wildcards, attempt):
+    return SIZING.quantize_runtime_min(wildcards.model) * attempt
+
+
+def encode_mem_mb(wildcards, attempt):
+    """Host memory from the shape of the job: TRs, hidden x delays, stacked targets."""
+    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
+    return SIZING.encode_mem_mb(ds, m, g) * attempt
+
+
+def encode_runtime(wildcards, attempt):
+    """Minutes from the ridge engine's FLOPs at the CPU (or, with encoding.gpus, GPU) rate."""
+    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
+    return SIZING.encode_runtime_min(ds, m, g) * attempt
+
+
+def encode_gpus(wildcards):
+    return SIZING.encode_gpus(wildcards.model)
+
+
+def encode_threads(wildcards):
+    return config["encoding"]["threads"]
+
+
+def baseline_mem_mb(wildcards, attempt):
+    return SIZING.encode_mem_mb(wildcards.dataset, None) * attempt
+
+
+def baseline_runtime(wildcards, attempt):
+    return SIZING.encode_runtime_min(wildcards.dataset, None) * attempt
+
+
+def layer_diagrams_mem_mb(wildcards, attempt):
+    return SIZING.layer_diagrams_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def topology_pairs_mem_mb(wildcards, attempt):
+    return SIZING.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt

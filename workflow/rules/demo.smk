@@ -8,6 +8,8 @@ rule demo_data:
         directory("resources/demo/{dataset}"),
     log:
         "logs/{dataset}/demo_data.log",
+    benchmark:
+        "results/{dataset}/benchmarks/demo_data.tsv"
     conda:
         "../envs/brainshape.yaml"
     threads: 2

@@ -32,6 +32,8 @@ rule baseline:
         "results/{dataset}/baselines/{baseline}.parquet",
     log:
         "logs/{dataset}/baselines/{baseline}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/baselines/{baseline}.tsv"
     conda:
         "../envs/brainshape.yaml"
     threads: encode_threads
@@ -52,6 +54,8 @@ rule ceiling:
         "results/{dataset}/ceiling.parquet",
     log:
         "logs/{dataset}/ceiling.log",
+    benchmark:
+        "results/{dataset}/benchmarks/ceiling.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

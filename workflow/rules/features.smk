@@ -6,6 +6,8 @@ rule prepare_model:
         directory(f"{config['model_root']}/{{model}}"),
     log:
         "logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/models/{model}.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:
@@ -23,6 +25,8 @@ rule quantize_model:
         directory(f"{config['model_root']}/gptq/{{model}}/{{variant}}"),
     log:
         "logs/models/gptq/{model}/{variant}.log",
+    benchmark:
+        "results/benchmarks/models/gptq/{model}/{variant}.tsv"
     conda:
         "../envs/gptq.yaml"
     resources:

@@ -8,6 +8,8 @@ rule fmri:
         directory("results/{dataset}/fmri/sub-{subject}"),
     log:
         "logs/{dataset}/fmri/sub-{subject}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/fmri/sub-{subject}.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

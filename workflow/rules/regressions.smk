@@ -9,6 +9,8 @@ rule regressions:
         contrasts="results/{dataset}/contrasts.parquet",
     log:
         "logs/{dataset}/regressions.log",
+    benchmark:
+        "results/{dataset}/benchmarks/regressions.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:
@@ -45,6 +47,8 @@ rule plot_regressions:
         ),
     log:
         "logs/{dataset}/plots/regressions.log",
+    benchmark:
+        "results/{dataset}/benchmarks/plots/regressions.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

@@ -8,6 +8,8 @@ rule words:
         "results/{dataset}/words.parquet",
     log:
         "logs/{dataset}/words.log",
+    benchmark:
+        "results/{dataset}/benchmarks/words.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

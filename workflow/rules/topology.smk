@@ -10,6 +10,8 @@ rule topology_timebase:
         "results/{dataset}/topology/timebase.json",
     log:
         "logs/{dataset}/topology/timebase.log",
+    benchmark:
+        "results/{dataset}/benchmarks/topology/timebase.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:
@@ -26,6 +28,8 @@ rule topology_brain:
         directory("results/{dataset}/topology/brain"),
     log:
         "logs/{dataset}/topology/brain.log",
+    benchmark:
+        "results/{dataset}/benchmarks/topology/brain.tsv"
     conda:
         "../envs/brainshape.yaml"
     threads: 2
@@ -64,6 +68,8 @@ rule topology_pairs:
         "results/{dataset}/topology/pairs/{model}/{variant}.parquet",
     log:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/topology/pairs/{model}/{variant}.tsv"
     conda:
         "../envs/brainshape.yaml"
     resources:
@@ -82,6 +88,8 @@ rule topology_table:
         "results/{dataset}/topology.parquet",
     log:
         "logs/{dataset}/topology/table.log",
+    benchmark:
+        "results/{dataset}/benchmarks/topology/table.tsv"
     conda:
         "../envs/brainshape.yaml"
     params:

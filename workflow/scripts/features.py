@@ -19,10 +19,16 @@ def main(job):
         out.parent / f".{out.name}.partial", {**stamp, "code": job.params.code}
     )
     features.extract_stories(
-        spec, p["variant"], p["model_dir"] or None, stories,
+        spec,
+        p["variant"],
+        p["model_dir"] or None,
+        stories,
         {s: partial / f"{s}.npy" for s in stories},
-        context_tokens=p["context_tokens"], stride=p["stride"], batch_size=p["batch_size"],
-        word_token=p["word_token"], progress=True,
+        context_tokens=p["context_tokens"],
+        stride=p["stride"],
+        batch_size=p["batch_size"],
+        word_token=p["word_token"],
+        progress=True,
     )
     partial.rename(out)
 

@@ -5,7 +5,9 @@ from brainshape import analysis, runner
 
 def main(job):
     scores = pd.read_parquet(job.input[0])
-    analysis.plot_brainscores(scores, job.params.model, job.output[0], dataset=job.wildcards.dataset)
+    analysis.plot_brainscores(
+        scores, job.params.model, job.output[0], dataset=job.wildcards.dataset
+    )
 
 
 runner.run(snakemake, main)  # noqa: F821

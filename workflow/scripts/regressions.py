@@ -13,13 +13,21 @@ def main(job):
     else:
         scores = pd.read_parquet(job.input.scores)
     obs = regressions.observations(
-        scores, topology, p["families"], unit=p["unit"], published=p["published"],
+        scores,
+        topology,
+        p["families"],
+        unit=p["unit"],
+        published=p["published"],
         default_variants=p["default_variants"],
     )
     with threadpool_limits(job.threads):
         table = regressions.run_regressions(
-            obs, p["feature_sets"], n_permutations=p["n_permutations"],
-            n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
+            obs,
+            p["feature_sets"],
+            n_permutations=p["n_permutations"],
+            n_bootstrap=p["n_bootstrap"],
+            n_folds=p["n_folds"],
+            seed=p["seed"],
             permutation=p["permutation"],
         )
     save_parquet(job.output.regressions, table)

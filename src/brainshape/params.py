@@ -1,0 +1,175 @@
+"""What each job computes with: the ``params`` of every rule, from the study.
+
+A job reruns when its params change (Snakemake's default rerun triggers), so each function
+returns exactly what its job's output depends on and nothing else: editing one variant of a
+registry entry must not rerun its siblings, a new subject must not rerun feature extraction.
+Paths of files other rules write never appear here; ``common.smk`` passes in the few paths a
+job needs as parameters (a model's folder, the demo dataset's folder).
+"""
+
+from __future__ import annotations
+
+from brainshape.errors import BrainshapeError
+from brainshape.study import Study
+
+
+def demo(study: Study, ds: str, dataset_dir: str, model_root: str) -> dict:
+    """Settings of the demo generator for dataset ``ds``, written to ``dataset_dir``."""
+    d = study.dataset(ds)
+    if d["bids_root"].rstrip("/") != dataset_dir:
+        raise BrainshapeError(
+            f"{study.source}: datasets.{ds} is a demo dataset, so its "
+            f"bids_root must be '{dataset_dir}' (got '{d['bids_root']}')"
+        )
+    f = study.config["features"]
+    return {
+        "subjects": study.subjects(ds),
+        "stories": study.stories(ds),
+        "tr": d["tr"] if d["tr"] is not None else 2.0,
+        **{k: study.config["demo"][k] for k in ("seed", "snr", "ar1")},
+        "planted": [dict(p) for p in study.config["demo"]["planted"]],
+        "registry": study.config["registry"],
+        "model_root": model_root,
+        **{k: f[k] for k in ("context_tokens", "stride", "batch_size")},
+    }
+
+
+def words(study: Study, ds: str) -> dict:
+    w = study.dataset(ds)["words"]
+    return {
+        "format": w["format"],
+        "tier": w["tier"],
+        "sources": {s: str(study.word_file(ds, s)) for s in study.stories(ds)},
+    }
+
+
+def prepare_model(study: Study, model: str) -> dict:
+    """The registry entry without its variants: editing the model's source, config or seed
+    prepares it again; adding or editing a variant does not."""
+    return {k: v for k, v in study.entry(model).items() if k != "variants"}
+
+
+def quantize(study: Study, model: str, variant: str, prepared: str | None) -> dict:
+    """GPTQ settings of a variant quantised here; ``prepared`` is the model's prepared folder
+    (None for hub models, which are read from the Hugging Face cache)."""
+    entry, settings = study.entry(model), study.settings(model, variant)
+    return {
+        "source": prepared if prepared is not None else entry["hf_id"],
+        "revision": None if prepared is not None else entry.get("revision"),
+        "bits": int(settings.get("bits", 4)),
+        "group_size": int(settings.get("group_size", 128)),
+    }
+
+
+def features(study: Study, ds: str, model: str, variant: str, model_dir: str) -> dict:
+    """``model_dir``: the folder to load from ('' for the Hugging Face cache)."""
+    f = study.config["features"]
+    return {
+        "model": model,
+        "variant": variant,
+        # Only this variant of the entry: editing a sibling variant leaves this job alone.
+        "entry": {
+            **study.entry(model),
+            "variants": {variant: study.settings(model, variant)},
+        },
+        "model_dir": model_dir,
+        "stories": study.stories(ds),
+        **{k: f[k] for k in ("context_tokens", "stride", "batch_size", "word_token")},
+    }
+
+
+def fmri(study: Study, ds: str, sub: str) -> dict:
+    d, f = study.dataset(ds), study.config["fmri"]
+    atlas = study.atlas(ds)
+    keys = ("targets", "rois", "detrend", "standardize", "high_pass", "trim_start", "trim_end")
+    return {
+        "subject": sub,
+        "stories": study.stories(ds),
+        "fmriprep_dir": str(study.fmriprep_dir(ds)),
+        "space": d["space"],
+        "tr": d["tr"],
+        "atlas": str(atlas["image"]),
+        "labels": str(atlas["labels"]),
+        **{k: f[k] for k in keys},
+        "confounds": list(f["confounds"]),
+    }
+
+
+def ridge(study: Study) -> dict:
+    """Solver options shared by model and baseline encoding jobs."""
+    e = study.config["encoding"]
+    if e["folds"] == "blocks" and e["n_blocks"] is None:
+        raise BrainshapeError(
+            f"{study.source}: encoding.folds is 'blocks' but encoding.n_blocks is not set; "
+            "give the number of contiguous blocks (at least 3)"
+        )
+    keys = ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations")
+    return {k: e[k] for k in (*keys, "permutation_block", "seed", "metrics", "segment_trs")}
+
+
+def encode(study: Study, ds: str, group: str | None = None) -> dict:
+    """An encode job of subject group ``group``; None: every subject (a baseline job)."""
+    e = study.config["encoding"]
+    subjects = study.subjects(ds) if group is None else study.group_subjects(ds, group)
+    return {
+        "stories": study.stories(ds),
+        "subjects": subjects,
+        "delays": list(e["delays"]),
+        "alphas": [float(a) for a in e["alphas"]],
+        "lanczos_window": e["lanczos_window"],
+        "target_chunk": e["target_chunk"],
+        **ridge(study),
+    }
+
+
+def baseline(study: Study, ds: str, name: str) -> dict:
+    return {**encode(study, ds), "baseline": name}
+
+
+def topology_timebase(study: Study, ds: str) -> dict:
+    t = study.config["topology"]
+    return {"stories": study.stories(ds), **{k: t[k] for k in ("delay", "max_points", "seed")}}
+
+
+def topology_brain(study: Study, ds: str) -> dict:
+    t = study.config["topology"]
+    return {k: t[k] for k in ("metric", "maxdim", "backend", "per_subject")}
+
+
+def layer_diagrams(study: Study, ds: str) -> dict:
+    t = study.config["topology"]
+    return {
+        "stories": study.stories(ds),
+        "window": study.config["encoding"]["lanczos_window"],
+        **{k: t[k] for k in ("metric", "maxdim", "backend")},
+    }
+
+
+def topology_pairs(study: Study, ds: str) -> dict:
+    t = study.config["topology"]
+    return {
+        "stories": study.stories(ds),
+        "window": study.config["encoding"]["lanczos_window"],
+        "metric": t["metric"],
+        "orders": [dict(o) for o in t["wasserstein"]],
+    }
+
+
+def regressions(study: Study, ds: str) -> dict:
+    r = dict(study.config["regressions"])
+    r["feature_sets"] = {k: list(v) for k, v in r["feature_sets"].items()}
+    r["published"] = study.published_scores() is not None
+    r["families"] = study.families()
+    r["kinds"] = [[m, v, study.settings(m, v)["kind"]] for m, v in study.model_variants()]
+    # Published scores without a variant column are matched to each model's first full
+    # (trained, unquantized) variant.
+    r["default_variants"] = {m: study.default_variant(m) for m in study.models()}
+    return r
+
+
+def plot_regressions(study: Study, ds: str, model_dirs: dict[str, str]) -> dict:
+    """``model_dirs``: each model's prepared folder ('' for hub models)."""
+    out = regressions(study, ds)
+    out["registry"] = {m: dict(study.entry(m)) for m in study.models()}
+    out["model_dirs"] = model_dirs
+    return out

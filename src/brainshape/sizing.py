@@ -1,0 +1,376 @@
+"""How large each job of a study is: GPUs, host memory and wall time, for the scheduler and the
+planner.
+
+:class:`JobSizing` reads the shape of the study (models from the registry, stories and their
+lengths, subjects, targets) and hands it to the models in :mod:`brainshape.resources`, which
+know nothing about configs. ``common.smk`` asks it for every job's ``gpu``, ``mem_mb`` and
+``runtime``; ``brainshape plan`` reads them back from the DAG.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from brainshape import features, resources
+from brainshape.errors import BrainshapeError
+from brainshape.study import Study
+
+_log = logging.getLogger("brainshape")
+
+#: Kept-TR count assumed for a story whose BOLD run cannot be read at planning time (a
+#: 20-minute story at a TR of 2 s), and speech rate (words per second) for word counts.
+DEFAULT_STORY_TRS = 600
+WORDS_PER_SECOND = 3.0
+#: ROIs (per hemisphere) and voxels per subject assumed when the atlas is not readable.
+DEFAULT_ROIS = 100
+DEFAULT_VOXELS = 20000
+#: Parameters assumed for a registry entry that does not give ``params``.
+DEFAULT_PARAMS = 10_000_000
+
+
+def bold_volumes(path, tr: float) -> tuple[int, float]:
+    """(volumes, TR in s) from a BOLD NIfTI header, without reading the data; ``tr`` where the
+    header has no TR."""
+    import nibabel as nib
+
+    header = nib.load(path).header
+    shape = header.get_data_shape()
+    zooms = header.get_zooms()
+    n = int(shape[3]) if len(shape) > 3 else 1
+    return n, float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else tr
+
+
+class JobSizing:
+    """Resources of every job of ``study``; results that many jobs share are computed once."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.config = study.config
+        self._story_shapes: dict[str, dict[str, tuple[int, int]]] = {}
+        self._targets: dict[tuple[str, str], int] = {}
+        self._flops: dict[resources.EncodeShape, float] = {}
+
+    # --- feature extraction and quantisation ----------------------------------------------------
+
+    def params_count(self, model: str) -> int:
+        return int(self.study.entry(model)["params"] or DEFAULT_PARAMS)
+
+    def gpu(self) -> resources.GpuType:
+        g = self.config["gpu"]
+        return resources.gpu_type(g["type"], g["memory_gib"], g["tflops"])
+
+    def window(self, model: str) -> tuple[int, int]:
+        """(tokens per window, stride) of the model's extraction windows (special tokens, which
+        planning cannot know, aside): :func:`features.window_geometry`."""
+        f, entry = self.config["features"], self.study.entry(model)
+        return features.window_geometry(
+            int(f["context_tokens"]),
+            f["stride"],
+            cap=int(entry["context"]),
+            special=0,
+            arch="decoder",
+        )
+
+    def features_mem_mb(self, model: str, variant: str) -> int:
+        """Host memory for an extraction job: the checkpoint as read, plus headroom."""
+        settings = dict(self.study.settings(model, variant))
+        # Kinds that quantise while loading read the full-width checkpoint first.
+        if self.study.kind(model, variant).reads_full_width:
+            settings = {"kind": "full", "dtype": "bfloat16"}
+        return resources.host_mem_mb(resources.weight_bytes(self.params_count(model), settings))
+
+    def features_gpus(self, model: str, variant: str) -> int:
+        """GPUs of one extraction job: weights plus activation headroom, sharded by layer."""
+        entry, settings = self.study.entry(model), self.study.settings(model, variant)
+        g = self.config["gpu"]
+        window, _ = self.window(model)
+        return resources.gpus_needed(
+            resources.weight_bytes(self.params_count(model), settings),
+            resources.activation_bytes(
+                entry,
+                settings,
+                batch_size=int(self.config["features"]["batch_size"]),
+                window=window,
+            ),
+            self.gpu(),
+            usable=float(g["usable"]),
+            max_gpus=int(g["max_gpus"]),
+            what=f"model '{model}' variant '{variant}'",
+        )
+
+    def features_tokens(self, ds: str, model: str) -> int:
+        """Tokens an extraction job forwards over the dataset's stories (window overlap in)."""
+        window, stride = self.window(model)
+        per_story = int(self.config["features"]["tokens_per_story"])
+        arch = self.study.entry(model)["arch"]
+        n = resources.tokens_processed(per_story, window=window, stride=stride, arch=arch)
+        return n * len(self.study.stories(ds))
+
+    def features_runtime_min(self, ds: str, model: str, variant: str | None = None) -> int:
+        """Wall-clock minutes: forward FLOPs over the GPU's sustained rate, plus loading."""
+        params = self.params_count(model)
+        settings = self.study.settings(model, variant) if variant else {"kind": "full"}
+        return resources.runtime_minutes(
+            params,
+            self.features_tokens(ds, model),
+            self.gpu(),
+            weights=resources.weight_bytes(params, settings),
+            slowdown=self.study.kind(model, variant).slowdown if variant else 1.0,
+            safety=float(self.config["gpu"]["safety"]),
+        )
+
+    def quantize_gpus(self, model: str) -> int:
+        """GPT-QModel keeps the model in host memory and quantises one layer at a time on a GPU."""
+        return 1
+
+    def quantize_mem_mb(self, model: str) -> int:
+        weights = resources.weight_bytes(
+            self.params_count(model), {"kind": "full", "dtype": "bfloat16"}
+        )
+        return resources.host_mem_mb(2 * weights)
+
+    def quantize_runtime_min(self, model: str) -> int:
+        """A rough bound: GPTQ takes some minutes per billion parameters on a data-centre GPU."""
+        return max(30, int(math.ceil(10 * self.params_count(model) / 1e9)))
+
+    # --- the shape of the data ------------------------------------------------------------------
+
+    def story_shapes(self, ds: str) -> dict[str, tuple[int, int]]:
+        """Per story, (volumes of its BOLD run, words) as planning sees them.
+
+        Demo datasets: exactly what the demo generator will make (the packaged stories, timed
+        with the demo seed). Real datasets: the volume count from the header of the first
+        subject's BOLD run of the story (nibabel reads the header only) and words from the
+        run's length at :data:`WORDS_PER_SECOND`; a story without a readable run counts
+        :data:`DEFAULT_STORY_TRS` volumes, said once in the log.
+        """
+        if ds not in self._story_shapes:
+            self._story_shapes[ds] = self._read_story_shapes(ds)
+        return self._story_shapes[ds]
+
+    def _read_story_shapes(self, ds: str) -> dict[str, tuple[int, int]]:
+        from brainshape import demo
+
+        d = self.study.dataset(ds)
+        tr = float(d["tr"]) if d.get("tr") is not None else 2.0
+        if self.study.is_demo(ds):
+            seed = self.config["demo"]["seed"]
+            return {s: demo.story_shape(s, seed, tr) for s in self.study.stories(ds)}
+        shapes, missing = {}, []
+        for story in self.study.stories(ds):
+            n_trs = None
+            for sub in self.study.subjects(ds):
+                path = self.study.run_paths(ds, sub, story).bold
+                if path.is_file():
+                    try:
+                        n_trs, tr_run = bold_volumes(path, tr)
+                    except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
+                        continue
+                    break
+            if n_trs is None:
+                missing.append(story)
+                n_trs, tr_run = DEFAULT_STORY_TRS, tr
+            shapes[story] = (n_trs, int(math.ceil(n_trs * tr_run * WORDS_PER_SECOND)))
+        if missing:
+            _log.warning(
+                "datasets.%s: no BOLD run to read for %d stor%s (%s); encode resources are "
+                "planned with %d volumes each",
+                ds,
+                len(missing),
+                "y" if len(missing) == 1 else "ies",
+                ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                DEFAULT_STORY_TRS,
+            )
+        return shapes
+
+    def targets_per_subject(self, ds: str, mode: str | None = None) -> int:
+        """fMRI targets of one subject: ROIs x 2 hemispheres, or the voxels of those ROIs.
+
+        ROIs are ``fmri.rois``, else every label of the atlas (the labels TSV); voxels are
+        counted in the atlas image. Where the atlas cannot be read: :data:`DEFAULT_ROIS` ROIs,
+        :data:`DEFAULT_VOXELS` voxels. ``mode`` overrides ``fmri.targets``.
+        """
+        mode = mode or self.config["fmri"]["targets"]
+        if (ds, mode) not in self._targets:
+            self._targets[(ds, mode)] = self._count_targets(ds, mode)
+        return self._targets[(ds, mode)]
+
+    def _count_targets(self, ds: str, mode: str) -> int:
+        wanted = list(self.config["fmri"]["rois"] or []) or None
+        if self.study.is_demo(ds):
+            from brainshape import demo
+
+            rois = [r for r in demo.ROIS if wanted is None or r in wanted]
+            if mode == "roi_mean":
+                return 2 * len(rois)
+            voxels = demo.demo_atlas().voxels
+            return sum(len(v) for (roi, _), v in voxels.items() if roi in rois)
+        try:
+            atlas = self.study.atlas(ds)
+        except BrainshapeError:
+            atlas = None
+        labels = _atlas_labels(atlas["labels"]) if atlas is not None else None
+        if mode == "roi_mean":
+            if wanted is not None:
+                return 2 * len(wanted)
+            return 2 * (len(labels) if labels else DEFAULT_ROIS)
+        if atlas is None or labels is None or not atlas["image"].is_file():
+            return DEFAULT_VOXELS
+        import nibabel as nib
+        import numpy as np
+
+        keep = [labels[r] for r in (wanted or labels) if r in labels]
+        try:
+            data = np.asanyarray(nib.load(atlas["image"]).dataobj)
+        except Exception:  # noqa: BLE001 - an unreadable image is planned with the default
+            return DEFAULT_VOXELS
+        return int(np.isin(data, keep).sum())
+
+    def encode_dims(self, model: str | None) -> tuple[int, int]:
+        """(feature layers including the embeddings, hidden units) of a model's features;
+        ``None`` is a baseline: one layer of at most 3 features."""
+        if model is None:
+            return 1, 3
+        layers, hidden = resources.model_dims(self.study.entry(model))
+        return layers + 1, hidden
+
+    def kept_story_shapes(self, ds: str) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Per story its kept volumes (after ``fmri.trim_start``/``trim_end``) and words, and
+        the volumes trimmed from each run (:meth:`story_shapes`)."""
+        f = self.config["fmri"]
+        trim = int(f["trim_start"]) + int(f["trim_end"])
+        stories = self.story_shapes(ds).values()
+        return tuple(max(1, n - trim) for n, _ in stories), tuple(w for _, w in stories), trim
+
+    # --- encode and baseline jobs ---------------------------------------------------------------
+
+    def encode_shape(
+        self, ds: str, model: str | None, group: str | None = None
+    ) -> resources.EncodeShape:
+        """The :class:`resources.EncodeShape` of an encode job (a baseline when ``model`` is
+        None: every subject of the dataset; else the subjects of ``group``, the largest group
+        when None)."""
+        from brainshape import ridge
+
+        e = self.config["encoding"]
+        kept, words, trim = self.kept_story_shapes(ds)
+        if model is None:
+            subjects = len(self.study.subjects(ds))
+        elif group is None:
+            subjects = max(len(s) for s in self.study.subject_groups(ds).values())
+        else:
+            subjects = len(self.study.group_subjects(ds, group))
+        segments = None
+        if e["folds"] == "blocks" and e["n_blocks"]:
+            segments = tuple(len(b) for b in ridge.contiguous_folds(kept, e["n_blocks"]))
+        layers, hidden = self.encode_dims(model)
+        return resources.EncodeShape(
+            story_trs=kept,
+            story_words=words,
+            trimmed=trim,
+            layers=layers,
+            hidden=hidden,
+            delays=len(e["delays"]),
+            targets=self.targets_per_subject(ds) * subjects,
+            n_alphas=len(set(e["alphas"])),
+            target_chunk=int(e["target_chunk"]),
+            n_permutations=int(e["n_permutations"]),
+            predictions="segment_identification" in e["metrics"],
+            segments=segments,
+        )
+
+    def encode_gpus(self, model: str | None = None) -> int:
+        """GPUs of one encode job (``encoding.gpus``); baselines always run on CPU cores."""
+        gpus = int(self.config["encoding"]["gpus"])
+        if model is None:
+            return 0
+        if gpus and self.config["encoding"]["backend"] == "numpy":
+            raise BrainshapeError(
+                f"{self.study.source}: encoding.gpus is {gpus} but encoding.backend is 'numpy', "
+                "which never uses a GPU; set encoding.backend to auto or torch, or "
+                "encoding.gpus to 0"
+            )
+        return gpus
+
+    def encode_gpu_bytes(
+        self, ds: str, model: str, group: str | None = None
+    ) -> tuple[float, float]:
+        """(bytes an encode job's arrays need on its GPU, bytes one GPU offers to them: its
+        usable memory less the CUDA context and workspaces)."""
+        usable = self.gpu().memory_gib * 2**30 * float(self.config["gpu"]["usable"])
+        need = resources.encode_gpu_bytes(self.encode_shape(ds, model, group))
+        return need, usable - resources.GPU_OVERHEAD_BYTES
+
+    def encode_mem_mb(self, ds: str, model: str | None, group: str | None = None) -> int:
+        """Host memory (MiB) of an encode job (``model`` None: a baseline job), from the shape
+        of the study (:func:`resources.encode_memory`); with ``encoding.gpus`` the CUDA
+        context's share is added (:data:`resources.ENCODE_GPU_HOST_MIB`)."""
+        overhead = resources.ENCODE_OVERHEAD_MIB
+        if self.encode_gpus(model):
+            overhead += resources.ENCODE_GPU_HOST_MIB
+        return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
+
+    def encode_runtime_min(self, ds: str, model: str | None, group: str | None = None) -> int:
+        """Wall minutes of an encode job: its FLOPs (:func:`resources.encode_flops`) at
+        ``encoding.cpu_gflops`` x threads, or at the GPU's rate with ``encoding.gpus``."""
+        e = self.config["encoding"]
+        if self.encode_gpus(model):
+            rate = resources.encode_gpu_gflops(self.gpu(), e["gpu_tflops"])
+        else:
+            rate = float(e["cpu_gflops"]) * int(e["threads"])
+        shape = self.encode_shape(ds, model, group)
+        # Many variants and groups share a shape: count its FLOPs once (a loop over the folds).
+        if shape not in self._flops:
+            self._flops[shape] = resources.encode_flops(shape)
+        return resources.encode_runtime_min(shape, gflops=rate, flops=self._flops[shape])
+
+    # --- the shape stage -------------------------------------------------------------------------
+
+    def layer_diagrams_mem_mb(self, ds: str, model: str) -> int:
+        """Host memory (MiB) of a layer_diagrams job (:func:`resources.layer_diagrams_memory`):
+        every layer's diagram, no brain cloud."""
+        return resources.layer_diagrams_mem_mb(**{**self.topology_shape(ds, model), "clouds": 0})
+
+    def topology_pairs_mem_mb(self, ds: str, model: str) -> int:
+        """Host memory (MiB) of a topology_pairs job: every layer's geometry against every
+        brain cloud, no diagram computed."""
+        return resources.layer_diagrams_mem_mb(**self.topology_shape(ds, model), persistence=False)
+
+    def topology_shape(self, ds: str, model: str) -> dict:
+        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant."""
+        t = self.config["topology"]
+        kept, words, trim = self.kept_story_shapes(ds)
+        paired = sum(max(1, k - int(t["delay"])) for k in kept)
+        n_subjects = len(self.study.subjects(ds))
+        per_subject = self.targets_per_subject(ds)
+        n_rois = self.targets_per_subject(ds, "roi_mean")
+        clouds = n_rois * (1 + (n_subjects if t["per_subject"] else 0))
+        # The group cloud of an ROI x hemisphere: its columns in every subject side by side
+        # (twice the mean ROI size, for ROIs larger than the mean).
+        columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
+        _, hidden = self.encode_dims(model)
+        return {
+            "n_points": min(int(t["max_points"]), paired),
+            "story_trs": kept,
+            "story_words": words,
+            "trimmed": trim,
+            "hidden": hidden,
+            "clouds": clouds,
+            "cloud_columns": columns,
+        }
+
+
+def _atlas_labels(path) -> dict[str, int] | None:
+    """Label name -> index from an atlas labels TSV (columns index, name); None if unreadable."""
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except Exception:  # noqa: BLE001 - an unreadable TSV is planned with defaults
+        return None
+    if not {"index", "name"} <= set(table.columns):
+        return None
+    return {str(n): int(i) for i, n in zip(table["index"], table["name"], strict=True) if i}
