@@ -80,3 +80,64 @@ def test_unknown_column_and_two_transcripts_of_one_story(tmp_path):
         sheet.read_sheet(write(tmp_path, row(), other))
     with pytest.raises(BrainshapeError, match="runs sheet .* does not exist"):
         sheet.read_sheet(tmp_path / "none.tsv")
+
+
+def _study_with_sheet(tmp_path, rows, **dataset):
+    import yaml
+    from conftest import REPO, SCHEMAS
+
+    from brainshape.config import load_registry_dict, validate
+    from brainshape.study import Study
+
+    path = write(tmp_path, *rows)
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["encoding"]["group_size"] = 2
+    cfg["datasets"] = {"ds": {"bids_root": str(tmp_path), "runs": str(path), **dataset}}
+    cfg = validate(cfg, SCHEMAS / "config.schema.yaml", "study.yaml")
+    registry = load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml")
+    return Study(cfg, registry, source="study.yaml")
+
+
+def test_subjects_who_heard_different_stories_get_their_own_groups(tmp_path):
+    heard = {"01": "abc", "02": "ab", "03": "abc", "04": "ab", "05": "abc", "06": "d"}
+    rows = [row(sub=s, story=f"story{x}") for s, xs in heard.items() for x in xs]
+    study = _study_with_sheet(tmp_path, rows)
+    assert study.subjects("ds") == list(heard)
+    assert study.stories("ds") == ["storya", "storyb", "storyc", "storyd"]
+    assert study.subject_stories("ds", "02") == ["storya", "storyb"]
+    # Subjects share an encode job only with subjects who heard the same stories.
+    assert study.subject_groups("ds") == {
+        "g1": ["01", "03"],
+        "g2": ["05"],
+        "g3": ["02", "04"],
+        "g4": ["06"],
+    }
+    # Responses are matrices with their own columns: no atlas is needed.
+    assert not study.needs_atlas("ds")
+    assert study.word_sources("ds")["storyd"] == {
+        "path": str(tmp_path / "TextGrids" / "storyd.TextGrid"),
+        "format": "textgrid",
+        "tier": "words",
+    }
+    # The config's subjects and stories select among the sheet's rows.
+    chosen = _study_with_sheet(tmp_path, rows, subjects=["01", "06"], stories=["storyd"])
+    assert chosen.subjects("ds") == ["06"]
+    with pytest.raises(BrainshapeError, match="datasets.ds.subjects lists 07, which the runs"):
+        _study_with_sheet(tmp_path, rows, subjects=["07"]).subjects("ds")
+
+
+def test_missing_files_of_a_sheet_are_named_at_planning(tmp_path):
+    from brainshape.checks import check_dataset_inputs
+
+    study = _study_with_sheet(tmp_path, [row(), row(sub="02")])
+    (tmp_path / "01").mkdir()
+    (tmp_path / "01" / "souls.hf5").write_bytes(b"")
+    (tmp_path / "TextGrids").mkdir()
+    (tmp_path / "TextGrids" / "souls.TextGrid").write_text("")
+    with pytest.raises(BrainshapeError) as error:
+        check_dataset_inputs(study, "ds")
+    assert str(error.value) == (
+        f"datasets.ds: 1 input file(s) missing: {tmp_path / '02' / 'souls.hf5'}. Check the runs "
+        f"sheet {tmp_path / 'runs.tsv'}"
+    )

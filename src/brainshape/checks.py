@@ -38,7 +38,7 @@ def check_published_scores(study: Study) -> None:
 
 
 def check_dataset_inputs(study: Study, ds: str) -> None:
-    """The dataset's root, word files, every subject's runs and the atlas exist."""
+    """The dataset's root, runs sheet, word files, every run's files and the atlas exist."""
     root = study.root(ds)
     if not root.is_dir():
         raise BrainshapeError(
@@ -46,18 +46,20 @@ def check_dataset_inputs(study: Study, ds: str) -> None:
             "exist; point it at the BIDS dataset"
         )
     wanted: list[Path] = [study.word_file(ds, s) for s in study.stories(ds)]
-    for sub in study.subjects(ds):
-        for story in study.stories(ds):
-            run = study.run_paths(ds, sub, story)
-            wanted += [run.bold, run.mask, run.confounds]
-    wanted += list(study.atlas(ds).values())
-    missing = [p for p in wanted if not p.exists()]
+    wanted += study.input_files(ds)
+    if study.needs_atlas(ds):
+        wanted += list(study.atlas(ds).values())
+    missing = [p for p in dict.fromkeys(wanted) if not p.exists()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        where = (
+            f"the runs sheet {study.dataset(ds)['runs']}"
+            if study.dataset(ds).get("runs")
+            else f"bids_root, fmriprep_dir, space, subjects and stories in {study.source}"
+        )
         raise BrainshapeError(
-            f"datasets.{ds}: {len(missing)} input file(s) missing: {shown}{more}. Check "
-            f"bids_root, fmriprep_dir, space, subjects and stories in {study.source}"
+            f"datasets.{ds}: {len(missing)} input file(s) missing: {shown}{more}. Check {where}"
         )
 
 

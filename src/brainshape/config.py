@@ -107,6 +107,15 @@ def _describe(error: ValidationError, source: str) -> str:
         )
     if error.validator == "propertyNames":
         return f"{source}: name {error.instance!r} under '{key}' is not allowed: {error.message}"
+    if error.validator == "anyOf" and all("required" in v for v in error.validator_value):
+        # Name the key missing from the closest alternative, and the other ways to satisfy it.
+        inst = error.instance if isinstance(error.instance, dict) else {}
+        have = {k for k, v in inst.items() if v is not None}
+        options = [list(v["required"]) for v in error.validator_value]
+        closest = min(options, key=lambda keys: (len(set(keys) - have), -len(set(keys) & have)))
+        missing = next(k for k in closest if k not in have)
+        others = " or ".join(" and ".join(o) for o in options if o is not closest)
+        return f"{source}: missing required key '{key}.{missing}' (or give {others})"
     if error.validator == "oneOf":
         return f"{source}: key '{key}' has an invalid value {error.instance!r}"
     return f"{source}: key '{key}': {error.message}"

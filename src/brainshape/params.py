@@ -35,12 +35,8 @@ def demo(study: Study, ds: str, dataset_dir: str, model_root: str) -> dict:
 
 
 def words(study: Study, ds: str) -> dict:
-    w = study.dataset(ds)["words"]
-    return {
-        "format": w["format"],
-        "tier": w["tier"],
-        "sources": {s: str(study.word_file(ds, s)) for s in study.stories(ds)},
-    }
+    """Per story its word-timing file, format and TextGrid tier."""
+    return {"sources": study.word_sources(ds)}
 
 
 def prepare_model(study: Study, model: str) -> dict:
@@ -79,20 +75,28 @@ def features(study: Study, ds: str, model: str, variant: str, model_dir: str) ->
 
 
 def fmri(study: Study, ds: str, sub: str) -> dict:
+    """The subject's runs (sheet rows, paths resolved), the atlas, and how to clean them."""
     d, f = study.dataset(ds), study.config["fmri"]
-    atlas = study.atlas(ds)
+    atlas = study.atlas(ds) if study.needs_atlas(ds) else {"image": None, "labels": None}
     keys = ("targets", "rois", "detrend", "standardize", "high_pass", "trim_start", "trim_end")
+    runs = study.subject_runs(ds, sub)
     return {
         "subject": sub,
-        "stories": study.stories(ds),
+        "runs": [{k: _plain(v) for k, v in row.items()} for row in runs.to_dict("records")],
+        "stories": study.subject_stories(ds, sub),
         "fmriprep_dir": str(study.fmriprep_dir(ds)),
         "space": d["space"],
         "tr": d["tr"],
-        "atlas": str(atlas["image"]),
-        "labels": str(atlas["labels"]),
+        "atlas": None if atlas["image"] is None else str(atlas["image"]),
+        "labels": None if atlas["labels"] is None else str(atlas["labels"]),
         **{k: f[k] for k in keys},
         "confounds": list(f["confounds"]),
     }
+
+
+def _plain(value):
+    """A sheet cell as a plain Python value (numpy scalars are not YAML/JSON-friendly)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def ridge(study: Study) -> dict:

@@ -29,18 +29,6 @@ DEFAULT_VOXELS = 20000
 DEFAULT_PARAMS = 10_000_000
 
 
-def bold_volumes(path, tr: float) -> tuple[int, float]:
-    """(volumes, TR in s) from a BOLD NIfTI header, without reading the data; ``tr`` where the
-    header has no TR."""
-    import nibabel as nib
-
-    header = nib.load(path).header
-    shape = header.get_data_shape()
-    zooms = header.get_zooms()
-    n = int(shape[3]) if len(shape) > 3 else 1
-    return n, float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else tr
-
-
 class JobSizing:
     """Resources of every job of ``study``; results that many jobs share are computed once."""
 
@@ -157,17 +145,10 @@ class JobSizing:
         if self.study.is_demo(ds):
             seed = self.config["demo"]["seed"]
             return {s: demo.story_shape(s, seed, tr) for s in self.study.stories(ds)}
+        runs = self.study.runs(ds)
         shapes, missing = {}, []
         for story in self.study.stories(ds):
-            n_trs = None
-            for sub in self.study.subjects(ds):
-                path = self.study.run_paths(ds, sub, story).bold
-                if path.is_file():
-                    try:
-                        n_trs, tr_run = bold_volumes(path, tr)
-                    except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
-                        continue
-                    break
+            n_trs, tr_run = self._story_rows(ds, runs[runs["story"] == story], tr)
             if n_trs is None:
                 missing.append(story)
                 n_trs, tr_run = DEFAULT_STORY_TRS, tr
@@ -183,6 +164,21 @@ class JobSizing:
                 DEFAULT_STORY_TRS,
             )
         return shapes
+
+    def _story_rows(self, ds: str, rows, tr: float) -> tuple[int | None, float]:
+        """(rows, TR) of the first readable response of a story's runs; (None, tr) if none."""
+        from brainshape import responses
+
+        for row in rows.itertuples():
+            path = self.study.under_root(ds, row.response)
+            if not path.is_file():
+                continue
+            try:
+                found = responses.shape(path, row.format, row.key)
+            except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
+                continue
+            return found.rows, float(row.tr or found.tr or tr)
+        return None, tr
 
     def targets_per_subject(self, ds: str, mode: str | None = None) -> int:
         """fMRI targets of one subject: ROIs x 2 hemispheres, or the voxels of those ROIs.
@@ -206,6 +202,9 @@ class JobSizing:
                 return 2 * len(rois)
             voxels = demo.demo_atlas().voxels
             return sum(len(v) for (roi, _), v in voxels.items() if roi in rois)
+        runs = self.study.runs(ds)
+        if (runs["format"] == "hdf5").all():
+            return self._count_columns(ds, runs.iloc[0], mode, wanted)
         try:
             atlas = self.study.atlas(ds)
         except BrainshapeError:
@@ -227,6 +226,34 @@ class JobSizing:
             return DEFAULT_VOXELS
         return int(np.isin(data, keep).sum())
 
+    def _count_columns(self, ds: str, row, mode: str, wanted: list[str] | None) -> int:
+        """Targets of a subject whose responses are matrices (hdf5): from its label table
+        (columns column, roi, hemisphere), else every column is one target set."""
+        import pandas as pd
+
+        from brainshape import responses
+
+        labels = None
+        if row["labels"] is not None and self.study.under_root(ds, row["labels"]).is_file():
+            try:
+                labels = pd.read_csv(self.study.under_root(ds, row["labels"]), sep="\t")
+            except Exception:  # noqa: BLE001 - an unreadable table is planned with defaults
+                labels = None
+        if labels is not None and {"roi", "hemisphere"} <= set(labels.columns):
+            if wanted is not None:
+                labels = labels[labels["roi"].isin(wanted)]
+            if mode == "roi_mean":
+                return len(labels[["roi", "hemisphere"]].drop_duplicates())
+            return len(labels)
+        if mode == "roi_mean":
+            return 1
+        try:
+            return responses.shape(
+                self.study.under_root(ds, row["response"]), "hdf5", row["key"]
+            ).columns
+        except BrainshapeError:
+            return DEFAULT_VOXELS
+
     def encode_dims(self, model: str | None) -> tuple[int, int]:
         """(feature layers including the embeddings, hidden units) of a model's features;
         ``None`` is a baseline: one layer of at most 3 features."""
@@ -235,13 +262,17 @@ class JobSizing:
         layers, hidden = resources.model_dims(self.study.entry(model))
         return layers + 1, hidden
 
-    def kept_story_shapes(self, ds: str) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-        """Per story its kept volumes (after ``fmri.trim_start``/``trim_end``) and words, and
-        the volumes trimmed from each run (:meth:`story_shapes`)."""
+    def kept_story_shapes(
+        self, ds: str, stories: list[str] | None = None
+    ) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Per story (``stories``, default every story of the dataset) its kept volumes
+        (after ``fmri.trim_start``/``trim_end``) and words, and the volumes trimmed from each
+        run (:meth:`story_shapes`)."""
         f = self.config["fmri"]
         trim = int(f["trim_start"]) + int(f["trim_end"])
-        stories = self.story_shapes(ds).values()
-        return tuple(max(1, n - trim) for n, _ in stories), tuple(w for _, w in stories), trim
+        shapes = self.story_shapes(ds)
+        chosen = [shapes[s] for s in (stories if stories is not None else shapes)]
+        return tuple(max(1, n - trim) for n, _ in chosen), tuple(w for _, w in chosen), trim
 
     # --- encode and baseline jobs ---------------------------------------------------------------
 
@@ -254,13 +285,14 @@ class JobSizing:
         from brainshape import ridge
 
         e = self.config["encoding"]
-        kept, words, trim = self.kept_story_shapes(ds)
         if model is None:
-            subjects = len(self.study.subjects(ds))
-        elif group is None:
-            subjects = max(len(s) for s in self.study.subject_groups(ds).values())
+            members, stories = self.study.subjects(ds), None
         else:
-            subjects = len(self.study.group_subjects(ds, group))
+            groups = self.study.subject_groups(ds)
+            members = groups[group] if group is not None else max(groups.values(), key=len)
+            stories = self.study.subject_stories(ds, members[0])
+        kept, words, trim = self.kept_story_shapes(ds, stories)
+        subjects = len(members)
         segments = None
         if e["folds"] == "blocks" and e["n_blocks"]:
             segments = tuple(len(b) for b in ridge.contiguous_folds(kept, e["n_blocks"]))

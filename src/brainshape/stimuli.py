@@ -687,10 +687,14 @@ def read_words(path: str | os.PathLike, fmt: str, **kw: Any) -> pd.DataFrame:
     return reader(path, **kw)
 
 
-def words_table(sources: Mapping[str, str | os.PathLike], fmt: str, **kw: Any) -> pd.DataFrame:
+def words_table(
+    sources: Mapping[str, str | os.PathLike | Mapping[str, Any]], fmt: str | None = None, **kw: Any
+) -> pd.DataFrame:
     """The words table of a dataset: the word-timing file of every story, stacked.
 
-    ``sources`` maps story -> file (all of format ``fmt``; ``kw`` as in :func:`read_words`).
+    ``sources`` maps story -> file (all of format ``fmt``; ``kw`` as in :func:`read_words`), or
+    story -> ``{"path", "format", "tier"}`` where stories differ (a runs sheet's word timings;
+    ``tier`` applies to TextGrids only).
     Returns columns story (str), word_index (int64, 0-based within the story), word (str),
     onset, offset (float64, seconds from the start of the story's run) and aligned (bool), in
     the order of ``sources`` then word order.
@@ -699,7 +703,11 @@ def words_table(sources: Mapping[str, str | os.PathLike], fmt: str, **kw: Any) -
         raise BrainshapeError("no stories to read word timings for; list the dataset's stories")
     parts = []
     for story, path in sources.items():
-        table = read_words(path, fmt, **kw)
+        if isinstance(path, Mapping):
+            options = {"tier": path["tier"]} if path["format"] == "textgrid" else {}
+            table = read_words(path["path"], path["format"], **options, **kw)
+        else:
+            table = read_words(path, fmt, **kw)
         table.insert(0, "word_index", np.arange(len(table), dtype=np.int64))
         table.insert(0, "story", str(story))
         parts.append(table)

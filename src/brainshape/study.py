@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from brainshape import demo, fmri, models
+import pandas as pd
+
+from brainshape import demo, fmri, models, sheet
 from brainshape.errors import BrainshapeError
 
 
@@ -37,6 +39,7 @@ class Study:
         self.registry = registry["models"]
         self.source = source
         self._models = self._select_models()
+        self._runs: dict[str, pd.DataFrame] = {}
 
     # --- models and variants -------------------------------------------------------------------
 
@@ -131,6 +134,11 @@ class Study:
     def fmriprep_dir(self, ds: str) -> Path:
         return self.under_root(ds, self.dataset(ds)["fmriprep_dir"])
 
+    def needs_atlas(self, ds: str) -> bool:
+        """Whether some run is an image whose voxels an atlas must sort into ROIs (response
+        matrices come with their own label tables, or none)."""
+        return bool((self.runs(ds)["format"] != "hdf5").any())
+
     def atlas(self, ds: str) -> dict[str, Path]:
         """The atlas label image and its labels TSV (the demo generator writes its own)."""
         spec = self.dataset(ds).get("atlas")
@@ -143,30 +151,123 @@ class Study:
             )
         return {k: self.under_root(ds, spec[k]) for k in ("image", "labels")}
 
+    def runs(self, ds: str, *, excluded: bool = False) -> pd.DataFrame:
+        """The dataset's runs sheet (:mod:`brainshape.sheet`): one row per subject, story and
+        run, paths as written (relative to ``bids_root`` unless absolute).
+
+        Read from ``datasets.<ds>.runs``, or derived from ``subjects`` and ``stories`` for a
+        regular BIDS + fMRIPrep dataset (every subject heard every story). With a sheet, the
+        config's ``subjects`` and ``stories``, when given, select among its rows. Rows marked
+        ``exclude`` are left out unless ``excluded``.
+        """
+        if ds not in self._runs:
+            self._runs[ds] = self._read_runs(ds)
+        table = self._runs[ds]
+        return table if excluded else table[~table["exclude"]].reset_index(drop=True)
+
+    def _read_runs(self, ds: str) -> pd.DataFrame:
+        d = self.dataset(ds)
+        if d.get("runs") is None:
+            return sheet.derive_sheet(d, lambda sub, story: self._fmriprep_paths(ds, sub, story))
+        table = sheet.read_sheet(d["runs"])
+        for key in ("subjects", "stories"):
+            if d.get(key):
+                column = key[:-1] if key == "subjects" else "story"
+                unknown = sorted(set(map(str, d[key])) - set(table[column]))
+                if unknown:
+                    raise BrainshapeError(
+                        f"{self.source}: datasets.{ds}.{key} lists {', '.join(unknown)}, which "
+                        f"the runs sheet {d['runs']} does not have; fix the list or the sheet"
+                    )
+                table = table[table[column].isin(list(map(str, d[key])))]
+        if not (~table["exclude"]).any():
+            raise BrainshapeError(
+                f"{self.source}: datasets.{ds}: every row of the runs sheet {d['runs']} is "
+                "excluded or deselected; nothing to run"
+            )
+        return table.reset_index(drop=True)
+
+    def _fmriprep_paths(self, ds: str, sub: str, story: str) -> fmri.RunPaths:
+        # As written in the config (relative to bids_root unless absolute), like a sheet's.
+        d = self.dataset(ds)
+        return fmri.bids_paths(d["fmriprep_dir"], sub, story, d["space"])
+
     def subjects(self, ds: str) -> list[str]:
-        return list(self.dataset(ds)["subjects"])
+        """Subjects with at least one run, in the order of the sheet."""
+        return list(dict.fromkeys(self.runs(ds)["subject"]))
 
     def stories(self, ds: str) -> list[str]:
-        return list(self.dataset(ds)["stories"])
+        """Every story some subject heard, in the order of the sheet."""
+        return list(dict.fromkeys(self.runs(ds)["story"]))
+
+    def subject_stories(self, ds: str, sub: str) -> list[str]:
+        """The stories subject ``sub`` heard, in the order of the sheet."""
+        runs = self.runs(ds)
+        return list(dict.fromkeys(runs.loc[runs["subject"] == sub, "story"]))
+
+    def subject_runs(self, ds: str, sub: str) -> pd.DataFrame:
+        """The rows of subject ``sub``, with paths resolved against the dataset root."""
+        runs = self.runs(ds)
+        rows = runs[runs["subject"] == sub].reset_index(drop=True)
+        for column in sheet.PATH_COLUMNS:
+            rows[column] = [
+                None if v is None else str(self.under_root(ds, v)) for v in rows[column]
+            ]
+        return rows
+
+    def word_sources(self, ds: str) -> dict[str, dict[str, str]]:
+        """Per story, its word-timing file (resolved), format and tier."""
+        runs = self.runs(ds).drop_duplicates("story")
+        return {
+            r.story: {
+                "path": str(self.under_root(ds, r.words)),
+                "format": r.words_format,
+                "tier": r.tier,
+            }
+            for r in runs.itertuples()
+        }
 
     def word_file(self, ds: str, story: str) -> Path:
-        return self.under_root(ds, self.dataset(ds)["words"]["path"].format(story=story))
+        return Path(self.word_sources(ds)[story]["path"])
 
     def run_paths(self, ds: str, sub: str, story: str) -> fmri.RunPaths:
-        """The fMRIPrep derivatives of one subject's run of one story."""
-        return fmri.bids_paths(self.fmriprep_dir(ds), sub, story, self.dataset(ds)["space"])
+        """The files of one subject's first run of one story (response, mask, confounds)."""
+        rows = self.subject_runs(ds, sub)
+        row = rows[rows["story"] == story].iloc[0]
+        return fmri.RunPaths(
+            bold=Path(row.response),
+            mask=Path(row["mask"]) if row["mask"] else None,
+            confounds=Path(row.confounds) if row.confounds else None,
+            sub=sub,
+            story=story,
+        )
+
+    def input_files(self, ds: str, sub: str | None = None) -> list[Path]:
+        """Every file the runs of ``sub`` (or of every subject) read: responses, masks,
+        confounds, label tables."""
+        runs = self.runs(ds) if sub is None else self.runs(ds).query("subject == @sub")
+        files = []
+        for column in ("response", "mask", "confounds", "labels"):
+            files += [self.under_root(ds, v) for v in runs[column] if v is not None]
+        return list(dict.fromkeys(files))
 
     # --- encode jobs ---------------------------------------------------------------------------
 
     def subject_groups(self, ds: str) -> dict[str, list[str]]:
-        """Subjects of ``ds`` in groups of ``encoding.group_size`` (names g1, g2, ...).
+        """Subjects of ``ds`` in encode jobs (names g1, g2, ...).
 
-        Every subject of a dataset heard its stories, so any group shares one design; one encode
-        job per group keeps the study's job count at models x variants x groups.
+        Subjects who heard the same stories share one design decomposition (their targets are
+        stacked), so subjects are grouped by their set of stories, each set cut into groups of
+        at most ``encoding.group_size``; the job count stays at models x variants x groups.
         """
-        subs = self.subjects(ds)
         size = self.config["encoding"]["group_size"]
-        return {f"g{i // size + 1}": subs[i : i + size] for i in range(0, len(subs), size)}
+        by_stories: dict[tuple[str, ...], list[str]] = {}
+        for sub in self.subjects(ds):
+            by_stories.setdefault(tuple(sorted(self.subject_stories(ds, sub))), []).append(sub)
+        chunks = [
+            subs[i : i + size] for subs in by_stories.values() for i in range(0, len(subs), size)
+        ]
+        return {f"g{i + 1}": chunk for i, chunk in enumerate(chunks)}
 
     def group_subjects(self, ds: str, group: str) -> list[str]:
         groups = self.subject_groups(ds)

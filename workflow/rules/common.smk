@@ -158,9 +158,10 @@ def quantize_inputs(wildcards):
 
 def fmri_inputs(wildcards):
     ds, sub = wildcards.dataset, wildcards.subject
-    runs = [STUDY.run_paths(ds, sub, s) for s in STUDY.stories(ds)]
-    files = [f for r in runs for f in (r.bold, r.mask, r.confounds)]
-    return dataset_files(ds, files + list(STUDY.atlas(ds).values()))
+    files = STUDY.input_files(ds, sub)
+    if STUDY.needs_atlas(ds):
+        files += list(STUDY.atlas(ds).values())
+    return dataset_files(ds, files)
 
 
 def encode_inputs(wildcards):

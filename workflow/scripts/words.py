@@ -4,8 +4,7 @@ from brainshape.io import save_parquet
 
 def main(job):
     p = job.params.settings
-    kwargs = {"tier": p["tier"]} if p["format"] == "textgrid" else {}
-    table = stimuli.words_table(p["sources"], p["format"], **kwargs)
+    table = stimuli.words_table(p["sources"])
     save_parquet(job.output[0], table)
     runner.log.info("%d words in %d stories", len(table), table["story"].nunique())
 
