@@ -154,6 +154,8 @@ def test_calibrate_reads_the_benchmarks_of_the_earlier_run(small_run, tmp_path):
     seconds = read_benchmark_seconds(bench)
     assert seconds and seconds > 0
     bench.write_text("s\th:m:s\n5400\t1:30:00\n")
+    # A job whose benchmark record is gone keeps its estimate.
+    (work / "results" / "demo" / "benchmarks" / "words.tsv").unlink()
     # Two threads per features job: core-hours are twice the runtime.
     args = ["--tsv", "--forceall", "--set-resources", "features:gpu=1", "features:runtime=10"]
     estimated = tsv_rows(plan_cli(work, *args).stdout)
@@ -161,7 +163,7 @@ def test_calibrate_reads_the_benchmarks_of_the_earlier_run(small_run, tmp_path):
     assert estimated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "0.17", "0.17", "0.33"]
     assert calibrated[("features", "tiny-gpt2", "fp32")][1:5] == ["1", "1.50", "1.50", "3.00"]
     assert calibrated[("features", "tiny-gpt2", "fp32")][-1] == "measured"
-    # Rules without benchmark records keep their estimates.
+    # Jobs without benchmark records keep their estimates.
     assert calibrated[("words", "-", "-")] == estimated[("words", "-", "-")]
 
 
