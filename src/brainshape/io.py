@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainshape.errors import BrainshapeError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -47,18 +49,21 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(out_dir: str | os.PathLike, rule: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``out_dir``; it replaces ``out_dir`` if the block succeeds.
 
     A killed job thus never leaves a half-written folder under the final name. Files and
     folders get the permissions the umask gives (temporary folders and some writers make
-    private ones), so a folder written once can be shared by a group.
+    private ones), so a folder written once can be shared by a group. With ``rule`` (the rule
+    that writes the folder), its manifest is written last (:func:`write_manifest`).
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         yield tmp
+        if rule is not None:
+            write_manifest(tmp, rule)
         umask = current_umask()
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
@@ -74,6 +79,77 @@ def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: The manifest a folder output carries: every file's size, modification time and CRC-32,
+#: written last, so a folder with a manifest is complete.
+MANIFEST = ".manifest.json"
+
+_CHUNK = 1 << 22
+
+
+def _crc32(path: Path) -> str:
+    import zlib
+
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.is_symlink()
+    )
+
+
+def write_manifest(folder: str | os.PathLike, rule: str) -> None:
+    """Record every file of ``folder`` (size, mtime, CRC-32) in its manifest, written last
+    (atomically). ``rule`` is the rule that writes the folder, named when it must rerun."""
+    folder = Path(folder)
+    files = {}
+    for path in _files(folder):
+        stat = path.stat()
+        files[str(path.relative_to(folder))] = {
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "crc32": _crc32(path),
+        }
+    save_json(folder / MANIFEST, {"rule": rule, "files": files})
+
+
+def verify_manifest(folder: str | os.PathLike, *, checksums: bool = True) -> None:
+    """Raise if a file of ``folder`` changed since its manifest was written: size, added or
+    removed files always; content (CRC-32) where the modification time moved, if
+    ``checksums``. A folder without a manifest (written before manifests existed) passes."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text())
+        rule, files = manifest["rule"], manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise BrainshapeError(
+            f"{path} is damaged; rerun the rule that wrote {folder} (snakemake --forcerun ... "
+            f"{folder})"
+        ) from None
+    fix = f"rerun rule {rule} for it (snakemake --forcerun {rule} ... or delete {folder})"
+    present = {str(p.relative_to(folder)) for p in _files(folder)}
+    for name in sorted(set(files) ^ present):
+        what = "was removed" if name in files else "was added"
+        raise BrainshapeError(f"{folder / name} {what} after rule {rule} wrote {folder}; {fix}")
+    for name, recorded in files.items():
+        stat = (folder / name).stat()
+        changed = stat.st_size != recorded["size"]
+        if not changed and checksums and stat.st_mtime_ns != recorded["mtime_ns"]:
+            changed = _crc32(folder / name) != recorded["crc32"]
+        if changed:
+            raise BrainshapeError(
+                f"{folder / name} changed after rule {rule} wrote it (its size or checksum "
+                f"differs from {path}); {fix}"
+            )
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

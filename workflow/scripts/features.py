@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainshape import features, models, runner
+from brainshape import features, io, models, runner
 
 
 def main(job):
@@ -30,6 +30,7 @@ def main(job):
         word_token=p["word_token"],
         progress=True,
     )
+    io.write_manifest(partial, "features")
     partial.rename(out)
 
 
