@@ -25,6 +25,7 @@ import pandas as pd
 from brainshape.config import SCHEMAS, load_yaml, validate
 from brainshape.errors import BrainshapeError
 
+#: The sheet's schema beside the library; the workflow passes its own (``workflow/schemas``).
 RUNS_SCHEMA = SCHEMAS / "runs.schema.yaml"
 
 #: Cells read as "no value": an empty cell takes the column's default; ``n/a`` is allowed only
@@ -39,14 +40,14 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
 
-def columns() -> list[str]:
+def columns(schema: str | os.PathLike = RUNS_SCHEMA) -> list[str]:
     """The sheet's columns, in the schema's order."""
-    return list(load_yaml(RUNS_SCHEMA, "schema")["properties"])
+    return list(load_yaml(schema, "schema")["properties"])
 
 
-def _types() -> dict[str, tuple[str, bool]]:
+def _types(schema: str | os.PathLike) -> dict[str, tuple[str, bool]]:
     """Column -> (type, whether it may be null)."""
-    props = load_yaml(RUNS_SCHEMA, "schema")["properties"]
+    props = load_yaml(schema, "schema")["properties"]
     out = {}
     for name, prop in props.items():
         kinds = prop.get("type", "string")
@@ -91,13 +92,15 @@ def _cell(value: str, kind: tuple[str, bool], where: str, column: str) -> Any:
     return text
 
 
-def rows_from_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
+def rows_from_table(
+    table: pd.DataFrame, source: str, schema: str | os.PathLike = RUNS_SCHEMA
+) -> pd.DataFrame:
     """Validate a sheet read as strings (one row per run) and fill its defaults.
 
     Errors name ``source`` and the row (counted from 1, as a spreadsheet shows data rows) and
     say what to change. Returns a table with every schema column, typed.
     """
-    types = _types()
+    types = _types(schema)
     unknown = [c for c in table.columns if c not in types]
     if unknown:
         raise BrainshapeError(
@@ -115,7 +118,7 @@ def rows_from_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
             cell = _cell(value, types[column], where, column)
             if cell is not None:
                 row[column] = cell
-        validate(row, RUNS_SCHEMA, where)
+        validate(row, schema, where)
         rows.append(row)
     if not rows:
         raise BrainshapeError(f"{source} has no rows; list one row per subject, story and run")
@@ -156,7 +159,7 @@ def _check_rows(runs: pd.DataFrame, source: str) -> None:
             )
 
 
-def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
+def read_sheet(path: str | os.PathLike, schema: str | os.PathLike = RUNS_SCHEMA) -> pd.DataFrame:
     """Read and validate a runs sheet (TSV with a header row)."""
     path = Path(path)
     if not path.is_file():
@@ -168,7 +171,7 @@ def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise BrainshapeError(f"cannot read runs sheet {path} as TSV ({error})") from None
-    return rows_from_table(table, str(path))
+    return rows_from_table(table, str(path), schema)
 
 
 def write_sheet(path: str | os.PathLike, runs: pd.DataFrame) -> None:
@@ -180,7 +183,9 @@ def write_sheet(path: str | os.PathLike, runs: pd.DataFrame) -> None:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
 
 
-def derive_sheet(dataset: Mapping[str, Any], fmri_paths) -> pd.DataFrame:
+def derive_sheet(
+    dataset: Mapping[str, Any], fmri_paths, schema: str | os.PathLike = RUNS_SCHEMA
+) -> pd.DataFrame:
     """The runs sheet of a regular dataset: every subject heard every story, fMRIPrep
     derivatives named by ``fmri_paths(sub, story)`` (an :class:`fmri.RunPaths`), words from
     ``dataset.words.path``, one clock (offset 0), TR from the config or the headers."""
@@ -205,4 +210,4 @@ def derive_sheet(dataset: Mapping[str, Any], fmri_paths) -> pd.DataFrame:
             )
     table = pd.DataFrame(rows).astype(object)
     table = table.where(table.notna(), "")
-    return rows_from_table(table.astype(str), "datasets config")
+    return rows_from_table(table.astype(str), "datasets config", schema)

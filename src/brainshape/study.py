@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from brainshape import demo, fmri, models, sheet
+from brainshape.config import SCHEMAS
 from brainshape.errors import BrainshapeError
 
 
@@ -31,11 +32,19 @@ class Study:
     """Datasets, models and variants of one validated configuration.
 
     ``config`` and ``registry`` are the mappings after schema validation (defaults filled);
-    ``source`` names the config file(s) in error messages.
+    ``source`` names the config file(s) in error messages; ``schemas`` is the workflow's
+    schema folder (for the runs sheet's).
     """
 
-    def __init__(self, config: Mapping[str, Any], registry: Mapping[str, Any], source: str):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        registry: Mapping[str, Any],
+        source: str,
+        schemas: str | Path = SCHEMAS,
+    ):
         self.config = config
+        self.runs_schema = Path(schemas) / "runs.schema.yaml"
         self.registry = registry["models"]
         self.source = source
         self._models = self._select_models()
@@ -168,8 +177,9 @@ class Study:
     def _read_runs(self, ds: str) -> pd.DataFrame:
         d = self.dataset(ds)
         if d.get("runs") is None:
-            return sheet.derive_sheet(d, lambda sub, story: self._fmriprep_paths(ds, sub, story))
-        table = sheet.read_sheet(d["runs"])
+            paths = lambda sub, story: self._fmriprep_paths(ds, sub, story)  # noqa: E731
+            return sheet.derive_sheet(d, paths, self.runs_schema)
+        table = sheet.read_sheet(d["runs"], self.runs_schema)
         for key in ("subjects", "stories"):
             if d.get(key):
                 column = key[:-1] if key == "subjects" else "story"

@@ -21,7 +21,7 @@ try:
     validate(config, SCHEMAS / "config.schema.yaml", source=_source)
     REGISTRY = load_registry_dict(config["registry"], SCHEMAS / "models.schema.yaml")
     check_planted(config["demo"]["planted"], REGISTRY, source=_source)
-    STUDY = Study(config, REGISTRY, source=_source)
+    STUDY = Study(config, REGISTRY, source=_source, schemas=SCHEMAS)
     SIZING = JobSizing(STUDY)
     check_study(STUDY, SIZING)
 except BrainshapeError as _error:
