@@ -513,7 +513,9 @@ class Study:
             self.features_tokens(ds, model),
             self._gpu(),
             weights=resources.weight_bytes(params, settings),
-            slowdown=resources.KIND_SLOWDOWN.get(settings["kind"], 1.0),
+            slowdown=resources.kind_slowdown(
+                settings["kind"], (self.config.get("gpu") or {}).get("slowdown")
+            ),
             safety=float((self.config.get("gpu") or {}).get("safety", 2.0)),
         )
 
