@@ -60,7 +60,7 @@ FULL = {
         "matmul_n": 8192,
     },
     "quant_shape": {"model": "llama-7b", "dtype": "bfloat16", "words": 4000, "context": 1024},
-    "trained": {"words": 1500, "context": 1024, "dtype": "bfloat16"},
+    "trained": {"words": 1500, "context": 1024, "dtype": "bfloat16", "group_size": 128},
     "ridge": [
         {"name": "3k", "n_trs": 3000, "columns": 3072, "targets": 10000},
         {"name": "16k", "n_trs": 16000, "columns": 16384, "targets": 100000},
@@ -87,7 +87,8 @@ TINY = {
         "matmul_n": 256,
     },
     "quant_shape": {"model": "llama-tiny", "dtype": "float32", "words": 120, "context": 32},
-    "trained": {"words": 40, "context": 32, "dtype": "float32"},
+    # GPTQ groups of 32: the tiny model's layers are 64 wide.
+    "trained": {"words": 40, "context": 32, "dtype": "float32", "group_size": 32},
     "ridge": [
         {"name": "small", "n_trs": 240, "columns": 24, "targets": 60},
         {"name": "large", "n_trs": 400, "columns": 48, "targets": 150},
@@ -295,24 +296,36 @@ def _words(n: int) -> list[str]:
     return extract.story_words(n)
 
 
-def _llama(name: str, dtype, device: str):
+def _llama(name: str, dtype, device: str, tmp: str | None = None):
     """A Llama-shaped model from a config, random weights (seed 0), and a tokenizer trained on
-    the packaged stories."""
+    the packaged stories (once per part: kept in ``tmp``)."""
     import torch
     from transformers import LlamaConfig, LlamaModel
 
     sys.path.insert(0, str(HERE))
     import extract
 
-    from brainshape import models
-
     shape = TINY_LLAMA if name == "llama-tiny" else extract.SHAPES[name]
-    tokenizer = models.train_tokenizer(models.default_corpus(), 2000)
+    tokenizer = _tokenizer(tmp)
     config = LlamaConfig(**shape, max_position_embeddings=4096, attn_implementation="sdpa")
     torch.manual_seed(0)
     with torch.device(device):
         model = LlamaModel(config).to(dtype).eval()
     return model, tokenizer
+
+
+def _tokenizer(tmp: str | None):
+    from transformers import PreTrainedTokenizerFast
+
+    from brainshape import models
+
+    saved = Path(tmp) / "tokenizer" if tmp else None
+    if saved is not None and (saved / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(saved)
+    tokenizer = models.train_tokenizer(models.default_corpus(), 2000)
+    if saved is not None:
+        tokenizer.save_pretrained(saved)
+    return tokenizer
 
 
 def _matmul_tflops(device: str, dtype, n: int) -> float:
@@ -360,7 +373,7 @@ def step_extract(p: dict) -> dict:
     torch, device = _torch_setup()
     s = p["shape"]
     dtype = getattr(torch, s["dtype"])
-    model, tokenizer = _llama(s["model"], dtype, device)
+    model, tokenizer = _llama(s["model"], dtype, device, p["tmp"])
     words = _words(s["words"])
     params = sum(t.numel() for t in model.parameters())
     flop_params = params - model.get_input_embeddings().weight.numel()
@@ -418,7 +431,7 @@ def step_compiled(p: dict) -> dict:
     torch, device = _torch_setup()
     s = p["shape"]
     dtype = getattr(torch, s["dtype"])
-    model, tokenizer = _llama(s["model"], dtype, device)
+    model, tokenizer = _llama(s["model"], dtype, device, p["tmp"])
     words = _words(s["words"])
     flop_params = sum(t.numel() for t in model.parameters())
     flop_params -= model.get_input_embeddings().weight.numel()
@@ -497,7 +510,7 @@ def step_quant_shape(p: dict) -> dict:
         return {"skipped": _bnb_missing()}
     s = p["shape"]
     dtype = getattr(torch, s["dtype"])
-    model, tokenizer = _llama(s["model"], dtype, device)
+    model, tokenizer = _llama(s["model"], dtype, device, p["tmp"])
     folder = Path(p["tmp"]) / "shape-model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -548,9 +561,12 @@ def _trained_folder(p: dict) -> tuple[Path | None, str]:
 
 
 def _tiny_random_folder(p: dict) -> Path:
-    """A tiny random model prepared from a config, standing in for trained weights."""
+    """A tiny random model prepared from a config, standing in for trained weights (the shape
+    step's, when it saved one: in tiny mode that is the same tiny model)."""
+    if (Path(p["tmp"]) / "shape-model" / "config.json").is_file():
+        return Path(p["tmp"]) / "shape-model"
     torch, device = _torch_setup()
-    model, tokenizer = _llama("llama-tiny", torch.float32, "cpu")
+    model, tokenizer = _llama("llama-tiny", torch.float32, "cpu", p["tmp"])
     folder = Path(p["tmp"]) / "tiny-random"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -601,7 +617,7 @@ def step_trained(p: dict) -> dict:
 
 
 def step_gptq(p: dict) -> dict:
-    """GPTQ (4-bit, group 128) quantised here with GPT-QModel from the trained step's model,
+    """GPTQ (4-bit, groups of 128) quantised here with GPT-QModel from the trained step's model,
     then its error and throughput against the full-precision states of that step."""
     import importlib.util
 
@@ -610,19 +626,20 @@ def step_gptq(p: dict) -> dict:
     sys.path.insert(0, str(HERE))
     import extract
 
-    torch, device = _torch_setup()
     if importlib.util.find_spec("gptqmodel") is None:
         return {
             "skipped": "GPT-QModel is not installed in this interpreter (carry its wheel and "
             "dependencies in .whl/, or set BRAINSHAPE_GPTQ_PYTHON to a Python that has it)"
         }
+    torch, device = _torch_setup()
     trained = json.loads(Path(p["trained_result"]).read_text())
     reference = np.load(Path(p["tmp"]) / "trained-full.npy")
     from brainshape import quantize
 
     start = time.perf_counter()
     quantized = Path(p["tmp"]) / "gptq"
-    quantize.gptq_quantize(trained["folder"], quantized, bits=4, group_size=128, device=device)
+    group = p["shape"]["group_size"]
+    quantize.gptq_quantize(trained["folder"], quantized, bits=4, group_size=group, device=device)
     quantize_s = time.perf_counter() - start
     spec = _spec("trained", trained["dtype"])
     words = _words(p["shape"]["words"])
@@ -631,6 +648,8 @@ def step_gptq(p: dict) -> dict:
     full_rate = trained["variants"]["full"]["tokens_per_s"]
     return {
         "weights": trained["weights"],
+        "bits": 4,
+        "group_size": group,
         "quantize_s": quantize_s,
         "tokens_per_s": rate,
         "throughput_vs_full": rate / full_rate,

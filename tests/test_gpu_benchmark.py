@@ -171,14 +171,17 @@ def _study(work: Path, overrides: dict):
 def test_calibrated_plan_uses_the_measured_rates(records, tmp_path):
     work = write_small_demo(tmp_path / "work")
     cfg = yaml.safe_load((work / "config.yaml").read_text())
-    # A trained 135M model with a GPTQ-like and a bnb variant, so that extraction runs above the
-    # 10-minute floor at the (tiny, CPU-measured) rate and the kinds' slowdowns show.
+    # The study's 70B model in full precision and two quantised kinds, over stories long enough
+    # that extraction runs far above the 10-minute floor of a job at any rate up to the matrix
+    # product's, so the measured extraction rate and the kinds' slowdowns show in the plan.
+    study = yaml.safe_load((REPO / "config" / "models.yaml").read_text())["models"]
+    big = dict(study["llama-3.1-70b"])
+    big["variants"] = {k: big["variants"][k] for k in ("bf16", "bnb8", "bnb4")}
     registry = yaml.safe_load((work / "models.yaml").read_text())
-    registry["models"]["smollm2-135m"]["variants"].update(
-        {"int8": {"kind": "bnb8", "dtype": "float32"}, "nf4": {"kind": "bnb4", "dtype": "float32"}}
-    )
+    registry["models"]["llama-3.1-70b"] = big
     (work / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
-    cfg["models"] = ["tiny-gpt2", "smollm2-135m"]
+    cfg["models"] = ["tiny-gpt2", "llama-3.1-70b"]
+    cfg["features"]["tokens_per_story"] = 300_000
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     extract = load(records, "extract")["results"]
@@ -186,12 +189,12 @@ def test_calibrated_plan_uses_the_measured_rates(records, tmp_path):
     encode = load(records, "encode")["results"]
     planned = resources.GPU_TYPES["H100-80GB"]  # the schema's default gpu.type
     tflops = extract["fraction_of_matmul"] * resources.MATMUL_PER_SUSTAINED * planned.tflops
+    assert tflops != planned.tflops
     overrides = {
         "gpu": {"tflops": tflops, "slowdown": quantized["slowdown"]},
         "encoding": {"cpu_gflops": encode["gflops"] / encode["threads"]},
     }
     calibrated = _study(work, overrides)
-    assumed = _study(work, {})
 
     cmd = [sys.executable, "-m", "brainshape.cli", "plan", "--snakefile", str(REPO / "Snakefile")]
     cmd += ["--directory", str(work), "--configfile", str(work / "config.yaml"), "--tsv"]
@@ -199,20 +202,19 @@ def test_calibrated_plan_uses_the_measured_rates(records, tmp_path):
         [*cmd, "--calibrate", "--gpu-records", str(records)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # columns after rule, model, variant: jobs, gpus_per_job, runtime_h_per_job, ...
     rows = {tuple(r.split("\t")[:3]): r.split("\t")[3:] for r in proc.stdout.splitlines()[1:]}
-    for variant in ("fp32", "int8", "nf4"):
-        minutes = calibrated.features_runtime_min("demo", "smollm2-135m", variant)
-        assert float(rows[("features", "smollm2-135m", variant)][2]) == pytest.approx(
+    for variant in ("bf16", "bnb8", "bnb4"):
+        minutes = calibrated.features_runtime_min("demo", "llama-3.1-70b", variant)
+        assert minutes > 10
+        assert float(rows[("features", "llama-3.1-70b", variant)][2]) == pytest.approx(
             minutes / 60, abs=0.005
         )
-        # The measured rates changed the plan (the assumed ones give another runtime).
-        assert minutes != assumed.features_runtime_min("demo", "smollm2-135m", variant)
     groups = list(calibrated.subject_groups("demo"))
-    minutes = [calibrated.encode_runtime_min("demo", "smollm2-135m", g) for g in groups]
-    # columns after rule, model, variant: jobs, gpus_per_job, runtime_h_per_job, ...
-    assert float(rows[("encode", "smollm2-135m", "fp32")][2]) == pytest.approx(
+    minutes = [calibrated.encode_runtime_min("demo", "llama-3.1-70b", g) for g in groups]
+    assert float(rows[("encode", "llama-3.1-70b", "bf16")][2]) == pytest.approx(
         sum(minutes) / 60 / len(groups), abs=0.005
     )
     # What calibrated it is said beside the table, with the tiny records flagged.
     assert "gpu.tflops" in proc.stderr and "encoding.cpu_gflops" in proc.stderr
-    assert "tiny shapes" in proc.stderr and "not used: quantized.json" not in proc.stderr
+    assert "gpu.slowdown" in proc.stderr and "tiny shapes" in proc.stderr

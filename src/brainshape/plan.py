@@ -615,7 +615,7 @@ def rate_overrides(
             f"the CPU of {on})"
         )
     notes += [f"  not used: {s}" for s in rates.skipped]
-    if len(notes) == 1 + rates.tiny:
+    if not out:
         notes.append("  no rate in these records: the plan keeps its assumed rates")
     return out, notes
 
