@@ -475,3 +475,12 @@ def test_the_shipped_config_plans_the_full_study_within_a_lab_budget(tmp_path):
     assert rules["encode"][1] > 0 and result.gpu_hours < 5_000
     assert result.core_hours < 50_000
     assert not [w for w in result.warnings if w.startswith(("encode", "features", "the plan"))]
+
+
+def test_gpu_records_need_calibrate():
+    from brainshape.errors import BrainshapeError
+    from brainshape.plan import plan
+
+    with pytest.raises(BrainshapeError) as error:
+        plan([], gpu_records="benchmarks/out/gpu")
+    assert str(error.value) == "--gpu-records calibrates the plan: use it with --calibrate"
