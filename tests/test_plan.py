@@ -1,5 +1,6 @@
 """`brainshape plan`: GPU-hours, core-hours and tokens of the jobs a run would start."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -235,3 +236,254 @@ def test_plan_shows_the_computed_encode_runtime_and_gpu_hours(tmp_path, shape):
         if job.rule == "encode":
             w = job.wildcards
             assert job.mem_mb == study.encode_mem_mb(w["dataset"], w["model"], w["group"])
+
+
+# --- limits, budget, Aquarius charges ---------------------------------------------------------
+
+PARTITIONS = REPO / "profiles" / "slurm" / "partitions.example.yaml"
+PJM_SUBMIT = REPO / "profiles" / "wisteria" / "pjm_submit.py"
+
+
+def big(rule, gpus, runtime, mem_mb, cores=1, model="m", variant="v"):
+    return JobRecord(rule, {"model": model, "variant": variant}, gpus, runtime, cores, mem_mb)
+
+
+def test_slurm_partitions_name_the_limit_a_job_exceeds():
+    from brainshape.plan import SlurmPartitions
+
+    limits = SlurmPartitions.read(PARTITIONS)
+    assert limits.problems(big("encode", 1, 600, 400_000, cores=8)) == []
+    assert limits.problems(big("encode", 0, 2880, 250_000, cores=64)) == []
+    assert limits.problems(big("encode", 0, 3000, 1000)) == [
+        "runtime 3,000 min > 2,880 (largest, partition cpu)"
+    ]
+    assert limits.problems(big("encode", 1, 60, 600_000)) == [
+        "mem_mb 600,000 MB > 500,000 (largest, partition gpu)"
+    ]
+    assert limits.problems(big("features", 9, 60, 1000)) == ["gpus 9 > 8 (most in any partition)"]
+    # A CPU job may use the GPU partition's memory; each limit alone is met, not together.
+    assert limits.problems(big("encode", 0, 60, 400_000, cores=48)) == [
+        "no single partition allows its runtime, memory, cores and GPUs together"
+    ]
+
+
+def test_slurm_partition_file_errors_are_one_line(tmp_path):
+    from brainshape.errors import BrainshapeError
+    from brainshape.plan import SlurmPartitions
+
+    with pytest.raises(BrainshapeError, match=r"partition file .*nope.yaml does not exist"):
+        SlurmPartitions.read(tmp_path / "nope.yaml")
+    (tmp_path / "p.yaml").write_text("cpu: {max_runtime: 10}\n")
+    with pytest.raises(BrainshapeError, match=r"p.yaml: no 'partitions' mapping"):
+        SlurmPartitions.read(tmp_path / "p.yaml")
+
+
+def test_aquarius_groups_charge_what_pjm_submit_asks_for():
+    from brainshape.plan import AquariusGroups
+
+    groups = AquariusGroups.load(PJM_SUBMIT)
+    # No GPU: one shared GPU all the same; memory beyond 60 GiB a GPU: more GPUs.
+    assert groups.charged(big("fmri", 0, 30, 4000)) == 1
+    assert groups.charged(big("features", 2, 30, 4000)) == 2
+    assert groups.charged(big("encode", 1, 30, 130 * 1024)) == 3
+    # More than 4 GPUs: a whole node of 8.
+    assert groups.charged(big("features", 6, 30, 4000)) == 8
+    assert groups.problems(big("encode", 1, 47 * 60, 4000)) == []
+    assert groups.problems(big("encode", 1, 3000, 4000)) == [
+        "runtime 3000 min exceeds the 2880 min limit of share"
+    ]
+    assert groups.problems(big("baseline", 0, 60, 600_000)) == [
+        "mem_mb 600,000 > 491,520 (one Aquarius node)"
+    ]
+    plan = summarize(
+        [big("fmri", 0, 60, 4000), big("encode", 1, 120, 130 * 1024)], charge=groups.charged
+    )
+    assert (plan.gpu_hours, plan.charged_gpu_hours, plan.tokens) == (2.0, 7.0, 21.0)
+
+
+def test_limit_warnings_say_how_many_jobs_of_a_variant_exceed():
+    from brainshape.plan import SlurmPartitions, limit_warnings
+
+    limits = SlurmPartitions.read(PARTITIONS)
+    jobs = [
+        big("encode", 0, 3000, 1000),
+        big("encode", 0, 3500, 1000),
+        big("encode", 0, 60, 1000),
+        big("fmri", 0, 60, 1000, model="", variant=""),
+    ]
+    assert limit_warnings(jobs, limits) == [
+        f"encode model=m variant=v: 2 of 3 job(s) exceed the SLURM limits of {PARTITIONS}: "
+        "runtime 3,500 min > 2,880 (largest, partition cpu)"
+    ]
+
+
+def test_budget_warns_only_above_it():
+    from brainshape.plan import budget_warning
+
+    plan = summarize([job("features", 2, 90), job("encode", 1, 60)])
+    assert plan.gpu_hours == 4.0
+    assert budget_warning(plan, None) is None
+    assert budget_warning(plan, 4.0) is None
+    assert budget_warning(plan, 2.0) == (
+        "the plan needs 4.0 GPU-hours, 2.00 times the budget of 2.0 (--budget); "
+        "config/README.md ('What the study costs') lists what lowers it"
+    )
+
+
+def test_plan_warns_about_limits_and_budget_from_the_command_line(tmp_path):
+    work = write_small_demo(tmp_path / "work")
+    args = ["--profile", str(REPO / "profiles" / "slurm"), "--set-resources"]
+    args += ["features:gpu=1", "features:runtime=3000", "encode:mem_mb=600000"]
+    text = plan_cli(work, *args, "--partitions", str(PARTITIONS), "--budget", "1").stdout
+    warnings = [ln for ln in text.splitlines() if ln.startswith("warning: ")]
+    # Four features jobs (two models x two variants) over the runtime limit, every encode job
+    # over the memory limit, and the total over the budget: one line per variant and the total.
+    assert len([w for w in warnings if w.startswith("warning: features ")]) == 4
+    assert len([w for w in warnings if w.startswith("warning: encode ")]) == 4
+    assert "runtime 3,000 min > 2,880 (largest, partition gpu)" in text
+    assert "mem_mb 600,000 MB > 500,000 (largest, partition gpu)" in text
+    assert "warning: the plan needs 200.0 GPU-hours, 200.00 times the budget of 1.0" in text
+    # Wisteria: the Aquarius groups of the profile, and the GPUs PJM charges.
+    text = plan_cli(work, "--profile", str(REPO / "profiles" / "wisteria")).stdout
+    assert "as Aquarius charges them (every job holds at least one GPU there)" in text
+    assert "warning" not in text
+
+
+# --- calibration from benchmarks/gpu.sh records ------------------------------------------------
+
+
+def write_records(folder: Path, device: str, device_type: str | None, **parts) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, results in parts.items():
+        record = {
+            "part": part,
+            "status": results.pop("_status", "ok"),
+            "reason": results.pop("_reason", None),
+            "device": device,
+            "device_type": device_type,
+            "tiny": False,
+            "results": results,
+        }
+        (folder / f"{part}.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_rates_measured_on_the_planned_gpu_are_used_as_measured(tmp_path):
+    from brainshape.plan import rate_overrides, read_gpu_records
+
+    folder = write_records(
+        tmp_path / "h100",
+        "NVIDIA H100 80GB HBM3",
+        "H100-80GB",
+        extract={"fraction_of_matmul": 0.5, "matmul_tflops": 780.0},
+        quantized={"slowdown": {"bnb8": 1.9, "bnb4": 1.05}, "slowdown_from": "the 7B shape"},
+        encode={"gflops": 40000.0, "backend_device": "cuda", "matmul_tflops": 800.0},
+    )
+    overrides, notes = rate_overrides(read_gpu_records(folder), "H100-80GB", 395.0, 80.0)
+    assert overrides["gpu"]["tflops"] == pytest.approx(390.0)  # 0.5 x the measured 780
+    assert overrides["gpu"]["slowdown"] == {"bnb8": 1.9, "bnb4": 1.05}
+    assert overrides["encoding"] == {"gpu_tflops": pytest.approx(40.0)}
+    assert notes[0].startswith(f"calibrated with the rates benchmarks/gpu.sh measured in {folder}")
+    # Planned on another type: the measured shares of its matrix-product rate carry over.
+    overrides, notes = rate_overrides(read_gpu_records(folder), "A100-40GB", 125.0, 40.0)
+    assert overrides["gpu"]["tflops"] == pytest.approx(0.5 * 2 * 125)
+    assert overrides["encoding"]["gpu_tflops"] == pytest.approx(40.0 / 800 * 2 * 125)
+    assert "(measured on H100-80GB, not A100-40GB)" in notes[1]
+
+
+def test_records_without_a_rate_leave_the_plan_alone(tmp_path):
+    from brainshape.plan import rate_overrides, read_gpu_records
+
+    folder = write_records(
+        tmp_path / "none",
+        "NVIDIA H200",
+        "H200-141GB",
+        extract={"_status": "error", "_reason": "CUDA out of memory"},
+        quantized={"_status": "skipped", "_reason": "bitsandbytes is not installed"},
+    )
+    overrides, notes = rate_overrides(read_gpu_records(folder), "H100-80GB", 395.0)
+    assert overrides == {}
+    assert notes[1:] == [
+        "  not used: extract.json: error (CUDA out of memory)",
+        "  not used: quantized.json: skipped (bitsandbytes is not installed)",
+        "  no rate in these records: the plan keeps its assumed rates",
+    ]
+
+
+def test_missing_records_are_one_clear_error(tmp_path):
+    from brainshape.errors import BrainshapeError
+    from brainshape.plan import read_gpu_records
+
+    with pytest.raises(BrainshapeError) as missing:
+        read_gpu_records(tmp_path / "nope")
+    assert str(missing.value) == (
+        f"--gpu-records {tmp_path / 'nope'}: no such folder; run benchmarks/gpu.sh --out "
+        f"{tmp_path / 'nope'} on a GPU machine first (docs/benchmarks.md)"
+    )
+    with pytest.raises(BrainshapeError, match="none of extract.json, quantized.json"):
+        read_gpu_records(tmp_path)
+    (tmp_path / "extract.json").write_text("{not json")
+    with pytest.raises(BrainshapeError, match="extract.json: not a JSON record"):
+        read_gpu_records(tmp_path)
+
+
+# --- Snakemake's private API, in one place ------------------------------------------------------
+
+
+def test_the_snakemake_internals_plan_uses_are_there():
+    from brainshape.plan import SNAKEMAKE_INTERNALS, check_snakemake_internals
+
+    missing = check_snakemake_internals()
+    assert missing == [], (
+        f"this Snakemake changed the private calls brainshape.plan._built_dag makes: {missing}; "
+        "adapt _built_dag (and SNAKEMAKE_INTERNALS) to it"
+    )
+    assert len(SNAKEMAKE_INTERNALS) == 5
+
+
+def test_a_changed_snakemake_internal_is_one_clear_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from snakemake.workflow import Workflow
+
+    from brainshape.errors import BrainshapeError
+    from brainshape.plan import _built_dag, check_snakemake_internals
+
+    monkeypatch.delattr(Workflow, "_build_dag")
+    assert check_snakemake_internals() == ["snakemake.workflow.Workflow._build_dag"]
+    workflow = SimpleNamespace(_prepare_dag=lambda **kwargs: None)
+    dag_api = SimpleNamespace(workflow_api=SimpleNamespace(_workflow=workflow))
+    with pytest.raises(BrainshapeError, match=r"Snakemake internals that Snakemake \S+ no longer"):
+        _built_dag(dag_api, SimpleNamespace(forceall=False))
+
+
+# --- the full study with the shipped settings ----------------------------------------------------
+
+
+@pytest.mark.workflow
+def test_the_shipped_config_plans_the_full_study_within_a_lab_budget(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_study
+
+    from brainshape.plan import plan
+
+    config = gpu_study.write(tmp_path / "study")
+    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path / "study")]
+    args += ["--configfile", str(config), "--profile", str(REPO / "profiles" / "slurm")]
+    result = plan(args, partitions=PARTITIONS, budget=10_000)
+    rules = gpu_study.by_rule(result)
+    assert rules["features"][0] == 214 and rules["encode"][0] == 214 * 10  # 190 subjects / 20
+    # Encode jobs solve on GPUs: the study costs thousands of GPU-hours, not millions of
+    # core-hours, well inside the 55,680 GPU-hours of the reference allocation.
+    assert rules["encode"][1] > 0 and result.gpu_hours < 5_000
+    assert result.core_hours < 50_000
+    assert not [w for w in result.warnings if w.startswith(("encode", "features", "the plan"))]
+
+
+def test_gpu_records_need_calibrate():
+    from brainshape.errors import BrainshapeError
+    from brainshape.plan import plan
+
+    with pytest.raises(BrainshapeError) as error:
+        plan([], gpu_records="benchmarks/out/gpu")
+    assert str(error.value) == "--gpu-records calibrates the plan: use it with --calibrate"

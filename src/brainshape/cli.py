@@ -36,8 +36,19 @@ def _plan(args: argparse.Namespace) -> None:
         args.snakemake_args,
         calibrate=args.calibrate,
         tokens_per_gpu_hour=args.tokens_per_gpu_hour,
+        gpu_records=args.gpu_records,
+        budget=args.budget,
+        partitions=args.partitions,
     )
-    print(result.to_tsv() if args.tsv else result.to_text(), end="")
+    if args.tsv:
+        # The table stays machine-readable; what calibrated it and the warnings go to stderr.
+        print(result.to_tsv(), end="")
+        for line in [result.cost_line(), *result.notes]:
+            print(line, file=sys.stderr)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    else:
+        print(result.to_text(), end="")
 
 
 def _pin_revisions(args: argparse.Namespace) -> None:
@@ -109,12 +120,36 @@ def _add_plan(sub) -> None:
         "variant, the jobs, GPUs per job, runtime, GPU-hours and CPU core-hours of the jobs that "
         "would run. Every other argument goes to Snakemake unchanged: --profile, --configfile, "
         "--snakefile, --directory, --set-resources, targets.",
-        epilog="example: brainshape plan --profile profiles/slurm --configfile config/config.yaml",
+        epilog="example: brainshape plan --profile profiles/slurm --configfile config/config.yaml "
+        "--budget 5000 --partitions profiles/slurm/partitions.example.yaml",
     )
     plan.add_argument(
         "--calibrate",
         action="store_true",
-        help="use the runtime measured in earlier runs' benchmark: records where they exist",
+        help="use the runtime measured in earlier runs' benchmark: records where they exist "
+        "(and, with --gpu-records, the rates benchmarks/gpu.sh measured)",
+    )
+    plan.add_argument(
+        "--gpu-records",
+        metavar="DIR",
+        default=None,
+        help="with --calibrate: plan with the extraction rate, quantised kinds' slowdowns and "
+        "encode rate in the JSON records benchmarks/gpu.sh wrote to DIR",
+    )
+    plan.add_argument(
+        "--budget",
+        type=float,
+        metavar="GPU_HOURS",
+        default=None,
+        help="warn when the plan needs more GPU-hours than this",
+    )
+    plan.add_argument(
+        "--partitions",
+        metavar="FILE",
+        default=None,
+        help="SLURM partition limits to check every job against (the format of "
+        "profiles/slurm/partitions.example.yaml; default: the profile's "
+        "slurm-partition-config, or the Aquarius groups of profiles/wisteria)",
     )
     plan.add_argument("--tsv", action="store_true", help="print a tab-separated table")
     plan.add_argument(

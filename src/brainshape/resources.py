@@ -51,6 +51,12 @@ GPU_TYPES: dict[str, GpuType] = {
     "H200-141GB": GpuType(141, 395),
 }
 
+#: A dense bf16 matrix product (8192^3) reaches 80% of the datasheet peak on an H100 (780 TFLOP/s)
+#: and an H200 (788): twice the sustained rates of :data:`GPU_TYPES` (40% of that peak).
+#: Calibration (``brainshape plan --gpu-records``) carries a rate measured as a share of the
+#: matrix-product rate to a GPU type it was not measured on through this ratio.
+MATMUL_PER_SUSTAINED = 2.0
+
 _DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 #: CUDA context, allocator slack and library workspaces on each GPU.
@@ -210,6 +216,23 @@ def runtime_minutes(
     compute_s = slowdown * forward_flops(params, tokens) / (gpu.tflops * 1e12)
     load_s = weights / (read_gbps * 1e9)
     return max(floor, int(math.ceil(safety * (compute_s + load_s) / 60)))
+
+
+def kind_slowdown(kind: str, measured: Mapping[str, float] | None = None) -> float:
+    """How much slower than bf16 a variant kind's forward pass runs: ``measured[kind]`` where a
+    measurement is passed in (the config's ``gpu.slowdown``, or a calibration), else the kind's
+    own factor (:attr:`models.VariantKind.slowdown`)."""
+    from brainshape.models import variant_kind
+
+    if measured and kind in measured and measured[kind] is not None:
+        return float(measured[kind])
+    return variant_kind(kind).slowdown
+
+
+def matmul_tflops(gpu: GpuType) -> float:
+    """Dense bf16 matrix-product rate (TFLOP/s) of a GPU type: :data:`MATMUL_PER_SUSTAINED`
+    times its sustained rate."""
+    return MATMUL_PER_SUSTAINED * gpu.tflops
 
 
 def host_mem_mb(weights_full: float) -> int:
@@ -565,6 +588,7 @@ __all__ = [
     "EncodeShape",
     "GPU_TYPES",
     "GpuType",
+    "MATMUL_PER_SUSTAINED",
     "activation_bytes",
     "encode_flops",
     "encode_gpu_bytes",
@@ -576,8 +600,10 @@ __all__ = [
     "gpu_type",
     "gpus_needed",
     "host_mem_mb",
+    "kind_slowdown",
     "layer_diagrams_mem_mb",
     "layer_diagrams_memory",
+    "matmul_tflops",
     "persistence_bytes",
     "runtime_minutes",
     "tokens_processed",

@@ -104,7 +104,7 @@ class JobSizing:
             self.features_tokens(ds, model),
             self.gpu(),
             weights=resources.weight_bytes(params, settings),
-            slowdown=self.study.kind(model, variant).slowdown if variant else 1.0,
+            slowdown=resources.kind_slowdown(settings["kind"], self.config["gpu"]["slowdown"]),
             safety=float(self.config["gpu"]["safety"]),
         )
 
