@@ -818,8 +818,12 @@ def write_annotations(words: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``words`` (word, onset, offset in seconds; optional ``aligned``) as an annotations
     table; the times of words with ``aligned`` False are left empty (untimed)."""
     path = Path(path)
-    table = _check_writable(words, path)
-    aligned = words["aligned"].to_numpy(bool) if "aligned" in words else np.ones(len(table), bool)
+    aligned = words["aligned"].to_numpy(bool) if "aligned" in words else np.ones(len(words), bool)
+    if not aligned.any():
+        raise BrainshapeError(f"cannot write {path}: no word of the table is aligned (timed)")
+    # Untimed words are checked at the times a reader will give them.
+    times = words[["onset", "offset"]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    table = _check_writable(_fill_untimed(words.assign(**times), aligned), path)
     for i, word in enumerate(table["word"]):
         if "\t" in word or "\n" in word or "\r" in word:
             raise BrainshapeError(
