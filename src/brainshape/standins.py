@@ -720,7 +720,8 @@ def _split_clitics(table: pd.DataFrame) -> pd.DataFrame:
     """Words with an apostrophe become two rows, the clitic (n't, 's, 'll, ...) untimed."""
     rows = []
     for word, a, b in zip(table.word, table.onset, table.offset, strict=True):
-        cut = len(word) - 3 if word.lower().rstrip(".,;:!?\"'").endswith("n't") else word.find("'")
+        stripped = word.rstrip(".,;:!?\"'")
+        cut = len(stripped) - 3 if stripped.lower().endswith("n't") else word.find("'")
         if 0 < cut < len(word) - 1 and word.count("'") == 1:
             rows += [(word[:cut], a, b, True), (word[cut:], math.nan, math.nan, False)]
         else:
