@@ -536,10 +536,14 @@ def test_planted_signal_sits_at_the_sheets_offset(name, request, model_root):
         assert abs(null.mean()) < 0.1 and np.abs(null).max() < 0.3, (null_roi, null)
 
 
-def test_standins_are_deterministic(alice, model_root, tmp_path):
+def test_standins_are_deterministic(alice, model_root, tmp_path, capsys):
     root, truth = alice
     again = tmp_path / "alice"
-    standins.generate("alice", again, registry_path=REGISTRY, model_root=model_root)
+    args = ["standin", "alice", str(again), "--registry", str(REGISTRY)]
+    assert cli.main([*args, "--model-root", str(model_root)]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"alice stand-in written to {again} (ground truth: {again}/standin/ground_truth.json)\n"
+    )
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in files:

@@ -655,8 +655,10 @@ def _conditions(root: Path, bold: _Bold) -> str | None:
     participants = root / "participants.tsv"
     if participants.is_file():
         table = pd.read_csv(participants, sep="\t", dtype=str, keep_default_na=False)
-        hit = table[table.get("participant_id", pd.Series(dtype=str)) == sub]
-        if len(hit) and {"task", "condition"} <= set(table.columns):
+        if not {"participant_id", "task", "condition"} <= set(table.columns):
+            return None
+        hit = table[table.participant_id == sub]
+        if len(hit):
             tasks = hit.task.iloc[0].split(",")
             conditions = hit.condition.iloc[0].split(",")
             if task in tasks and len(conditions) == len(tasks):
@@ -790,7 +792,8 @@ def alice(root: str | os.PathLike, *, onsets: Mapping[str, float] | None = None)
     discarded; voxel grids differ between subjects), word timings ``code/annotations.tsv``
     (relative to the audio file), the audio onset = the first row's onset of ``sub-<s>/func/
     sub-<s>_task-alice_events.tsv``; offset = ``10 * tr - onset``. A subject whose onset is
-    ``n/a`` is excluded with that reason unless ``onsets`` (subject -> seconds) gives it.
+    ``n/a`` is excluded with that reason unless ``onsets`` (subject -> seconds) gives it. TR:
+    the image header's (the raw sidecar's where the header has none; disagreements reported).
     """
     root = Path(root)
     onsets = dict(onsets or {})

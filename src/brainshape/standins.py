@@ -335,7 +335,8 @@ LEBEL_HEARD = {
     "UTS03": ("avatar", "legacy", "odetostepfather", "undertheinfluence"),
     "UTS04": ("souls", "undertheinfluence"),
 }
-#: Subjects whose copy of the test story holds its individual repeats, and how many.
+#: How often each subject heard the test story (its data is their average), and the subjects
+#: whose copy also holds the individual repeats.
 LEBEL_REPEATS = {"UTS01": 3, "UTS02": 3, "UTS03": 2, "UTS04": 2}
 LEBEL_WITH_REPEATS = ("UTS01", "UTS02")
 #: Stories respdict.json lists that no stand-in subject has (the real one lists many).
@@ -408,8 +409,8 @@ def _lebel_subject(
     """Write one subject's HDF5 responses and column table; return (truth, observed) pairs."""
     n = LEBEL_COLUMNS[subject]
     order = _rng(seed, "columns", subject).permutation(n)  # the subject's own voxel order
-    sizes = [ROI_SIZES[r] for r, _ in [(PLANTED["roi"], 0), *NULL_ROIS]]
     names = [(PLANTED["roi"], PLANTED["hemisphere"]), *NULL_ROIS]
+    sizes = [ROI_SIZES[r] for r, _ in names]
     bounds = np.cumsum([0, *sizes])
     roi = np.full(n, "other", dtype=object)
     hemi = np.full(n, "L", dtype=object)
