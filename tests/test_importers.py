@@ -550,3 +550,20 @@ def test_standins_are_deterministic(alice, model_root, tmp_path, capsys):
         assert (root / rel).read_bytes() == (again / rel).read_bytes(), rel
     with pytest.raises(BrainshapeError, match="is not empty; give a new folder for the stand-in"):
         standins.generate("alice", again, registry_path=REGISTRY, model_root=model_root)
+
+
+def test_milkyway_condition_from_participants_or_excluded(narratives, tmp_path):
+    root, _ = narratives
+    data = tmp_path / "narratives"
+    shutil.copytree(root, data)
+    for sub in ("006", "007"):
+        (data / f"sub-{sub}" / f"sub-{sub}_scans.tsv").unlink()
+    participants = data / "participants.tsv"
+    text = participants.read_text()
+    participants.write_text(text.replace("sub-007\tmilkyway\tvodka", "sub-007\tmilkyway\tn/a"))
+    runs = importers.narratives(data, tasks=["milkyway"]).runs.set_index("subject")
+    assert runs.loc["006", "story"] == "milkywayvodka" and not runs.loc["006", "exclude"]
+    assert runs.loc["007", "exclude"] and runs.loc["007", "reason"] == (
+        "no condition for milkyway in the subject's _scans.tsv or participants.tsv; the "
+        "condition (original, vodka, synonyms) selects the transcript"
+    )
