@@ -114,15 +114,15 @@ def test_read_words_dispatches_and_checks_options():
         BrainshapeError,
         match=exactly(
             "unknown word-timing format 'praat'; words.format must be one of gentle, textgrid, "
-            "events"
+            "events, annotations"
         ),
     ):
         stimuli.read_words(DATA / "long.TextGrid", "praat")
     with pytest.raises(
         BrainshapeError,
         match=exactly(
-            "word-timing format 'gentle' takes no option tier (options: none); drop it from "
-            "the call"
+            "word-timing format 'gentle' takes no option tier (options: nonspeech); drop it "
+            "from the call"
         ),
     ):
         stimuli.read_words(DATA / "align.json", "gentle", tier="words")
@@ -451,3 +451,159 @@ def test_packaged_stories():
         assert any('"' in w for w in words), path.name
         assert any(w.endswith("?") or w.endswith('?"') for w in words), path.name
     assert sum(any(ch.isdigit() for ch in w) for p in paths for w in stimuli.story_words(p)) >= 4
+
+
+# --- published datasets: tiers by position, non-speech labels, annotations ----------------------
+
+LEBEL_WORDS = [
+    (0.0, 0.4, ""),
+    (0.4, 0.5, "sentence_start"),
+    (0.5, 0.8, "so"),
+    (0.8, 0.9, "sp"),
+    (0.9, 1.3, "{BR}"),
+    (1.3, 1.6, "Spoke"),
+    (1.6, 1.7, "{LG}"),
+    (1.7, 2.0, "SP"),
+    (2.0, 2.4, "she"),
+    (2.4, 2.5, "{ns}"),
+    (2.5, 2.6, "ls"),
+    (2.6, 2.7, "Sentence_End"),
+    (2.7, 3.0, "lg"),
+]
+
+
+def _lebel_grid(path, short: bool) -> None:
+    phones = [(0.0, 1.5, "S"), (1.5, 3.0, "OW1")]
+    stimuli.write_textgrid_tiers(path, [("phone", phones), ("word", LEBEL_WORDS)], 3.0, short=short)
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_textgrid_tier_by_position_drops_every_marker(tmp_path, short):
+    path = tmp_path / "story.TextGrid"
+    _lebel_grid(path, short)
+    expected = pd.DataFrame(
+        {"word": ["so", "Spoke", "she"], "onset": [0.5, 1.3, 2.0], "offset": [0.8, 1.6, 2.4]}
+    ).assign(aligned=True)
+    for tier in ("2", 2, "word"):
+        assert_table(stimuli.read_textgrid(path, tier=tier), expected)
+        assert_table(stimuli.read_words(path, "textgrid", tier=tier), expected)
+    assert stimuli.read_textgrid(path, tier="1")["word"].tolist() == ["S", "OW1"]
+    # A list of one's own replaces the default: here only sp and br are markers.
+    own = stimuli.read_words(path, "textgrid", tier="2", nonspeech=["sp", "br"])
+    assert own["word"].tolist() == ["sentence_start", "so", "Spoke", "{LG}", "she", "{ns}", "ls",
+                                    "Sentence_End", "lg"]  # fmt: skip
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} has no tier at position 3 (tiers present: 1 'phone', 2 'word'); tier "
+            "positions count from 1: set words.tier (or the runs sheet's tier column) to the "
+            "position or name of the tier that holds the words"
+        ),
+    ):
+        stimuli.read_textgrid(path, tier="3")
+
+
+def test_long_and_short_textgrids_of_one_dataset_read_alike(tmp_path):
+    _lebel_grid(tmp_path / "long.TextGrid", short=False)
+    _lebel_grid(tmp_path / "short.TextGrid", short=True)
+    assert "item [" in (tmp_path / "long.TextGrid").read_text()
+    assert "item [" not in (tmp_path / "short.TextGrid").read_text()
+    table = stimuli.words_table(
+        {"a": tmp_path / "long.TextGrid", "b": tmp_path / "short.TextGrid"}, "textgrid", tier="2"
+    )
+    a, b = (table[table.story == s].drop(columns="story") for s in "ab")
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_nonspeech_labels_compare_lower_cased_without_braces():
+    labels = ["{BR}", "Br", " sp ", "SENTENCE_START", "", "{SL}", "<SIL>", "brr", "spoke", "{X}"]
+    expected = [True, True, True, True, True, True, True, False, False, False]
+    assert stimuli.is_nonspeech(labels).tolist() == expected
+    assert stimuli.is_nonspeech(["{X}", "x", "br"], ["x"]).tolist() == [True, True, False]
+    with pytest.raises(BrainshapeError, match="must be a list of labels, got the string 'sp'"):
+        stimuli.is_nonspeech(["sp"], "sp")
+
+
+def test_events_and_gentle_drop_nonspeech_through_read_words(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text("onset\tduration\tword\n1\t0.5\tsp\n2\t0.25\thello\n3\t0.5\t{NS}\n")
+    assert stimuli.read_words(path, "events")["word"].tolist() == ["hello"]
+    path.write_text("onset\tduration\tword\n1\t0.5\tsp\n")
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} holds no words: every label is non-speech (words.nonspeech lists <sil>, br, "
+            "lg, ls, ns, sentence_end, sentence_start, sil, sl, sp); check the file, the tier and "
+            "words.nonspeech"
+        ),
+    ):
+        stimuli.read_words(path, "events")
+
+
+ANNOTATIONS = (
+    "Words\tSegment\tWord Onset\tWord Offset\n"
+    "Alice\t1\t20.1\t20.5\n"
+    "was\t1\t20.5\t20.7\n"
+    "n't\t1\t\t\n"
+    "tired\t1\t21.1\t21.5\n"
+    "'s\t1\tn/a\tn/a\n"
+)
+
+
+def test_annotations_interpolate_untimed_clitics(tmp_path):
+    path = tmp_path / "annotations.tsv"
+    path.write_text(ANNOTATIONS)
+    expected = pd.DataFrame(
+        {
+            "word": ["Alice", "was", "n't", "tired", "'s"],
+            # n't sits half-way (by position) between was and tired; 's, after the last timed
+            # word, takes its times.
+            "onset": [20.1, 20.5, 20.8, 21.1, 21.1],
+            "offset": [20.5, 20.7, 21.1, 21.5, 21.5],
+            "aligned": [True, True, False, True, False],
+        }
+    )
+    assert_table(stimuli.read_annotations(path), expected)
+    assert_table(stimuli.read_words(path, "annotations"), expected)
+    copy = tmp_path / "copy.tsv"
+    stimuli.write_annotations(stimuli.read_annotations(path), copy)
+    back = stimuli.read_annotations(copy)
+    assert back["aligned"].tolist() == expected["aligned"].tolist()
+    assert_table(back, expected)
+
+
+def test_bad_annotations(tmp_path):
+    path = tmp_path / "annotations.tsv"
+    path.write_text(ANNOTATIONS.replace("21.1\t21.5", "soon\t21.5"))
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path}: word 3 ('tired') has Word Onset 'soon', not a number of seconds (leave the "
+            "cell empty or n/a for an untimed word); fix the annotations file"
+        ),
+    ):
+        stimuli.read_annotations(path)
+    path.write_text("Words\tOnset\tWord Offset\nAlice\t1\t2\n")
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} lacks the column(s) Word Onset (columns present: Words, Onset, Word Offset); "
+            "an annotations file needs Words, Word Onset, Word Offset"
+        ),
+    ):
+        stimuli.read_annotations(path)
+    path.write_text("Words\tWord Onset\tWord Offset\nAlice\t\t\n")
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path}: none of its 1 words has both an onset and an offset; fix the annotations file"
+        ),
+    ):
+        stimuli.read_annotations(path)
+
+
+def test_textgrid_writer_refuses_gaps(tmp_path):
+    path = tmp_path / "gap.TextGrid"
+    with pytest.raises(BrainshapeError, match="the intervals of tier 'word' do not tile 0-2 s"):
+        stimuli.write_textgrid_tiers(path, [("word", [(0.0, 1.0, "a"), (1.5, 2.0, "b")])], 2.0)
+    assert not path.exists()

@@ -1,4 +1,4 @@
-"""Command line: ``brainshape demo-data DIR`` and friends."""
+"""Command line: ``brainshape demo-data DIR``, ``brainshape sheet DATASET ROOT`` and friends."""
 
 from __future__ import annotations
 
@@ -69,6 +69,66 @@ def _pin_revisions(args: argparse.Namespace) -> None:
     print(f"{verb} {changed} revision(s) in {args.registry}")
 
 
+def _sheet(args: argparse.Namespace) -> None:
+    from brainshape import importers, sheet
+
+    options = {
+        "ds003020": {"labels": args.labels},
+        "narratives": {"tasks": args.task, "space": args.space, "fmriprep_dir": args.fmriprep_dir},
+        "alice": {"onsets": _onsets(args.onset)},
+        "fmriprep": {
+            "fmriprep_dir": args.fmriprep_dir,
+            "space": args.space,
+            "res": args.res,
+            "tasks": args.task,
+            "words": args.words,
+            "words_format": args.words_format,
+            "tier": args.tier,
+            "onset_from_events": args.onset_from_events or None,
+        },
+    }[args.dataset]
+    # Options not given take the importer's defaults.
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.dataset == "ds003020" and args.test_story is not None:
+        options["test_story"] = args.test_story or None
+    imported = importers.run(args.dataset, args.root, **options)
+    sheet.write_sheet(args.output, imported.runs)
+    print(imported.report(), end="")
+    print(f"runs sheet written to {args.output} (paths relative to {args.root}: bids_root)")
+
+
+def _onsets(pairs: Sequence[str] | None) -> dict[str, float]:
+    """``SUBJECT=SECONDS`` pairs of --onset as a mapping."""
+    out = {}
+    for pair in pairs or []:
+        subject, _, seconds = pair.partition("=")
+        try:
+            out[subject.removeprefix("sub-")] = float(seconds)
+        except ValueError:
+            raise BrainshapeError(
+                f"--onset {pair!r} is not SUBJECT=SECONDS (e.g. --onset 23=1.5)"
+            ) from None
+    return out
+
+
+def _standin(args: argparse.Namespace) -> None:
+    from brainshape import standins
+    from brainshape.runner import setup_logging
+
+    setup_logging(None)
+    standins.generate(
+        args.dataset,
+        args.dir,
+        registry_path=args.registry,
+        model_root=args.model_root,
+        seed=args.seed,
+    )
+    print(
+        f"{args.dataset} stand-in written to {args.dir} (ground truth: "
+        f"{args.dir}/{standins.GROUND_TRUTH})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainshape",
@@ -79,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_data(sub)
     _add_plan(sub)
     _add_pin_revisions(sub)
+    _add_sheet(sub)
+    _add_standin(sub)
     return parser
 
 
@@ -190,6 +252,99 @@ def _add_pin_revisions(sub) -> None:
     )
     pin.add_argument("--dry-run", action="store_true", help="print the table, change nothing")
     pin.set_defaults(func=_pin_revisions)
+
+
+def _add_sheet(sub) -> None:
+    sheet = sub.add_parser(
+        "sheet",
+        help="write the runs sheet of a published dataset from its folder",
+        description="Read a dataset folder as published and write its runs sheet (one row per "
+        "subject, story and run; see docs/datasets.md), then print what was found, what was "
+        "excluded and why. Nothing is written when the folder has a fault: the error names the "
+        "file and the fix.",
+    )
+    sheet.add_argument("dataset", choices=("ds003020", "narratives", "alice", "fmriprep"))
+    sheet.add_argument("root", help="the dataset's root folder (the config's bids_root)")
+    sheet.add_argument(
+        "-o", "--output", default="runs.tsv", help="runs sheet to write (default: %(default)s)"
+    )
+    lebel = sheet.add_argument_group("ds003020")
+    lebel.add_argument(
+        "--test-story",
+        default=None,
+        help="story held out as the fixed test set; '' for none (default: wheretheressmoke)",
+    )
+    lebel.add_argument(
+        "--labels",
+        default=None,
+        help="per-subject column table (column, roi, hemisphere), relative to ROOT, with "
+        "{subject} (e.g. rois/{subject}.tsv); without it each response is one target set",
+    )
+    bids = sheet.add_argument_group("narratives and fmriprep")
+    bids.add_argument("--task", action="append", help="keep only this task (repeatable)")
+    bids.add_argument(
+        "--space", default=None, help="the space- entity (narratives: MNI152NLin2009cAsym)"
+    )
+    bids.add_argument(
+        "--res", default=None, help="fmriprep: the res- entity, where runs have several"
+    )
+    bids.add_argument(
+        "--fmriprep-dir",
+        default=None,
+        help="the fMRIPrep derivatives folder, relative to ROOT (default: derivatives/fmriprep)",
+    )
+    bids.add_argument(
+        "--words",
+        default=None,
+        help="fmriprep: word timings per story, relative to ROOT, with {story} (default: "
+        "stimuli/{story}/align.json)",
+    )
+    bids.add_argument(
+        "--words-format",
+        default=None,
+        choices=("gentle", "textgrid", "events", "annotations"),
+        help="fmriprep: format of the word timings (default: gentle)",
+    )
+    bids.add_argument(
+        "--tier", default=None, help="fmriprep: TextGrid tier, by name or position (default: words)"
+    )
+    bids.add_argument(
+        "--onset-from-events",
+        action="store_true",
+        help="fmriprep: word time 0 is the first row's onset of each run's events.tsv",
+    )
+    alice = sheet.add_argument_group("alice")
+    alice.add_argument(
+        "--onset",
+        action="append",
+        metavar="SUBJECT=SECONDS",
+        help="audio onset (s into the scan) of a subject whose events.tsv says n/a (repeatable)",
+    )
+    sheet.set_defaults(func=_sheet)
+
+
+def _add_standin(sub) -> None:
+    standin = sub.add_parser(
+        "standin",
+        help="write a small stand-in of a published dataset, with planted signal",
+        description="Write a dataset with the layout of ds003020, Narratives or Alice as "
+        "published, a few subjects and stories, and signal planted from layer 2 of tiny-gpt2 "
+        "at the dataset's real offset (standin/ground_truth.json says what and where).",
+    )
+    standin.add_argument("dataset", choices=("ds003020", "narratives", "alice"))
+    standin.add_argument("dir", help="output folder (new or empty)")
+    standin.add_argument(
+        "--registry",
+        default="config/models.demo.yaml",
+        help="registry holding tiny-gpt2 (default: %(default)s)",
+    )
+    standin.add_argument(
+        "--model-root",
+        default=schema_default("model_root"),
+        help="where tiny-gpt2 is prepared or found (default: %(default)s)",
+    )
+    standin.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    standin.set_defaults(func=_standin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

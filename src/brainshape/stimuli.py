@@ -1,4 +1,5 @@
-"""Word timings of the stories: Gentle, Praat TextGrid or BIDS events files into one words table.
+"""Word timings of the stories: Gentle, Praat TextGrid, BIDS events or annotations tables into one
+words table.
 
 Every reader returns a table with one row per word, in story order:
 
@@ -22,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import pandas as pd
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_text
 
-FORMATS = ("gentle", "textgrid", "events")
+FORMATS = ("gentle", "textgrid", "events", "annotations")
 
 #: Interval labels of a TextGrid that mark silence rather than a word.
 SILENCE_LABELS = frozenset({"", "sp", "sil", "<sil>", "SIL", "{SL}"})
@@ -416,6 +417,14 @@ def _decode_text(path: Path) -> str:
 
 def _textgrid_tiers(path: Path) -> dict[str, tuple[str, list[tuple[float, float, str]]]]:
     """Tier name -> (class, items) of a TextGrid; items are (xmin, xmax, text) of intervals."""
+    tiers: dict[str, tuple[str, list[tuple[float, float, str]]]] = {}
+    for name, kind, items in _textgrid_tier_list(path):
+        tiers.setdefault(name, (kind, items))
+    return tiers
+
+
+def _textgrid_tier_list(path: Path) -> list[tuple[str, str, list[tuple[float, float, str]]]]:
+    """(name, class, items) of every tier of a TextGrid, in file order (names may repeat)."""
     text = _decode_text(path)
     header = _HEADER.match(text)
     if header is None:
@@ -427,8 +436,8 @@ def _textgrid_tiers(path: Path) -> dict[str, tuple[str, list[tuple[float, float,
     tokens.number("the grid's xmin")
     tokens.number("the grid's xmax")
     if tokens._next("flag", "<exists>") != "<exists>":
-        return {}
-    tiers: dict[str, tuple[str, list[tuple[float, float, str]]]] = {}
+        return []
+    tiers: list[tuple[str, str, list[tuple[float, float, str]]]] = []
     for t in range(tokens.count("the number of tiers")):
         kind = tokens.string(f"the class of tier {t + 1}")
         name = tokens.string(f"the name of tier {t + 1}")
@@ -449,33 +458,31 @@ def _textgrid_tiers(path: Path) -> dict[str, tuple[str, list[tuple[float, float,
                     f"{path} is not a valid TextGrid: tier {name!r} has unknown class "
                     f"{kind!r}; {_TEXTGRID_FIX}"
                 )
-        tiers.setdefault(name, (kind, items))
+        tiers.append((name, kind, items))
     return tiers
 
 
-def read_textgrid(path: str | os.PathLike, tier: str = "words") -> pd.DataFrame:
+def read_textgrid(
+    path: str | os.PathLike, tier: str | int = "words", nonspeech: Iterable[str] | None = None
+) -> pd.DataFrame:
     """Read the word intervals of tier ``tier`` of a Praat TextGrid (long or short text format).
 
-    One row per interval whose label is not empty or a silence marker (``sp``, ``sil``,
-    ``<sil>``, ``SIL``, ``{SL}``): word = label, onset/offset = interval bounds in seconds,
-    aligned True.
+    ``tier`` is the tier's name, or its position counted from 1 (an int, or a string of digits:
+    ``"2"`` is the second tier). One row per interval whose label is not empty or non-speech
+    (:func:`is_nonspeech` with ``nonspeech``; by default the LeBel markers and silence
+    labels of :func:`nonspeech_default`): word = label, onset/offset = interval bounds in
+    seconds, aligned True.
     """
     path = Path(path)
     _require_file(path, "TextGrid")
-    tiers = _textgrid_tiers(path)
-    if tier not in tiers:
-        present = ", ".join(repr(n) for n in tiers) or "none"
-        raise BrainshapeError(
-            f"{path} has no tier {tier!r} (tiers present: {present}); set words.tier in the "
-            "config to the tier that holds the words"
-        )
-    kind, items = tiers[tier]
+    tier, kind, items = _pick_tier(_textgrid_tier_list(path), tier, path)
     if kind != "IntervalTier":
         raise BrainshapeError(
             f"{path}: tier {tier!r} is a {kind}, not an IntervalTier of words; set words.tier "
             "to the tier of word intervals"
         )
-    kept = [(a, b, label.strip()) for a, b, label in items if label.strip() not in SILENCE_LABELS]
+    skip = _nonspeech_set(nonspeech)
+    kept = [(a, b, label.strip()) for a, b, label in items if _normal(label) not in skip]
     table = _table(
         [w for *_, w in kept], [a for a, *_ in kept], [b for _, b, _ in kept], [True] * len(kept)
     )
@@ -660,31 +667,275 @@ def write_events(words: pd.DataFrame, path: str | os.PathLike) -> None:
         events.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
 
 
+# --- published datasets: non-speech labels, tiers by position, Alice's annotations -----------
+
+#: Columns of an annotations table (Alice, ds002322 ``code/annotations.tsv``): word, onset and
+#: offset in seconds from the start of the story's audio file.
+ANNOTATION_COLUMNS = ("Words", "Word Onset", "Word Offset")
+
+# Cells of an annotations table that mean "no time": such a word was not aligned.
+_UNTIMED = frozenset({"", "n/a", "na", "nan", "none", "null"})
+_ANNOTATIONS_FIX = "fix the annotations file"
+
+
+def nonspeech_default() -> tuple[str, ...]:
+    """The default non-speech labels: ``datasets.<name>.words.nonspeech`` of the config schema
+    (the LeBel markers ``sentence_start``, ``sentence_end``, ``br``, ``lg``, ``ls``, ``ns``,
+    ``sp`` and the silence labels ``sil``, ``<sil>``, ``{SL}``)."""
+    from brainshape.config import CONFIG_SCHEMA, load_yaml
+
+    schema = load_yaml(CONFIG_SCHEMA, "schema")
+    words = schema["$defs"]["dataset"]["properties"]["words"]["properties"]
+    return tuple(words["nonspeech"]["default"])
+
+
+def _normal(label: str) -> str:
+    """A label as non-speech labels are compared: stripped, lower-cased, without ``{}``."""
+    return str(label).strip().lower().strip("{}").strip()
+
+
+def _nonspeech_set(nonspeech: Iterable[str] | None) -> frozenset[str]:
+    labels = nonspeech_default() if nonspeech is None else nonspeech
+    if isinstance(labels, str):
+        raise BrainshapeError(
+            f"non-speech labels must be a list of labels, got the string {labels!r}; write "
+            "words.nonspeech as a YAML list"
+        )
+    return frozenset(_normal(label) for label in labels) | {""}
+
+
+def is_nonspeech(labels: Iterable[str], nonspeech: Iterable[str] | None = None) -> np.ndarray:
+    """Which of ``labels`` are not words: empty, or in ``nonspeech`` (default
+    :func:`nonspeech_default`) once both are stripped, lower-cased and freed of ``{}`` (so
+    ``{BR}``, ``br`` and ``Br`` are one marker). Boolean array, one entry per label."""
+    skip = _nonspeech_set(nonspeech)
+    return np.array([_normal(label) in skip for label in labels], dtype=bool)
+
+
+def drop_nonspeech(
+    table: pd.DataFrame, path: str | os.PathLike, nonspeech: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """``table`` (a words table read from ``path``) without its non-speech rows."""
+    keep = ~is_nonspeech(table["word"], nonspeech)
+    if not keep.any():
+        raise BrainshapeError(
+            f"{path} holds no words: every label is non-speech (words.nonspeech lists "
+            f"{', '.join(sorted(_nonspeech_set(nonspeech) - {''}))}); check the file, the tier "
+            "and words.nonspeech"
+        )
+    return table[keep].reset_index(drop=True)
+
+
+def _pick_tier(tiers: Sequence[tuple[str, str, list]], tier: str | int, path: Path) -> tuple:
+    """The (name, class, items) of ``tier``: a name, or a position counted from 1."""
+    position = tier if isinstance(tier, int) else int(tier) if str(tier).isdigit() else None
+    present = ", ".join(f"{i} {name!r}" for i, (name, _, _) in enumerate(tiers, 1)) or "none"
+    if position is None:
+        for entry in tiers:
+            if entry[0] == tier:
+                return entry
+        names = ", ".join(repr(name) for name, _, _ in tiers) or "none"
+        raise BrainshapeError(
+            f"{path} has no tier {tier!r} (tiers present: {names}); set words.tier in the "
+            "config to the tier that holds the words"
+        )
+    if not 1 <= position <= len(tiers):
+        raise BrainshapeError(
+            f"{path} has no tier at position {position} (tiers present: {present}); tier "
+            "positions count from 1: set words.tier (or the runs sheet's tier column) to the "
+            "position or name of the tier that holds the words"
+        )
+    return tiers[position - 1]
+
+
+def _fill_untimed(table: pd.DataFrame, timed: np.ndarray) -> pd.DataFrame:
+    """Onset and offset of the words not ``timed``, interpolated linearly by word position
+    between the nearest timed words (before the first or after the last timed word: that
+    word's times), as :func:`read_gentle` does."""
+    if not timed.all():
+        position = np.arange(len(table))
+        for col in ("onset", "offset"):
+            known = table[col].to_numpy()[timed]
+            table[col] = np.interp(position, position[timed], known)
+    return table
+
+
+def read_annotations(
+    path: str | os.PathLike, nonspeech: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Read an annotations table: a TSV with columns ``Words``, ``Word Onset``, ``Word Offset``
+    (seconds from the start of the story's audio; other columns are ignored).
+
+    A word whose onset or offset cell is empty or ``n/a`` was not aligned (Alice's clitics such
+    as ``n't``): it keeps its place, gets times interpolated as :func:`read_gentle` does, and
+    ``aligned`` False. Non-speech rows (:func:`is_nonspeech`) are dropped.
+    """
+    path = Path(path)
+    _require_file(path, "annotations file")
+    try:
+        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BrainshapeError(
+            f"{path} is not a readable tab-separated annotations file ({error}); {_ANNOTATIONS_FIX}"
+        ) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = [c for c in ANNOTATION_COLUMNS if c not in raw.columns]
+    if missing:
+        raise BrainshapeError(
+            f"{path} lacks the column(s) {', '.join(missing)} (columns present: "
+            f"{', '.join(raw.columns)}); an annotations file needs {', '.join(ANNOTATION_COLUMNS)}"
+        )
+    words = raw["Words"].str.strip()
+    raw = raw[~is_nonspeech(words, nonspeech)].reset_index(drop=True)
+    words = raw["Words"].str.strip().tolist()
+    times = {}
+    for col, name in (("onset", "Word Onset"), ("offset", "Word Offset")):
+        cells = raw[name].str.strip()
+        untimed = cells.str.lower().isin(_UNTIMED).to_numpy()
+        values = pd.to_numeric(cells.where(~untimed), errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~untimed & ~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            raise BrainshapeError(
+                f"{path}: word {i} ({words[i]!r}) has {name} {raw[name][i]!r}, not a number of "
+                f"seconds (leave the cell empty or n/a for an untimed word); {_ANNOTATIONS_FIX}"
+            )
+        times[col] = values
+    timed = np.isfinite(times["onset"]) & np.isfinite(times["offset"])
+    if not len(words):
+        raise BrainshapeError(f"{path} holds no words; {_ANNOTATIONS_FIX}")
+    if not timed.any():
+        raise BrainshapeError(
+            f"{path}: none of its {len(words)} words has both an onset and an offset; "
+            f"{_ANNOTATIONS_FIX}"
+        )
+    table = _table(words, times["onset"], times["offset"], timed)
+    _check_times(table, path, _ANNOTATIONS_FIX, rows=np.flatnonzero(timed))
+    return _check_times(_fill_untimed(table, timed), path, _ANNOTATIONS_FIX)
+
+
+def write_annotations(words: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``words`` (word, onset, offset in seconds; optional ``aligned``) as an annotations
+    table; the times of words with ``aligned`` False are left empty (untimed)."""
+    path = Path(path)
+    aligned = words["aligned"].to_numpy(bool) if "aligned" in words else np.ones(len(words), bool)
+    if not aligned.any():
+        raise BrainshapeError(f"cannot write {path}: no word of the table is aligned (timed)")
+    # Untimed words are checked at the times a reader will give them.
+    times = words[["onset", "offset"]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    table = _check_writable(_fill_untimed(words.assign(**times), aligned), path)
+    for i, word in enumerate(table["word"]):
+        if "\t" in word or "\n" in word or "\r" in word:
+            raise BrainshapeError(
+                f"cannot write {path}: word {i} ({word!r}) holds a tab or line break, which "
+                "a TSV cell cannot; clean the words table"
+            )
+    out = pd.DataFrame(
+        {
+            "Words": table["word"],
+            "Word Onset": table["onset"].round(9).astype(object).where(aligned, ""),
+            "Word Offset": table["offset"].round(9).astype(object).where(aligned, ""),
+        }
+    )
+    with atomic_path(path, suffix=".tsv") as tmp:
+        out.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
+
+
+def _praat_tier_lines(name: str, intervals, duration: float, short: bool, k: int) -> list[str]:
+    if short:
+        lines = ['"IntervalTier"', _praat_string(name), "0", repr(duration), str(len(intervals))]
+        for a, b, label in intervals:
+            lines += [repr(a), repr(b), _praat_string(label)]
+        return lines
+    lines = [
+        f"    item [{k}]:",
+        '        class = "IntervalTier" ',
+        f"        name = {_praat_string(name)} ",
+        "        xmin = 0 ",
+        f"        xmax = {duration!r} ",
+        f"        intervals: size = {len(intervals)} ",
+    ]
+    for j, (a, b, label) in enumerate(intervals, start=1):
+        lines += [
+            f"        intervals [{j}]:",
+            f"            xmin = {a!r} ",
+            f"            xmax = {b!r} ",
+            f"            text = {_praat_string(label)} ",
+        ]
+    return lines
+
+
+def write_textgrid_tiers(
+    path: str | os.PathLike,
+    tiers: Sequence[tuple[str, Sequence[tuple[float, float, str]]]],
+    duration: float,
+    short: bool = False,
+) -> None:
+    """Write interval tiers as a TextGrid, in Praat's long text format or (``short``) its short
+    one. ``tiers`` is a list of (name, intervals); each tier's intervals (xmin, xmax, label in
+    seconds) must tile 0 to ``duration`` without gaps or overlaps, each longer than 0 s."""
+    path = Path(path)
+    duration = float(duration)
+    for name, intervals in tiers:
+        bounds = [0.0] + [b for _, b, _ in intervals]
+        starts = [a for a, _, _ in intervals] + [duration]
+        if (
+            not intervals
+            or any(abs(a - b) > 1e-9 for a, b in zip(bounds, starts, strict=True))
+            or any(b <= a for a, b, _ in intervals)
+        ):
+            raise BrainshapeError(
+                f"cannot write {path}: the intervals of tier {name!r} do not tile 0-{duration:g} s "
+                "with positive lengths; give contiguous intervals from 0 to the duration"
+            )
+    head = ['File type = "ooTextFile"', 'Object class = "TextGrid"', ""]
+    if short:
+        head += ["0", repr(duration), "<exists>", str(len(tiers))]
+    else:
+        head += [
+            "xmin = 0 ",
+            f"xmax = {duration!r} ",
+            "tiers? <exists> ",
+            f"size = {len(tiers)} ",
+            "item []: ",
+        ]
+    lines = head
+    for k, (name, intervals) in enumerate(tiers, start=1):
+        lines += _praat_tier_lines(name, intervals, duration, short, k)
+    save_text(path, "\n".join(lines) + "\n")
+
+
 # --- dispatch ----------------------------------------------------------------------------------
 
 _READERS = {
     "gentle": (read_gentle, ()),
-    "textgrid": (read_textgrid, ("tier",)),
+    "textgrid": (read_textgrid, ("tier", "nonspeech")),
     "events": (read_events, ("word_column", "trial_type")),
+    "annotations": (read_annotations, ("nonspeech",)),
 }
 
 
 def read_words(path: str | os.PathLike, fmt: str, **kw: Any) -> pd.DataFrame:
-    """Read a word-timing file of format ``fmt`` (gentle, textgrid or events); ``kw`` are the
-    options of that reader (textgrid: ``tier``; events: ``word_column``, ``trial_type``)."""
+    """Read a word-timing file of format ``fmt`` (gentle, textgrid, events or annotations);
+    ``kw`` are the options of that reader (textgrid: ``tier``; events: ``word_column``,
+    ``trial_type``). Every format takes ``nonspeech``: labels dropped as not words
+    (:func:`is_nonspeech`; default :func:`nonspeech_default`)."""
     if fmt not in _READERS:
         raise BrainshapeError(
             f"unknown word-timing format {fmt!r}; words.format must be one of {', '.join(FORMATS)}"
         )
     reader, options = _READERS[fmt]
-    unknown = sorted(set(kw) - set(options))
+    allowed = options if "nonspeech" in options else (*options, "nonspeech")
+    unknown = sorted(set(kw) - set(allowed))
     if unknown:
-        allowed = ", ".join(options) or "none"
         raise BrainshapeError(
             f"word-timing format {fmt!r} takes no option {', '.join(unknown)} (options: "
-            f"{allowed}); drop it from the call"
+            f"{', '.join(allowed)}); drop it from the call"
         )
-    return reader(path, **kw)
+    if "nonspeech" in options:
+        return reader(path, **kw)
+    nonspeech = kw.pop("nonspeech", None)
+    return drop_nonspeech(reader(path, **kw), path, nonspeech)
 
 
 def words_table(
