@@ -155,7 +155,8 @@ def check_runs_cover_words(study: Study, ds: str) -> None:
         if placeholder(Path(source["path"])):
             continue
         options = {"tier": source["tier"]} if source["format"] == "textgrid" else {}
-        words = stimuli.read_words(source["path"], source["format"], **options)
+        nonspeech = study.dataset(ds)["words"]["nonspeech"]
+        words = stimuli.read_words(source["path"], source["format"], nonspeech=nonspeech, **options)
         ends[story] = float(words["offset"].max())
     config_tr = study.dataset(ds)["tr"]
     for row in study.runs(ds).itertuples():

@@ -35,8 +35,9 @@ def demo(study: Study, ds: str, dataset_dir: str, model_root: str) -> dict:
 
 
 def words(study: Study, ds: str) -> dict:
-    """Per story its word-timing file, format and TextGrid tier."""
-    return {"sources": study.word_sources(ds)}
+    """Per story its word-timing file, format and TextGrid tier; the labels that are not words."""
+    nonspeech = list(study.dataset(ds)["words"]["nonspeech"])
+    return {"sources": study.word_sources(ds), "nonspeech": nonspeech}
 
 
 def prepare_model(study: Study, model: str) -> dict:

@@ -123,6 +123,13 @@ def rows_from_table(
     if not rows:
         raise BrainshapeError(f"{source} has no rows; list one row per subject, story and run")
     out = pd.DataFrame(rows, columns=list(types))
+    # Empty cells of columns that mix values and blanks are None, never NaN.
+    out = out.astype(object).where(out.notna(), None)
+    for name, (kind, _) in types.items():
+        if kind in ("integer", "number", "boolean") and out[name].notna().all():
+            out[name] = out[name].astype(
+                {"integer": "int64", "number": "float64", "boolean": bool}[kind]
+            )
     _check_rows(out, source)
     return out
 

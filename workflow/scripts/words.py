@@ -4,7 +4,7 @@ from brainshape.io import save_parquet
 
 def main(job):
     p = job.params.settings
-    table = stimuli.words_table(p["sources"])
+    table = stimuli.words_table(p["sources"], nonspeech=p["nonspeech"])
     save_parquet(job.output[0], table)
     runner.log.info("%d words in %d stories", len(table), table["story"].nunique())
 
