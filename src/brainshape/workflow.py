@@ -365,14 +365,16 @@ class Study:
     SHAPE_PLOTS = ("regressions", "scaling", "contrasts")
 
     def shape_targets(self, ds: str) -> list[str]:
+        plots = [f"results/{ds}/plots/shape_{m}.png" for m in self.models()]
         families = {self.registry[m]["family"] for m in self.models()}
         if len(families) < 2:
             # Family-grouped cross-validation needs two families (published scores too are
             # matched to the selected models): with one, the shape table is still made, the
             # regressions are not planned.
-            return [f"results/{ds}/topology.parquet"]
+            return [f"results/{ds}/topology.parquet", *plots]
         return [
             f"results/{ds}/topology.parquet",
+            *plots,
             f"results/{ds}/regressions.parquet",
             *(f"results/{ds}/plots/{name}.png" for name in self.SHAPE_PLOTS),
         ]
@@ -380,23 +382,38 @@ class Study:
     def topology_pairs(self, ds: str) -> list[str]:
         return [f"results/{ds}/topology/pairs/{m}/{v}.parquet" for m, v in self.model_variants()]
 
+    def _cloud_settings(self) -> dict:
+        """Settings every cloud, brain or layer, is prepared with."""
+        t = self.config["topology"]
+        return {"metric": t["metric"], "components": t["components"]}
+
     def topology_timebase_params(self, ds: str) -> dict:
         t = self.config["topology"]
+        emb = t["embedding"]
+        # ROI-mean clouds are delay-embedded: the time base starts where the embedding reaches.
+        roi_mean = self.config["fmri"]["targets"] == "roi_mean"
         return {
             "stories": list(self.dataset(ds)["stories"]),
-            **{k: t[k] for k in ("delay", "max_points", "seed")},
+            "delay_s": float(t["delay_s"]),
+            "history_s": (int(emb["dimension"]) - 1) * float(emb["lag_s"]) if roi_mean else 0.0,
+            **{k: t[k] for k in ("max_points", "seed", "null_shifts")},
         }
 
     def topology_brain_params(self, ds: str) -> dict:
         t = self.config["topology"]
-        return {k: t[k] for k in ("metric", "maxdim", "backend", "per_subject")}
+        return {
+            **self._cloud_settings(),
+            "embedding": dict(t["embedding"]),
+            **{k: t[k] for k in ("maxdim", "backend", "per_subject")},
+        }
 
     def layer_diagrams_params(self, ds: str) -> dict:
         t = self.config["topology"]
         return {
             "stories": list(self.dataset(ds)["stories"]),
             "window": self.config["encoding"]["lanczos_window"],
-            **{k: t[k] for k in ("metric", "maxdim", "backend")},
+            **self._cloud_settings(),
+            **{k: t[k] for k in ("maxdim", "backend")},
         }
 
     def topology_pairs_params(self, ds: str) -> dict:
@@ -404,8 +421,10 @@ class Study:
         return {
             "stories": list(self.dataset(ds)["stories"]),
             "window": self.config["encoding"]["lanczos_window"],
-            "metric": t["metric"],
+            **self._cloud_settings(),
             "orders": [dict(o) for o in t["wasserstein"]],
+            "measures": list(t["measures"]),
+            "summaries": list(t["summaries"]),
         }
 
     def published_scores(self) -> Path | None:
@@ -434,13 +453,17 @@ class Study:
             )
             for m in self.models()
         }
+        # Parameter counts for the nuisance model and the scaling plot: the registry's, else the
+        # count the prepared model recorded.
+        r["registry"] = {m: dict(self.registry[m]) for m in self.models()}
+        r["model_dirs"] = {m: str(self.model_dir(m) or "") for m in self.models()}
         return r
 
     def plot_regressions_params(self, ds: str) -> dict:
-        params = self.regressions_params(ds)
-        params["registry"] = {m: dict(self.registry[m]) for m in self.models()}
-        params["model_dirs"] = {m: str(self.model_dir(m) or "") for m in self.models()}
-        return params
+        return self.regressions_params(ds)
+
+    def plot_topology_params(self, ds: str) -> dict:
+        return {"measures": list(self.config["topology"]["measures"])}
 
     # --- resources ---------------------------------------------------------------------------
 
@@ -794,26 +817,31 @@ class Study:
         return resources.layer_diagrams_mem_mb(**self._topology_shape(ds, model), persistence=False)
 
     def _topology_shape(self, ds: str, model: str) -> dict:
-        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant."""
+        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant.
+
+        ``clouds`` and ``cloud_columns`` describe what a topology_pairs job holds: every layer's
+        prepared cloud (points, distances, ranks and Gram matrix: about two clouds of the
+        formula's kind each) and the ``null_shifts + 1`` copies of one brain cloud at a time.
+        """
         t = self.config["topology"]
         kept, words, trim = self._kept_story_shapes(ds)
-        paired = sum(max(1, k - int(t["delay"])) for k in kept)
-        n_subjects = len(self.dataset(ds)["subjects"])
-        per_subject = self.targets_per_subject(ds)
-        n_rois = self.targets_per_subject(ds, "roi_mean")
-        clouds = n_rois * (1 + (n_subjects if t["per_subject"] else 0))
-        # The group cloud of an ROI x hemisphere: its columns in every subject side by side
-        # (twice the mean ROI size, for ROIs larger than the mean).
-        columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
-        _, hidden = self.encode_dims(model)
+        if self.config["fmri"]["targets"] == "roi_mean":
+            columns = int(t["embedding"]["dimension"])
+        else:
+            # A voxel cloud: one ROI's voxels (twice the mean ROI size, for larger ROIs).
+            per_subject = self.targets_per_subject(ds)
+            n_rois = self.targets_per_subject(ds, "roi_mean")
+            columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois)))
+        layers, hidden = self.encode_dims(model)
+        n_points = min(int(t["max_points"]), sum(kept))
         return {
-            "n_points": min(int(t["max_points"]), paired),
+            "n_points": n_points,
             "story_trs": kept,
             "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
-            "clouds": clouds,
-            "cloud_columns": columns,
+            "clouds": 2 * layers + int(t["null_shifts"]) + 1,
+            "cloud_columns": max(hidden, columns, n_points),
         }
 
     # --- checks before anything runs ---------------------------------------------------------
@@ -822,6 +850,9 @@ class Study:
         """Fail at planning time, in one message, if a real dataset lacks input files, or if
         encode jobs ask for GPUs they cannot use (:meth:`check_encode_gpu`)."""
         self._check_inputs()
+        from brainshape import topology
+
+        topology.check_settings(self.config["topology"], self.config["fmri"]["targets"])
         if self.config["encoding"].get("gpus"):
             for ds in self.datasets:
                 for model in self.models():

@@ -292,3 +292,7 @@ def prepare_model_params(wildcards):
     prepares it again; adding or editing a variant does not."""
     entry = STUDY.registry[wildcards.model]
     return {k: v for k, v in entry.items() if k != "variants"}
+
+
+def plot_topology_params(wildcards):
+    return STUDY.plot_topology_params(wildcards.dataset)
