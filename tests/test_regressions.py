@@ -110,6 +110,27 @@ def test_cv_r2_equals_sklearn_with_leave_one_family_out():
     assert R.cv_r2(x, y[:, None], folds)[0] == pytest.approx(r2_score(y, pred), abs=1e-10)
 
 
+def test_a_covariate_two_families_cannot_identify_is_not_extrapolated():
+    # Three families, leave one out: a family-level covariate (one value per family) seen on two
+    # families is a contrast between them, not a slope to carry to the third.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b", "c"], 10)
+    size = np.repeat([1.0, 1.1, 3.0], 10)[:, None]
+    y = rng.standard_normal(30) + np.repeat([0.0, 1.0, 0.5], 10)
+    folds = R.group_folds(groups, 5)
+    intercept_only = R.cv_r2(np.zeros((30, 0)), y[:, None], folds)
+    assert R.cv_r2(size, y[:, None], folds, groups) == pytest.approx(intercept_only)
+    assert R.cv_r2(size, y[:, None], folds)[0] < intercept_only[0] - 1  # extrapolated
+    # With four families there are three to train on: the slope is estimated.
+    groups4 = np.repeat(["a", "b", "c", "d"], 10)
+    size4 = np.repeat([1.0, 1.1, 3.0, 2.0], 10)[:, None]
+    y4 = np.concatenate([y, rng.standard_normal(10)])
+    folds4 = R.group_folds(groups4, 5)
+    assert R.cv_r2(size4, y4[:, None], folds4, groups4) == pytest.approx(
+        R.cv_r2(size4, y4[:, None], folds4)
+    )
+
+
 @pytest.mark.parametrize("scheme", R.PERMUTATIONS)
 def test_permutation_p_value_equals_a_loop(scheme):
     scores, topo, families = synthetic(n_families=5, n_layers=3, planted=False)

@@ -321,11 +321,32 @@ def _design(x: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones(len(x)), x])
 
 
-def cv_r2(x: np.ndarray, ys: np.ndarray, folds: Sequence[np.ndarray]) -> np.ndarray:
+def _unidentified(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Columns of a training fold that only tell its families apart: constant within each
+    family and taking fewer than three values (a slope through two family means would be
+    extrapolated to the held-out families; it is a family contrast, not an effect)."""
+    if groups is None:
+        return np.zeros(x.shape[1], dtype=bool)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    out = np.zeros(x.shape[1], dtype=bool)
+    for j in range(x.shape[1]):
+        means = np.bincount(inverse, x[:, j]) / np.bincount(inverse)
+        within = np.allclose(
+            x[:, j], means[inverse], rtol=0, atol=1e-12 * (1 + np.abs(means).max())
+        )
+        out[j] = within and np.unique(np.round(means, 12)).size < 3
+    return out
+
+
+def cv_r2(
+    x: np.ndarray, ys: np.ndarray, folds: Sequence[np.ndarray], groups: np.ndarray | None = None
+) -> np.ndarray:
     """Cross-validated R^2 of OLS for each column of ``ys`` (n_obs, n_columns).
 
     Held-out predictions of all folds are pooled; R^2 = 1 - SS_res / SS_tot around the mean of
-    all observations. One pseudo-inverse per fold serves every column.
+    all observations. One pseudo-inverse per fold serves every column. With ``groups`` (the
+    observations' families), a column that in a training fold only tells its families apart
+    (:func:`_unidentified`) is left out of that fold's fit.
     """
     ys = np.asarray(ys, dtype=np.float64)
     pred = np.empty_like(ys)
@@ -335,9 +356,10 @@ def cv_r2(x: np.ndarray, ys: np.ndarray, folds: Sequence[np.ndarray]) -> np.ndar
         xtr, xte = _design(x[train]), _design(x[test])
         # Standardise by the training fold only (OLS with an intercept is unchanged by it,
         # but the pseudo-inverse is better conditioned). A column constant in the training
-        # fold (a family-level covariate with one family left to train on) carries no
-        # information there: it is zeroed, not extrapolated to the held-out families.
+        # fold, or one that only tells its families apart, carries no effect there: it is
+        # zeroed, not extrapolated to the held-out families.
         mu, sd = xtr[:, 1:].mean(0), xtr[:, 1:].std(0)
+        sd[_unidentified(x[train], None if groups is None else groups[train])] = 0.0
         scale = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-12)
         xtr[:, 1:] = (xtr[:, 1:] - mu) * scale
         xte[:, 1:] = (xte[:, 1:] - mu) * scale
@@ -392,11 +414,11 @@ def _gain_test(
     permuted (:func:`_permuted_residuals`) and added back to its fitted values; each permuted
     score vector goes through the cross-validation of both models, as the observed one does.
     """
-    both = cv_r2(xn, y[:, None], folds)[0], cv_r2(xc, y[:, None], folds)[0]
+    both = cv_r2(xn, y[:, None], folds, groups)[0], cv_r2(xc, y[:, None], folds, groups)[0]
     d = _design(xn)
     fitted = d @ (np.linalg.pinv(d) @ y)
     ys = fitted[:, None] + _permuted_residuals(y - fitted, groups, n, rng, scheme)
-    null = cv_r2(xc, ys, folds) - cv_r2(xn, ys, folds)
+    null = cv_r2(xc, ys, folds, groups) - cv_r2(xn, ys, folds, groups)
     gain = float(both[1] - both[0])
     return float(both[0]), float(both[1]), gain, _p(null, gain)
 
@@ -450,9 +472,9 @@ def fit(
     xn, _ = _standardise(xn)
     folds = group_folds(groups, n_folds)
     rng = np.random.default_rng(seed)
-    observed = float(cv_r2(xs, y[:, None], folds)[0])
+    observed = float(cv_r2(xs, y[:, None], folds, groups)[0])
     order = permutation_orders(groups, n_permutations, rng, permutation)
-    p_value = _p(cv_r2(xs, y[order].T, folds), observed)
+    p_value = _p(cv_r2(xs, y[order].T, folds, groups), observed)
     combined = np.column_stack([xn, xs])
     r2_nuisance, r2_combined, gain, p_gain = _gain_test(
         xn, combined, y, groups, folds, n_permutations, rng, permutation
@@ -689,12 +711,20 @@ def _pyplot():
 
 
 def _heat(ax, values: pd.DataFrame, q: pd.DataFrame, title: str, vmin: float, vmax: float):
-    """One heat map panel, each cell annotated and starred where its q-value is below 0.05."""
-    image = ax.imshow(values.to_numpy(), cmap="RdBu_r", vmin=vmin, vmax=vmax, aspect="auto")
+    """One heat map panel, each cell annotated and starred where its q-value is below 0.05;
+    NaN cells grey, marked n/a."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="lightgrey")
+    image = ax.imshow(
+        np.ma.masked_invalid(values.to_numpy(np.float64)), cmap=cmap, vmin=vmin, vmax=vmax,
+        aspect="auto",
+    )  # fmt: skip
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
-            star = "*" if q.iloc[i, j] < 0.05 else ""
-            ax.text(j, i, f"{values.iloc[i, j]:.2f}{star}", ha="center", va="center", fontsize=7)
+            v = values.iloc[i, j]
+            text = "n/a" if np.isnan(v) else f"{v:.2f}" + ("*" if q.iloc[i, j] < 0.05 else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(values.shape[1]), values.columns, rotation=20)
     ax.set_yticks(range(values.shape[0]), values.index)
     ax.set_title(title, fontsize=10)
@@ -705,10 +735,13 @@ def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str 
     """Heat maps over stratum x ROI x hemisphere (rows) by feature set (columns): the
     cross-validated R^2 of each feature set alone (star: q < 0.05) and its gain over the
     nuisance model (star: q_gain < 0.05). Colours saturate at -1 and 1 (R^2) and +-0.5 (gain).
+    The gain is n/a where the nuisance model itself fails out of sample (its R^2 below -1: with
+    few families its family-level terms are extrapolated far beyond the training families).
     """
     plt = _pyplot()
     regs = table.drop_duplicates(["stratum", "roi", "hemisphere", "feature_set"])
     regs = regs.assign(target=regs["stratum"] + ": " + regs["roi"] + " " + regs["hemisphere"])
+    regs = regs.assign(gain=regs["gain"].where(regs["cv_r2_nuisance"] >= -1))
     wide = {v: regs.pivot(index="target", columns="feature_set", values=v) for v in
             ("cv_r2", "q_value", "gain", "q_gain")}  # fmt: skip
     rows, cols = wide["cv_r2"].shape

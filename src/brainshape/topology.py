@@ -1114,8 +1114,8 @@ def plot_agreement(
             handles.setdefault(label, h)
     fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8)
     title = f"{model}: layer and brain clouds, with the time-shifted null"
-    fig.suptitle(title + (f" ({dataset})" if dataset else ""))
-    fig.tight_layout(rect=(0, 0, 0.85, 0.97))
+    fig.suptitle(title + (f" ({dataset})" if dataset else ""), x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.96 - 0.25 / len(sites)))
     with atomic_path(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
