@@ -510,3 +510,26 @@ def test_layer_diagrams_do_not_read_the_brain_data_and_stale_landmarks_are_refus
             orders=[{"q": 1, "p": math.inf}], metric="euclidean", components=None,
             measures=["rsa"], summaries=["count"],
         )  # fmt: skip
+
+
+def test_the_workflow_refuses_such_settings_when_it_is_planned(repo):
+    import yaml
+
+    from brainshape.config import load_registry_dict, validate
+    from brainshape.workflow import Study
+
+    cfg = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
+    cfg["registry"] = str(repo / "config" / "models.demo.yaml")
+    cfg["topology"]["embedding"] = {"dimension": 1}
+    schemas = repo / "workflow" / "schemas"
+    cfg = validate(cfg, schemas / "config.schema.yaml", "demo.yaml")
+    study = Study(cfg, load_registry_dict(cfg["registry"], schemas / "models.schema.yaml"), "x")
+    with pytest.raises(BrainshapeError, match="topology.embedding.dimension is 1: with fmri"):
+        study.check_inputs()
+    # Voxel targets have no embedding: the same setting is fine there.
+    study.config["fmri"]["targets"] = "voxels"
+    study.check_inputs()
+    assert study.topology_timebase_params("demo")["history_s"] == 0.0
+    study.config["fmri"]["targets"] = "roi_mean"
+    study.config["topology"]["embedding"] = {"dimension": 4, "lag_s": 2.0}
+    assert study.topology_timebase_params("demo")["history_s"] == 6.0
