@@ -92,6 +92,8 @@ def test_model_registry_entry_change_reruns_that_model_only(copy):
         ("plot_regressions", "", ""),
         ("plot_brainscores", "tiny-neox", ""),
         ("plot_brainscores", "tiny-gpt2", ""),
+        ("plot_topology", "tiny-neox", ""),
+        ("plot_topology", "tiny-gpt2", ""),
         ("all", "", ""),
     }
     (prepare,) = [j for j in jobs if j["rule"] == "prepare_model"]

@@ -298,16 +298,15 @@ def layer_cloud(
 # --- brain clouds -----------------------------------------------------------------------------
 
 
-def _read_subject(directory: Path, base: TimeBase) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """A subject's targets table and, per story, its kept-volume array (n_kept, n_targets)."""
-    targets = pd.read_parquet(directory / "targets.parquet")
+def _read_runs_data(directory: Path, base: TimeBase) -> dict[str, np.ndarray]:
+    """Per story, a subject's kept-volume array (n_kept, n_targets), memory-mapped."""
     data = {}
     for story in base.stories():
         path = directory / f"{story}.npy"
         if not path.is_file():
             raise BrainshapeError(f"{path} is missing; rerun the fmri rule for {directory.name}")
-        data[story] = np.load(path)
-    return targets, data
+        data[story] = np.load(path, mmap_mode="r")
+    return data
 
 
 def embed(
@@ -347,16 +346,31 @@ def _common_columns(tables: Mapping[str, pd.DataFrame], roi: str, hemi: str) -> 
     return {s: [c[v] for v in common] for s, c in coords.items()}
 
 
-def _cloud(data, columns, subjects, base: TimeBase, voxels: bool, embedding) -> np.ndarray:
-    """The mean over ``subjects`` of their ``columns``: voxel rows, or the embedded mean."""
-    per_story = {
-        story: np.mean([data[s][story][:, columns[s]] for s in subjects], axis=0)
-        for story in base.stories()
-    }
+def _cloud(per_story: Mapping[str, np.ndarray], base: TimeBase, voxels: bool, embedding):
+    """A cloud from per-story kept-volume arrays (n_kept, columns): their brain rows (voxels),
+    or the delay embedding of their mean over columns (an ROI mean)."""
     if voxels:
         return np.concatenate([per_story[s][base.brain_rows(s)] for s in base.stories()], axis=0)
-    series = {story: values.mean(axis=1) for story, values in per_story.items()}
+    series = {story: np.asarray(v).mean(axis=1) for story, v in per_story.items()}
     return embed(series, base, int(embedding["dimension"]), float(embedding["lag_s"]))
+
+
+def _site_columns(targets: Mapping[str, pd.DataFrame], voxels: bool) -> dict:
+    """(roi, hemisphere) every subject has -> subject -> its target columns, aligned across
+    subjects (voxel targets: the voxels every subject has)."""
+    groups = {
+        s: dict(list(t.groupby(["roi", "hemisphere"], sort=True))) for s, t in targets.items()
+    }
+    sites = {}
+    for roi, hemi in sorted(set.intersection(*(set(g) for g in groups.values()))):
+        tables = {s: g[(roi, hemi)] for s, g in groups.items()}
+        if voxels:
+            sites[(str(roi), str(hemi))] = _common_columns(tables, str(roi), str(hemi))
+        else:
+            sites[(str(roi), str(hemi))] = {
+                s: [int(t["target"].iloc[0])] for s, t in tables.items()
+            }
+    return sites, groups
 
 
 def brain_clouds(
@@ -371,31 +385,32 @@ def brain_clouds(
     ROI-mean targets (``targets.parquet`` without voxel indices): the mean over subjects of the
     ROI's time course, delay-embedded with ``embedding`` (``dimension``, ``lag_s``); voxel
     targets: the mean over subjects of each voxel every subject has. ``per_subject`` adds each
-    subject's own cloud (its embedded ROI mean, or all its voxels of the ROI).
+    subject's own cloud (its embedded ROI mean, or all its voxels of the ROI). One subject's
+    data is read at a time (the group clouds are running sums).
     """
-    per = {str(s): _read_subject(Path(d), base) for s, d in subjects.items()}
-    voxel_mode = {"i" in t.columns for t, _ in per.values()}
-    if len(voxel_mode) != 1:
+    dirs = {str(s): Path(d) for s, d in subjects.items()}
+    targets = {s: pd.read_parquet(d / "targets.parquet") for s, d in dirs.items()}
+    modes = {"i" in t.columns for t in targets.values()}
+    if len(modes) != 1:
         raise BrainshapeError("some subjects have voxel targets and others ROI means; rerun fmri")
-    voxels = voxel_mode.pop()
-    data = {s: d for s, (_, d) in per.items()}
-    groups = {
-        s: dict(list(t.groupby(["roi", "hemisphere"], sort=True))) for s, (t, _) in per.items()
-    }
-    keys = sorted(set.intersection(*(set(g) for g in groups.values())))
+    voxels = modes.pop()
+    sites, groups = _site_columns(targets, voxels)
+    sums = {key: dict.fromkeys(base.stories(), 0.0) for key in sites}
+    own: dict[tuple[str, str, str], np.ndarray] = {}
+    for s, directory in dirs.items():
+        data = _read_runs_data(directory, base)
+        for key, columns in sites.items():
+            for story, values in data.items():
+                sums[key][story] = sums[key][story] + np.asarray(values[:, columns[s]], np.float64)
+            if per_subject:
+                cols = groups[s][key]["target"].tolist() if voxels else columns[s]
+                part = {story: np.asarray(v[:, cols], np.float64) for story, v in data.items()}
+                own[(s, *key)] = _cloud(part, base, voxels, embedding)
     clouds: dict[tuple[str, str, str], np.ndarray] = {}
-    for roi, hemi in keys:
-        tables = {s: g[(roi, hemi)] for s, g in groups.items()}
-        if voxels:
-            columns = _common_columns(tables, str(roi), str(hemi))
-        else:
-            columns = {s: [int(t["target"].iloc[0])] for s, t in tables.items()}
-        key = (str(roi), str(hemi))
-        clouds[("group", *key)] = _cloud(data, columns, sorted(per), base, voxels, embedding)
-        if per_subject:
-            for s, t in tables.items():
-                own = {s: t["target"].tolist() if voxels else [int(t["target"].iloc[0])]}
-                clouds[(s, *key)] = _cloud(data, own, [s], base, voxels, embedding)
+    for key in sites:
+        mean = {story: total / len(dirs) for story, total in sums[key].items()}
+        clouds[("group", *key)] = _cloud(mean, base, voxels, embedding)
+        clouds.update({k: v for k, v in own.items() if k[1:] == key})
     return clouds
 
 
