@@ -3,11 +3,12 @@
     python benchmarks/layer_threads.py                  # the demo's shape: 200 points, 576 dims
     python benchmarks/layer_threads.py --points 1000 --dims 4096 --layers 4
 
-Each layer: correlation distances, ranks, the reduced cloud, Vietoris-Rips diagrams (giotto-ph
-with ``--threads`` threads) and Procrustes/CKA against ``--clouds`` brain clouds, as
-``topology.compute_layers`` does. The reference lets BLAS use ``--threads`` threads for the
-geometry (the previous behaviour); ``compute_layers`` now holds BLAS to one thread there while
-giotto-ph keeps its threads. Both run in the same process on the same data; results are equal.
+Each layer: the prepared cloud (standardised, distances, ranks), Vietoris-Rips diagrams
+(giotto-ph with ``--threads`` threads) and RSA/debiased CKA against ``--clouds`` brain clouds,
+as ``topology.compute_layers`` and ``topology.pair_variant`` do. The reference lets BLAS use
+``--threads`` threads for the geometry (the previous behaviour); ``compute_layers`` now holds
+BLAS to one thread there while giotto-ph keeps its threads. Both run in the same process on
+the same data; results are equal.
 """
 
 from __future__ import annotations
@@ -24,15 +25,10 @@ from brainshape import topology
 
 def layer(pts, brains, threads: int, blas: int):
     with threadpool_limits(blas, user_api="blas"):
-        d = topology.distances(pts)
-        ranks = topology._ranks(d)
-        reduced = topology._reduce(pts)
-    dgms = topology.diagrams(d, 1, "giotto", threads)
+        cloud = topology.prepare(pts)
+    dgms = topology.diagrams(cloud.distances, 1, "giotto", threads)
     with threadpool_limits(blas, user_api="blas"):
-        geometry = [
-            (topology.procrustes(reduced, b), float(ranks @ r), topology.cka(reduced, b))
-            for b, r in brains
-        ]
+        geometry = [(topology.rsa(cloud, b), topology.cka_debiased(cloud, b)) for b in brains]
     return dgms, geometry
 
 
@@ -54,7 +50,7 @@ def main() -> None:
     brains = []
     for _ in range(args.clouds):
         b = walk[:, :3] + rng.standard_normal((args.points, 3))
-        brains.append((topology._reduce(b), topology._ranks(topology.distances(b))))
+        brains.append(topology.prepare(b))
 
     def timed(blas):
         start, cpu = time.perf_counter(), time.process_time()

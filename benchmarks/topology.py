@@ -1,12 +1,20 @@
-"""Time per persistence diagram (Vietoris-Rips, H0 + H1) for each library, side by side.
+"""Time the shape stage's hot paths against references, side by side.
 
     python benchmarks/topology.py [--sizes 500 1000 2000] [--repeats 1] [--threads 2]
 
-Clouds look like the pipeline's: volumes of a 64-dimensional representation (a slow trajectory
-plus noise), correlation distance, every point kept. For each size every library gets the same
-distance matrix; the table gives seconds per diagram (best of ``--repeats``) and the ratio to
-the chosen default (giotto-ph), and checks that the diagrams agree. Both libraries run on the
-CPU. (GUDHI builds the whole Rips complex and is not practical beyond a few hundred points.)
+1. Persistence diagrams (Vietoris-Rips, H0 + H1) for each library. Clouds look like the
+   pipeline's: volumes of a 64-dimensional representation (a slow trajectory plus noise),
+   correlation distance, every point kept. For each size every library gets the same distance
+   matrix; the table gives seconds per diagram (best of ``--repeats``) and the ratio to the
+   chosen default (giotto-ph), and checks that the diagrams agree. Both libraries run on the
+   CPU. (GUDHI builds the whole Rips complex and is not practical beyond a few hundred points.)
+2. Distances of a wide cloud (points x 4,096 columns, as a large model's layer):
+   ``topology.distances`` (from the Gram matrix, one matrix product) against
+   ``scipy.spatial.distance.pdist``, and their largest difference.
+3. Debiased CKA of one layer cloud against 11 brain clouds (one and its shifted copies, as a
+   pairing job computes it): ``topology.cka_debiased`` on prepared clouds (Gram matrices kept
+   per cloud) against ``topology.hsic_unbiased`` on the points each time, and their largest
+   difference.
 """
 
 from __future__ import annotations
@@ -38,6 +46,44 @@ def timed(fn, repeats: int):
     return best, result
 
 
+def distance_table(sizes, repeats) -> None:
+    from scipy.spatial.distance import pdist, squareform
+
+    print("\n| points | Gram (s) | scipy pdist (s) | pdist / Gram | max difference |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        x = cloud(n, dim=4096)
+        t_gram, d = timed(lambda x=x: topology.distances(x, "euclidean"), repeats)
+        t_ref, ref = timed(lambda x=x: squareform(pdist(x, "euclidean")), repeats)
+        diff = float(np.abs(d - ref).max())
+        print(f"| {n} | {t_gram:.3f} | {t_ref:.3f} | {t_ref / t_gram:.1f} | {diff:.1e} |")
+
+
+def cka_table(sizes, repeats) -> None:
+    print("\n| points | prepared clouds (s) | from points (s) | ratio | max difference |")
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(1)
+    for n in sizes:
+        layer = topology.prepare(cloud(n, dim=1024))
+        brains = [topology.prepare(rng.standard_normal((n, 400))) for _ in range(11)]
+
+        def prepared(layer=layer, brains=brains):
+            return [topology.cka_debiased(layer, b) for b in brains]
+
+        def direct(layer=layer, brains=brains):
+            kk = topology.hsic_unbiased(layer.points, layer.points)
+            out = []
+            for b in brains:
+                ll = topology.hsic_unbiased(b.points, b.points)
+                out.append(topology.hsic_unbiased(layer.points, b.points) / np.sqrt(kk * ll))
+            return out
+
+        t_new, new = timed(prepared, repeats)
+        t_ref, ref = timed(direct, repeats)
+        diff = float(np.abs(np.array(new) - np.array(ref)).max())
+        print(f"| {n} | {t_new:.3f} | {t_ref:.3f} | {t_ref / t_new:.1f} | {diff:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
@@ -65,6 +111,8 @@ def main() -> None:
         )
         cells = " | ".join(f"{times[k]:.2f}" for k in libs)
         print(f"| {n} | {cells} | {times['ripser'] / times['giotto-ph']:.2f} | {agree} |")
+    distance_table(args.sizes, args.repeats)
+    cka_table(args.sizes, args.repeats)
 
 
 if __name__ == "__main__":

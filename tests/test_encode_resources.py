@@ -101,7 +101,8 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
     more = resources.layer_diagrams_memory(n_points=500, clouds=11, cloud_columns=20, **args)
     assert more["brain"] - small["brain"] == (500 * 20 + 500 * 20) * 8 + 500 * 500 * 4
     s = study(demo_config())
-    # demo: 200 landmarks (topology.max_points), 10 group clouds of 4 subjects
+    # demo: 200 landmarks (topology.max_points); a pairing job holds tiny-gpt2's 5 prepared
+    # layer clouds (two clouds' worth each) and one brain cloud with its 10 shifted copies.
     shape = dict(
         n_points=200,
         story_trs=tuple(n - 4 for n, _ in s.story_shapes("demo").values()),
@@ -111,10 +112,10 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
     )
     # The diagrams job reads no brain cloud; the pairing job computes no diagram.
     assert s.layer_diagrams_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
-        **shape, clouds=0, cloud_columns=4
+        **shape, clouds=0, cloud_columns=200
     )
     assert s.topology_pairs_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
-        **shape, clouds=10, cloud_columns=4, persistence=False
+        **shape, clouds=2 * 5 + 10 + 1, cloud_columns=200, persistence=False
     )
 
 

@@ -7,8 +7,10 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 
+from brainshape import analysis
 from brainshape import regressions as R
 from brainshape.errors import BrainshapeError
+from brainshape.models import QUANTIZED_KINDS
 
 ROIS = [("STG", "L"), ("STG", "R"), ("IFG", "L")]
 
@@ -55,27 +57,33 @@ def synthetic(seed=0, n_families=8, n_layers=6, planted=True):
 
 
 SETS = {"shape": ["feat_*", "constant"], "noise": ["noise_*"]}
+KINDS = {(f"m{f}", v): v for f in range(8) for v in ("full", "untrained")}
+PARAMS = {f"m{f}": 10.0 ** (7 + f / 3) for f in range(8)}
+
+
+def obs_of(scores, topo, families, **kw):
+    return R.observations(scores, topo, families, params=PARAMS, kinds=KINDS, **kw)
 
 
 def test_planted_relation_is_found_and_only_there():
     scores, topo, families = synthetic()
-    obs = R.observations(scores, topo, families, unit="layer")
+    obs = obs_of(scores, topo, families, unit="layer", untrained="pool")
     table = R.run_regressions(obs, SETS, n_permutations=1000, n_bootstrap=500, seed=1)
-    regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"]).set_index(
-        ["roi", "hemisphere", "feature_set"]
-    )
-    assert len(regs) == len(ROIS) * len(SETS)
+    keys = ["stratum", "roi", "hemisphere", "feature_set"]
+    regs = table.drop_duplicates(keys).set_index(keys[1:])
+    assert len(regs) == len(ROIS) * len(SETS) and set(regs["stratum"]) == {"all"}
     hit = regs.loc[("STG", "L", "shape")]
-    assert hit["cv_r2"] > 0.8
+    assert hit["cv_r2"] > 0.8 and hit["gain"] > 0.8
     assert hit["q_value"] < 0.01 and hit["p_value"] == pytest.approx(1 / 1001)
+    assert hit["q_gain"] < 0.01 and hit["p_gain"] == pytest.approx(1 / 1001)
     others = regs.drop(index=("STG", "L", "shape"))
-    assert (others["q_value"] > 0.05).all()
+    assert (others["q_value"] > 0.05).all() and (others["q_gain"] > 0.05).all()
     row = table[(table.roi == "STG") & (table.hemisphere == "L") & (table.feature_set == "shape")]
     a = row.set_index("feature").loc["feat_a"]
     # 0.3 score units per unit of feat_a: per standard deviation that is 0.3 * SD.
     sd = obs[(obs.roi == "STG") & (obs.hemisphere == "L")]["feat_a"].std(ddof=0)
     assert a["ci_low"] < 0.3 * sd < a["ci_high"] and a["ci_low"] > 0.2
-    assert a["selection_freq"] == 1.0
+    assert a["stability"] == 1.0
     assert np.isnan(row.set_index("feature").loc["constant", "coef"])
 
 
@@ -83,16 +91,16 @@ def test_shuffled_scores_find_nothing():
     scores, topo, families = synthetic()
     rng = np.random.default_rng(7)
     scores["score"] = rng.permutation(scores["score"].to_numpy())
-    obs = R.observations(scores, topo, families, unit="layer")
+    obs = obs_of(scores, topo, families, unit="layer", untrained="pool")
     table = R.run_regressions(obs, SETS, n_permutations=1000, n_bootstrap=200, seed=2)
-    regs = table.drop_duplicates(["roi", "hemisphere", "feature_set"])
-    assert (regs["q_value"] > 0.05).all()
+    regs = table.drop_duplicates(["stratum", "roi", "hemisphere", "feature_set"])
+    assert (regs["q_value"] > 0.05).all() and (regs["q_gain"] > 0.05).all()
     assert (regs["cv_r2"] < 0.05).all()
 
 
 def test_cv_r2_equals_sklearn_with_leave_one_family_out():
     scores, topo, families = synthetic(n_families=4)
-    obs = R.observations(scores, topo, families, unit="layer")
+    obs = obs_of(scores, topo, families, unit="layer", untrained="pool")
     part = obs[(obs.roi == "STG") & (obs.hemisphere == "L")]
     x = part[["feat_a", "feat_b", "noise_c"]].to_numpy()
     y, groups = part["score"].to_numpy(), part["family"].to_numpy()
@@ -102,10 +110,31 @@ def test_cv_r2_equals_sklearn_with_leave_one_family_out():
     assert R.cv_r2(x, y[:, None], folds)[0] == pytest.approx(r2_score(y, pred), abs=1e-10)
 
 
+def test_a_covariate_two_families_cannot_identify_is_not_extrapolated():
+    # Three families, leave one out: a family-level covariate (one value per family) seen on two
+    # families is a contrast between them, not a slope to carry to the third.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b", "c"], 10)
+    size = np.repeat([1.0, 1.1, 3.0], 10)[:, None]
+    y = rng.standard_normal(30) + np.repeat([0.0, 1.0, 0.5], 10)
+    folds = R.group_folds(groups, 5)
+    intercept_only = R.cv_r2(np.zeros((30, 0)), y[:, None], folds)
+    assert R.cv_r2(size, y[:, None], folds, groups) == pytest.approx(intercept_only)
+    assert R.cv_r2(size, y[:, None], folds)[0] < intercept_only[0] - 1  # extrapolated
+    # With four families there are three to train on: the slope is estimated.
+    groups4 = np.repeat(["a", "b", "c", "d"], 10)
+    size4 = np.repeat([1.0, 1.1, 3.0, 2.0], 10)[:, None]
+    y4 = np.concatenate([y, rng.standard_normal(10)])
+    folds4 = R.group_folds(groups4, 5)
+    assert R.cv_r2(size4, y4[:, None], folds4, groups4) == pytest.approx(
+        R.cv_r2(size4, y4[:, None], folds4)
+    )
+
+
 @pytest.mark.parametrize("scheme", R.PERMUTATIONS)
 def test_permutation_p_value_equals_a_loop(scheme):
     scores, topo, families = synthetic(n_families=5, n_layers=3, planted=False)
-    obs = R.observations(scores, topo, families, unit="layer")
+    obs = obs_of(scores, topo, families, unit="layer", untrained="pool")
     part = obs[(obs.roi == "IFG") & (obs.hemisphere == "L")]
     x, y = part[["feat_a", "noise_c"]].to_numpy(), part["score"].to_numpy()
     groups = part["family"].to_numpy()
@@ -212,18 +241,27 @@ def test_group_folds_keep_families_together():
 
 def test_units_and_published_scores(tmp_path):
     scores, topo, families = synthetic(n_families=3, n_layers=4)
-    best = R.observations(scores, topo, families, unit="best_layer")
+    best = obs_of(scores, topo, families, unit="best_layer")
     assert len(best) == 3 * 2 * len(ROIS)
-    mean = R.observations(scores, topo, families, unit="mean")
+    # Each subject's score at the layer the other subject chose, features of those layers.
+    loso = analysis.best_layers(scores)
+    one = loso[(loso.model == "m1") & (loso.variant == "full") & (loso.roi == "IFG")]
+    row = best[(best.model == "m1") & (best.variant == "full") & (best.roi == "IFG")].iloc[0]
+    assert row["score"] == pytest.approx(one["score"].mean())
+    feats = topo[(topo.model == "m1") & (topo.variant == "full") & (topo.roi == "IFG")]
+    chosen = feats.set_index("layer").loc[one["layer"], "feat_a"].mean()
+    assert row["feat_a"] == pytest.approx(chosen)
+    assert row["nuisance_depth"] == pytest.approx(one["layer"].mean() / 3)  # layers 0 to 3
+    mean = obs_of(scores, topo, families, unit="mean")
     assert "layer" not in mean.columns and len(mean) == len(best)
+    assert "nuisance_depth" not in mean.columns and "nuisance_log_params" in mean.columns
     csv = tmp_path / "published.csv"
     pd.DataFrame(
         {"model": ["m0", "m1", "m2"], "roi": "STG", "hemisphere": "L", "score": [0.1, 0.2, 0.3]}
     ).to_csv(csv, index=False)
     published = R.read_published(csv)
-    obs = R.observations(
-        published, topo, families, published=True, default_variants={m: "full" for m in families}
-    )
+    defaults = {m: "full" for m in families}
+    obs = obs_of(published, topo, families, published=True, default_variants=defaults)
     assert len(obs) == 3 and set(obs["variant"]) == {"full"}
     expected = topo[(topo.model == "m1") & (topo.variant == "full") & (topo.roi == "STG")]
     expected = expected[expected.hemisphere == "L"]["feat_a"].mean()
@@ -235,6 +273,107 @@ def test_units_and_published_scores(tmp_path):
         R.read_published(csv)
     with pytest.raises(BrainshapeError, match="regressions.feature_sets.geo"):
         R.feature_columns(obs, ["procrustes"], "geo")
+    with pytest.raises(BrainshapeError, match=r"models \['m2'\] have no parameter count"):
+        R.observations(scores, topo, families, params={"m0": 1e6, "m1": 1e6}, kinds=KINDS)
+
+
+def test_nuisance_columns_and_strata():
+    scores, topo, families = synthetic(n_families=3, n_layers=4)
+    kinds = {**KINDS, ("m1", "untrained"): "bnb4"}  # one variant made a quantized twin
+    obs = R.observations(scores, topo, families, params=PARAMS, kinds=kinds)
+    assert set(obs["stratum"]) == {"trained", "untrained"}
+    assert R.nuisance_columns(obs) == [
+        "nuisance_depth", "nuisance_depth2", "nuisance_depth3", "nuisance_log_params",
+        "nuisance_kind_bnb4", "nuisance_kind_untrained",
+    ]  # fmt: skip
+    row = obs[(obs.model == "m2") & (obs.layer == 2)].iloc[0]
+    assert row["nuisance_depth"] == pytest.approx(2 / 3)  # layers 0 to 3
+    assert row["nuisance_depth3"] == pytest.approx((2 / 3) ** 3)
+    assert row["nuisance_log_params"] == pytest.approx(7 + 2 / 3)
+    assert obs.loc[obs.model.eq("m1") & obs.variant.eq("untrained"), "stratum"].eq("trained").all()
+    excluded = R.observations(
+        scores, topo, families, params=PARAMS, kinds=KINDS, untrained="exclude"
+    )
+    assert set(excluded["variant"]) == {"full"} and set(excluded["stratum"]) == {"trained"}
+    with pytest.raises(BrainshapeError, match="regressions.untrained is 'drop'; use one of"):
+        R.observations(scores, topo, families, params=PARAMS, kinds=KINDS, untrained="drop")
+
+
+def depth_and_size_study(seed, planted=0.0, n_families=8):
+    """Scores that depend on relative depth and size only (plus a family level), and two shape
+    features that track depth and size; ``planted`` adds a part of the score carried by a
+    component of the first feature that neither depth nor size explains."""
+    rng = np.random.default_rng(seed)
+    topo, scores, params = [], [], {}
+    for f in range(n_families):
+        model = f"m{f}"
+        params[model] = 10 ** rng.uniform(7, 10)
+        n_layers, level = int(rng.integers(6, 25)), 0.03 * rng.standard_normal()
+        for layer in range(n_layers + 1):
+            depth, extra = layer / n_layers, rng.standard_normal()
+            keys = dict(model=model, variant="full", layer=layer, roi="STG", hemisphere="L")
+            topo.append(
+                dict(keys, subject="group",
+                     shape_depth=np.sin(np.pi * depth) + 0.2 * rng.standard_normal() + 0.5 * extra,
+                     shape_size=np.log10(params[model]) + 0.3 * rng.standard_normal())
+            )  # fmt: skip
+            score = 0.2 * np.sin(np.pi * depth) + 0.03 * np.log10(params[model]) + level
+            score += planted * extra + 0.02 * rng.standard_normal()
+            scores.append(dict(keys, subject="01", score=score))
+    families = {f"m{f}": f"fam{f}" for f in range(n_families)}
+    kinds = {(m, "full"): "full" for m in families}
+    obs = R.observations(pd.DataFrame(scores), pd.DataFrame(topo), families, params=params,
+                         kinds=kinds)  # fmt: skip
+    return obs
+
+
+def test_shape_is_told_from_depth_and_size():
+    gains = alone = 0
+    for seed in range(100):
+        obs = depth_and_size_study(seed)
+        table = R.run_regressions(obs, {"shape": ["shape_*"]}, n_permutations=200,
+                                  n_bootstrap=10, seed=seed)  # fmt: skip
+        gains += table["p_gain"].iloc[0] < 0.05
+        alone += table["p_value"].iloc[0] < 0.05
+    print(f"of 100 studies: set alone significant in {alone}, gain over nuisance in {gains}")
+    assert alone > 80  # without the nuisance model, depth and size pass for shape
+    assert gains <= 9  # 5 expected at the 5% level; P(> 9) < 0.03 if exact
+    obs = depth_and_size_study(1000, planted=0.03)
+    table = R.run_regressions(obs, {"shape": ["shape_*"]}, n_permutations=1000, n_bootstrap=200)
+    row = table.set_index("feature").loc["shape_depth"]
+    assert row["q_gain"] < 0.01 and row["gain"] > 0.05
+    assert row["stability"] == 1.0 and row["ci_low"] > 0
+
+
+def test_gain_p_value_equals_a_freedman_lane_loop():
+    obs = depth_and_size_study(3, planted=0.01, n_families=5)
+    x, xn = obs[["shape_depth", "shape_size"]].to_numpy(), obs[R.nuisance_columns(obs)].to_numpy()
+    y, groups = obs["score"].to_numpy(), obs["family"].to_numpy()
+    res = R.fit(x, y, groups, ["a", "b"], nuisance=xn, n_permutations=60, n_bootstrap=5, seed=4)
+    logo = LeaveOneGroupOut()
+
+    def gain(yy):
+        cv = [cross_val_predict(LinearRegression(), d, yy, groups=groups, cv=logo)
+              for d in (xn, np.column_stack([xn, x]))]  # fmt: skip
+        return r2_score(yy, cv[1]) - r2_score(yy, cv[0])
+
+    # The fit draws the scores' orders first, then the residuals' (family means exchanged
+    # between families, deviations within them): the same draws here.
+    rng = np.random.default_rng(4)
+    R.permutation_orders(groups, 60, rng, "free")
+    fitted = LinearRegression().fit(xn, y).predict(xn)
+    permuted = R._permuted_residuals(y - fitted, groups, 60, rng, "free")
+    null = [gain(fitted + permuted[:, b]) for b in range(60)]
+    assert res.gain == pytest.approx(gain(y), abs=1e-9)
+    assert res.p_gain == pytest.approx((1 + np.sum(np.array(null) >= gain(y) - 1e-12)) / 61)
+    # Exchanged residuals keep each family's deviations and move its mean as a block.
+    r = y - fitted
+    for b in range(3):
+        for g in np.unique(groups):
+            rows = groups == g
+            assert sorted(permuted[rows, b] - permuted[rows, b].mean()) == pytest.approx(
+                sorted(r[rows] - r[rows].mean())
+            )
 
 
 def test_contrasts_recover_planted_differences():
@@ -262,6 +401,68 @@ def test_contrasts_recover_planted_differences():
     t = overall.loc["full - untrained"]
     assert t["difference"] == pytest.approx(0.2, abs=0.01)
     assert 0 < t["ci_low"] < t["difference"] < t["ci_high"] and t["n_subjects"] == 12
+
+
+def no_signal_scores(seed=0, n_subjects=10, n_layers=25):
+    """Scores of two models x two variants without signal: noise around 0 at every layer."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        (m, v, layer, f"{s:02d}", roi, "L", 0.05 * rng.standard_normal())
+        for m in ("a", "b") for v in ("full", "untrained") for layer in range(n_layers)
+        for s in range(n_subjects) for roi in ("STG", "AG")
+    ]  # fmt: skip
+    columns = ["model", "variant", "layer", "subject", "roi", "hemisphere", "score"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_out_of_sample_best_layer_is_centred_on_zero_without_signal():
+    means, maxima = [], []
+    for seed in range(20):
+        best = analysis.best_layers(no_signal_scores(seed))
+        means.append(best["score"].mean())
+        maxima.append(best["score_in_sample"].mean())
+    se = 0.05 / np.sqrt(20 * 10 * 8)  # one score per subject and site, about independent
+    print(f"out of sample {np.mean(means):+.4f}, in-sample maximum {np.mean(maxima):+.4f}")
+    assert abs(np.mean(means)) < 4 * se
+    assert np.mean(maxima) > 0.05  # the maximum of 25 noisy layers: about 2 SD above 0
+    # Contrasts and the scaling plot use the out-of-sample scores.
+    scores = no_signal_scores(1)
+    best = analysis.best_layers(scores)
+    kinds = {(m, v): v for m in ("a", "b") for v in ("full", "untrained")}
+    table = R.contrasts(scores, kinds, n_bootstrap=200)
+    per = best.pivot_table(index=["model", "subject", "roi"], columns="variant", values="score")
+    diff = (per["full"] - per["untrained"]).groupby(["model", "subject"]).mean()
+    overall = table[table.roi == "all"].set_index("model")["difference"]
+    for model in ("a", "b"):
+        assert overall[model] == pytest.approx(diff[model].mean(), abs=1e-12)
+    ci = table[table.roi == "all"]
+    assert ((ci["ci_low"] < 0) & (ci["ci_high"] > 0)).all()
+    scaling = R.scaling_table(scores, {"a": 1e6, "b": 1e7}, kinds).set_index(["model", "variant"])
+    means = best.groupby(["model", "variant"])["score"].mean()
+    assert scaling["score"].to_dict() == pytest.approx(means.to_dict())
+
+
+def test_held_out_choice_equals_a_loop():
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((6, 9))
+    counts = np.stack([np.bincount(rng.integers(0, 6, 6), minlength=6) for _ in range(40)])
+    index, values = analysis.held_out_best(scores, counts)
+    for b, c in enumerate(counts):
+        for i in range(6):
+            if c[i] == 0 or c[i] == c.sum():
+                assert index[b, i] == -1 and np.isnan(values[b, i])
+                continue
+            others = [j for j in range(6) for _ in range(c[j]) if j != i]
+            layer = int(np.argmax(scores[others].mean(axis=0)))
+            assert index[b, i] == layer and values[b, i] == scores[i, layer]
+    with pytest.raises(BrainshapeError, match="needs at least two subjects"):
+        analysis.best_layers(no_signal_scores(n_subjects=1))
+
+
+def test_contrast_labels_follow_the_registry_kinds():
+    kinds = {("m", "full"): "full", **{("m", k): k for k in QUANTIZED_KINDS}}
+    labels = {c for _, _, c in R._pairs(list(kinds and [v for _, v in kinds]), "m", kinds)}
+    assert labels == {f"{k} - full" for k in QUANTIZED_KINDS}
 
 
 def _study(tmp_path, models="all", **regressions):
@@ -303,17 +504,19 @@ def test_study_wires_published_scores(tmp_path):
     study = _study(tmp_path)
     jobs = planned()
     assert "results/demo/brainscores.parquet" in inputs(jobs, "regressions")
-    p = params.regressions(study, "demo")
+    p = params.regressions(study, "demo", {})
     assert p["families"]["smollm2-135m"] == "smollm2" and p["published"] is False
     assert p["default_variants"]["tiny-gpt2"] == "fp32"
+    assert p["untrained"] == "separate" and p["registry"]["smollm2-135m"]["params"]
     assert "results/demo/regressions.parquet" in inputs(jobs, "all")
+    assert "results/demo/plots/shape_tiny-neox.png" in inputs(jobs, "all")
     missing = tmp_path / "scores.csv"
     study = _study(tmp_path, published_scores=str(missing))
     with pytest.raises(BrainshapeError, match=f"regressions.published_scores {missing} does not"):
         check_published_scores(study)
     missing.write_text("model,roi,hemisphere,score\n")
     assert str(missing) in inputs(planned(published_scores=str(missing)), "regressions")
-    assert params.regressions(study, "demo")["published"] is True
+    assert params.regressions(study, "demo", {})["published"] is True
     # With one family selected nothing can be cross-validated by family: not planned, with or
     # without published scores; the shape table still is.
     for published in (None, str(missing)):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.workflow
 # Rules that combine every model: they rerun whenever any of their inputs does.
 AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
 # Rules that read an aggregate (every model's plot reads the whole brainscores table).
-AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions"}
+AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions", "plot_topology"}
 # Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
 # them; the brain point clouds hold every subject), and the shape jobs that pair every layer
 # with those brain clouds. The layers' own diagrams depend on the runs (time base) only.
@@ -92,6 +92,8 @@ def test_model_registry_entry_change_reruns_that_model_only(copy):
         ("plot_regressions", "", ""),
         ("plot_brainscores", "tiny-neox", ""),
         ("plot_brainscores", "tiny-gpt2", ""),
+        ("plot_topology", "tiny-neox", ""),
+        ("plot_topology", "tiny-gpt2", ""),
         ("all", "", ""),
     }
     (prepare,) = [j for j in jobs if j["rule"] == "prepare_model"]

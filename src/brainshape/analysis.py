@@ -1,4 +1,5 @@
-"""Aggregates over encoding results: the brainscore table and its figures."""
+"""Aggregates over encoding results: the brainscore table, best layers chosen out of sample,
+and the brainscore figures."""
 
 from __future__ import annotations
 
@@ -118,6 +119,83 @@ def brainscores(
     out = out.merge(untrained, on=["model", "layer", *_SITE], how="left")
     out["excess_untrained"] = out["score"] - out["score_untrained"]
     return out
+
+
+# --- best layers, chosen out of sample ------------------------------------------------------
+
+#: Columns that identify a variant's ROI x hemisphere, over which a best layer is chosen.
+_SITE_KEYS = ["model", "variant", "roi", "hemisphere"]
+
+#: Bootstrap draws handled at once by :func:`held_out_best` (bounds its draws x subjects x
+#: layers array).
+_DRAW_CHUNK = 200
+
+
+def score_matrix(part: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Subjects (sorted), layers (sorted) and their scores (n_subjects, n_layers) of one site.
+
+    ``part`` holds the rows of one (model, variant, roi, hemisphere) of a brainscores table.
+    A subject without a score at some layer is refused: its choice would be on other layers.
+    """
+    wide = part.pivot_table(index="subject", columns="layer", values="score", aggfunc="mean")
+    if wide.isna().any().any():
+        missing = wide.index[wide.isna().any(axis=1)].tolist()
+        raise BrainshapeError(
+            f"subjects {missing} lack scores at some layers of {part['model'].iloc[0]} "
+            f"{part['variant'].iloc[0]}; the best layer needs every layer of every subject"
+        )
+    return list(wide.index.astype(str)), wide.columns.to_numpy(), wide.to_numpy(np.float64)
+
+
+def held_out_best(scores: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each subject's score at the layer that is best on the other subjects.
+
+    ``scores`` (n_subjects, n_layers); ``counts`` (n_draws, n_subjects): how often each subject
+    is in each draw (all ones: the data as they are; a row of a subject bootstrap otherwise). The
+    layer of subject ``i`` in a draw maximises the mean over the draw's other subjects (every
+    copy of ``i`` left out), so its score is out of sample. Returns the layer indices and the
+    scores (n_draws, n_subjects); NaN (index -1) where a subject is not drawn or no other is.
+    """
+    n_draws, n = counts.shape
+    index = np.full((n_draws, n), -1, dtype=np.int64)
+    values = np.full((n_draws, n), np.nan)
+    for start in range(0, n_draws, _DRAW_CHUNK):
+        c = counts[start : start + _DRAW_CHUNK].astype(np.float64)
+        total = c @ scores  # (draws, layers)
+        others = total[:, None, :] - c[:, :, None] * scores[None]  # leave subject i out
+        best = others.argmax(axis=2)
+        ok = (c > 0) & (c < c.sum(axis=1, keepdims=True))
+        index[start : start + len(c)] = np.where(ok, best, -1)
+        values[start : start + len(c)] = np.where(ok, scores[np.arange(n)[None], best], np.nan)
+    return index, values
+
+
+def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, variant, subject, roi, hemisphere): the best layer chosen out of sample.
+
+    The layer of a subject maximises the mean score of the other subjects (leave one subject
+    out), so the max over layers, biased upward by the number of layers, never scores the data
+    it was chosen on. Columns: ``model``, ``variant``, ``subject``, ``roi``, ``hemisphere``,
+    ``layer`` (the chosen layer), ``score`` (this subject's score there), ``score_in_sample``
+    (this subject's own maximum over layers, for comparison). Needs two subjects at least.
+    """
+    rows = []
+    for key, part in scores.groupby(_SITE_KEYS, sort=True):
+        subjects, layers, matrix = score_matrix(part)
+        if len(subjects) < 2:
+            raise BrainshapeError(
+                f"{key[0]} {key[1]} {key[2]} {key[3]} has scores of one subject: a best layer "
+                "chosen out of sample needs at least two subjects"
+            )
+        index, values = held_out_best(matrix, np.ones((1, len(subjects))))
+        for i, sub in enumerate(subjects):
+            rows.append(
+                (*key[:2], sub, *key[2:], int(layers[index[0, i]]), values[0, i], matrix[i].max())
+            )
+    columns = ["model", "variant", "subject", "roi", "hemisphere", "layer", "score"]
+    table = pd.DataFrame(rows, columns=[*columns, "score_in_sample"])
+    table["layer"] = table["layer"].astype("int64")
+    return table
 
 
 def plot_brainscores(

@@ -15,9 +15,14 @@
 Signal model of a planted ROI x hemisphere (``planted_signals``): the layer's word features
 (one row per word, stamped at the word's midpoint) are Lanczos-resampled at the volume times
 (``k * tr + tr / 2``), z-scored over all stories and projected on their top 16 principal
-components (unit-variance scores). Voxel ``v`` is driven by ``scores @ (w_roi + 0.5 * w_v)``
-(Gaussian weights, the same for every subject), convolved within each run with the SPM canonical
-double-gamma HRF sampled at lags ``0, tr, 2 tr, ...`` and scaled to unit variance. Every in-mask
+components. With ``relation: linear`` (the default) the components are scaled to unit variance
+and voxel ``v`` is driven by ``scores @ (w_roi + 0.5 * w_v)`` (Gaussian weights, the same for
+every subject), convolved within each run with the SPM canonical double-gamma HRF sampled at lags
+``0, tr, 2 tr, ...`` and scaled to unit variance. With ``relation: shape`` the components keep
+their variances and an orthonormal map whose first direction is uniform over the voxels carries
+them onto the voxels (so the ROI mean is the first component), HRF-convolved and scaled to unit
+variance on average over the voxels: the voxel patterns are a rotated copy of the layer's
+geometry (:data:`RELATIONS`). Every in-mask
 voxel then gets AR(1) noise of variance ``1 / snr``, a nuisance part (random weights on the
 motion, CSF and white-matter columns of the confounds table, plus a linear drift) and a baseline
 near 1000 with 0.5 % signal change per signal unit. Subjects differ only in noise, nuisance and
@@ -54,13 +59,31 @@ log = logging.getLogger("brainshape.demo")
 
 DEFAULT_STORIES = ("lighthouse", "orchard", "ferry", "glacier")
 
-#: Which (model, variant, layer) drives which ROI x hemisphere in the default demo.
+#: Which (model, variant, layer) drives which ROI x hemisphere in the default demo, and how
+#: (``relation``: ``linear`` or ``shape``, see :data:`RELATIONS`).
 DEFAULT_PLANTED: tuple[dict[str, Any], ...] = (
     {"roi": "STG", "hemisphere": "L", "model": "smollm2-135m", "variant": "fp32", "layer": 12},
     {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 2},
     {"roi": "AG", "hemisphere": "R", "model": "tiny-neox", "variant": "fp32", "layer": 1},
     {"roi": "MTG", "hemisphere": "R", "model": "smollm2-135m", "variant": "fp32", "layer": 18},
+    {
+        "roi": "PREC",
+        "hemisphere": "L",
+        "model": "tiny-gpt2",
+        "variant": "fp32",
+        "layer": 3,
+        "relation": "shape",
+    },
 )
+
+#: How a planted layer drives its ROI x hemisphere. ``linear``: a random linear map of the
+#: layer's top principal components, each scaled to unit variance (an encoding relation: a
+#: ridge model of the layer recovers it, but the map stretches some directions and adds one
+#: shared by all voxels, so the voxels' geometry is not the layer's). ``shape``: the same
+#: components with their own variances, mapped onto the voxels by an orthonormal map whose first
+#: direction is the ROI mean (the voxel patterns are a rotated copy of the layer's geometry and
+#: the ROI mean follows the layer's first component): a shape relation as well.
+RELATIONS = ("linear", "shape")
 
 #: Per-voxel signal-to-noise variance ratio. 0.5 lets a single voxel reach r near 0.58; ROI
 #: means (36-48 voxels) reach about 0.97 before confound cleaning and 0.88-0.92 after it, which
@@ -418,12 +441,15 @@ def layer_scores(
     n_trs: Mapping[str, int],
     tr: float,
     n_components: int = N_COMPONENTS,
+    whiten: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Unit-variance principal-component scores of one layer at the volume times.
+    """Principal-component scores of one layer at the volume times.
 
     ``features[story]`` is (n_words, hidden); the result per story is (n_trs, k) float64 with
     ``k = min(n_components, rank)``. Columns are z-scored over all stories together (constant
     columns dropped) before the PCA, so the components are the layer's own dominant directions.
+    ``whiten``: each score has unit variance; otherwise each keeps its component's variance (the
+    share of the z-scored columns' variance it explains, times their number).
     """
     stories = list(words)
     resampled = []
@@ -450,6 +476,8 @@ def layer_scores(
     # Fix the sign of each component (SVD leaves it free) so reruns give the same data.
     signs = np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])
     scores = u[:, :k] * signs * math.sqrt(z.shape[0])
+    if not whiten:
+        scores = scores * singular[:k] / math.sqrt(z.shape[0])
     bounds = np.cumsum([0] + [int(n_trs[s]) for s in stories])
     return {story: scores[bounds[i] : bounds[i + 1]] for i, story in enumerate(stories)}
 
@@ -476,6 +504,37 @@ def voxel_signals(
     return {s: (r - mean) / std for s, r in runs.items()}
 
 
+def shape_voxel_signals(
+    scores: Mapping[str, np.ndarray],
+    n_voxels: int,
+    tr: float,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Noiseless voxel signals of a ``shape`` relation, story -> (n_trs, n_voxels) float64.
+
+    ``scores`` keep their components' variances (``layer_scores(..., whiten=False)``). An
+    orthonormal map (k directions in voxel space, the first uniform) carries them onto the
+    voxels, times ``sqrt(n_voxels)`` so the ROI mean equals the first component; convolved with
+    the HRF within each run, then scaled by one factor so the voxels' mean variance over all
+    stories is 1 (one factor keeps the geometry).
+    """
+    k = next(iter(scores.values())).shape[1]
+    if n_voxels < k:
+        raise BrainshapeError(f"a shape relation needs at least {k} voxels, got {n_voxels}")
+    basis = np.concatenate([np.ones((n_voxels, 1)), rng.standard_normal((n_voxels, k - 1))], 1)
+    q, _ = np.linalg.qr(basis)
+    q *= np.sign(q[0, 0])  # the first direction +1/sqrt(n), not -1/sqrt(n)
+    hrf = spm_hrf(tr)
+    runs = {
+        s: scipy.signal.lfilter(hrf, [1.0], sc @ q.T * math.sqrt(n_voxels), axis=0)
+        for s, sc in scores.items()
+    }
+    stacked = np.concatenate(list(runs.values()), axis=0)
+    centre = stacked.mean(axis=0)
+    scale = math.sqrt(float(((stacked - centre) ** 2).mean()))
+    return {s: (r - centre) / scale for s, r in runs.items()}
+
+
 def _check_planted(planted: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     entries = []
     seen = set()
@@ -496,6 +555,11 @@ def _check_planted(planted: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
                 "hemisphere at most one entry"
             )
         seen.add((roi, hemi))
+        relation = str(entry.get("relation", "linear"))
+        if relation not in RELATIONS:
+            raise BrainshapeError(
+                f"demo planted[{i}].relation '{relation}' is not one of {', '.join(RELATIONS)}"
+            )
         entries.append(
             {
                 "roi": roi,
@@ -503,6 +567,7 @@ def _check_planted(planted: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
                 "model": str(entry["model"]),
                 "variant": str(entry["variant"]),
                 "layer": int(entry["layer"]),
+                "relation": relation,
             }
         )
     return entries
@@ -529,7 +594,7 @@ def planted_signals(
     """
     atlas = atlas or demo_atlas()
     out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    scores_cache: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    scores_cache: dict[tuple[str, str, int, bool], dict[str, np.ndarray]] = {}
     for entry in _check_planted(planted):
         key = _key(entry)
         if key not in planted_features:
@@ -543,11 +608,15 @@ def planted_signals(
                 f"planted features of model '{key[0]}' variant '{key[1]}' layer {key[2]} lack "
                 f"stories {missing}"
             )
-        if key not in scores_cache:
-            scores_cache[key] = layer_scores(planted_features[key], words, n_trs, tr)
+        linear = entry["relation"] == "linear"
+        if (*key, linear) not in scores_cache:
+            scores_cache[(*key, linear)] = layer_scores(
+                planted_features[key], words, n_trs, tr, whiten=linear
+            )
         roi_hemi = (entry["roi"], entry["hemisphere"])
-        out[roi_hemi] = voxel_signals(
-            scores_cache[key],
+        make = voxel_signals if linear else shape_voxel_signals
+        out[roi_hemi] = make(
+            scores_cache[(*key, linear)],
             atlas.voxels[roi_hemi].size,
             tr,
             _rng(seed, 2, entry["roi"], entry["hemisphere"]),
@@ -816,9 +885,15 @@ def generate_bold(
         "hrf": HRF_DESCRIPTION,
         "signal": (
             f"per story: Lanczos-resampled layer features, z-scored over all stories, top "
-            f"{N_COMPONENTS} principal components as unit-variance scores; voxel v is driven by "
-            f"scores @ (w_roi + {VOXEL_WEIGHT} * w_v) (Gaussian w, same for all subjects), "
-            "convolved with the HRF within each run, unit variance per voxel over all stories"
+            f"{N_COMPONENTS} principal components. relation linear: the components as "
+            f"unit-variance scores; voxel v is driven by scores @ (w_roi + {VOXEL_WEIGHT} * w_v) "
+            "(Gaussian w, same for all subjects), convolved with the HRF within each run, unit "
+            "variance per voxel over all stories (an encoding relation; the voxels' geometry is "
+            "not the layer's). relation shape: the components keep their variances and an "
+            "orthonormal map (first direction uniform over the voxels, so the ROI mean is the "
+            "first component) carries them onto the voxels, convolved with the HRF, one scale "
+            "factor for unit mean variance per voxel (the voxel patterns are a rotated copy of "
+            "the layer's geometry, up to the HRF's smoothing)"
         ),
         "noise": "AR(1) with coefficient ar1, variance 1 / snr per voxel, independent voxels",
         "nuisance": (

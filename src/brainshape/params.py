@@ -131,14 +131,32 @@ def baseline(study: Study, ds: str, name: str) -> dict:
     return {**encode(study, ds), "baseline": name}
 
 
+def _cloud_settings(study: Study) -> dict:
+    """Settings every cloud, brain or layer, is prepared with."""
+    t = study.config["topology"]
+    return {"metric": t["metric"], "components": t["components"]}
+
+
 def topology_timebase(study: Study, ds: str) -> dict:
     t = study.config["topology"]
-    return {"stories": study.stories(ds), **{k: t[k] for k in ("delay", "max_points", "seed")}}
+    emb = t["embedding"]
+    # ROI-mean clouds are delay-embedded: the time base starts where the embedding reaches.
+    roi_mean = study.config["fmri"]["targets"] == "roi_mean"
+    return {
+        "stories": study.stories(ds),
+        "delay_s": float(t["delay_s"]),
+        "history_s": (int(emb["dimension"]) - 1) * float(emb["lag_s"]) if roi_mean else 0.0,
+        **{k: t[k] for k in ("max_points", "seed", "null_shifts")},
+    }
 
 
 def topology_brain(study: Study, ds: str) -> dict:
     t = study.config["topology"]
-    return {k: t[k] for k in ("metric", "maxdim", "backend", "per_subject")}
+    return {
+        **_cloud_settings(study),
+        "embedding": dict(t["embedding"]),
+        **{k: t[k] for k in ("maxdim", "backend", "per_subject")},
+    }
 
 
 def layer_diagrams(study: Study, ds: str) -> dict:
@@ -146,7 +164,8 @@ def layer_diagrams(study: Study, ds: str) -> dict:
     return {
         "stories": study.stories(ds),
         "window": study.config["encoding"]["lanczos_window"],
-        **{k: t[k] for k in ("metric", "maxdim", "backend")},
+        **_cloud_settings(study),
+        **{k: t[k] for k in ("maxdim", "backend")},
     }
 
 
@@ -155,12 +174,20 @@ def topology_pairs(study: Study, ds: str) -> dict:
     return {
         "stories": study.stories(ds),
         "window": study.config["encoding"]["lanczos_window"],
-        "metric": t["metric"],
+        **_cloud_settings(study),
         "orders": [dict(o) for o in t["wasserstein"]],
+        "measures": list(t["measures"]),
+        "summaries": list(t["summaries"]),
     }
 
 
-def regressions(study: Study, ds: str) -> dict:
+def plot_topology(study: Study, ds: str) -> dict:
+    return {"measures": list(study.config["topology"]["measures"])}
+
+
+def regressions(study: Study, ds: str, model_dirs: dict[str, str]) -> dict:
+    """``model_dirs``: each model's prepared folder ('' for hub models), whose recorded
+    parameter count stands in where the registry gives none."""
     r = dict(study.config["regressions"])
     r["feature_sets"] = {k: list(v) for k, v in r["feature_sets"].items()}
     r["published"] = study.published_scores() is not None
@@ -169,12 +196,8 @@ def regressions(study: Study, ds: str) -> dict:
     # Published scores without a variant column are matched to each model's first full
     # (trained, unquantized) variant.
     r["default_variants"] = {m: study.default_variant(m) for m in study.models()}
+    # Parameter counts for the nuisance model and the scaling plot: the registry's, else the
+    # count the prepared model recorded.
+    r["registry"] = {m: dict(study.entry(m)) for m in study.models()}
+    r["model_dirs"] = model_dirs
     return r
-
-
-def plot_regressions(study: Study, ds: str, model_dirs: dict[str, str]) -> dict:
-    """``model_dirs``: each model's prepared folder ('' for hub models)."""
-    out = regressions(study, ds)
-    out["registry"] = {m: dict(study.entry(m)) for m in study.models()}
-    out["model_dirs"] = model_dirs
-    return out

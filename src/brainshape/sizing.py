@@ -370,26 +370,31 @@ class JobSizing:
         return resources.layer_diagrams_mem_mb(**self.topology_shape(ds, model), persistence=False)
 
     def topology_shape(self, ds: str, model: str) -> dict:
-        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant."""
+        """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant.
+
+        ``clouds`` and ``cloud_columns`` describe what a topology_pairs job holds: every layer's
+        prepared cloud (points, distances, ranks and Gram matrix: about two clouds of the
+        formula's kind each) and the ``null_shifts + 1`` copies of one brain cloud at a time.
+        """
         t = self.config["topology"]
         kept, words, trim = self.kept_story_shapes(ds)
-        paired = sum(max(1, k - int(t["delay"])) for k in kept)
-        n_subjects = len(self.study.subjects(ds))
-        per_subject = self.targets_per_subject(ds)
-        n_rois = self.targets_per_subject(ds, "roi_mean")
-        clouds = n_rois * (1 + (n_subjects if t["per_subject"] else 0))
-        # The group cloud of an ROI x hemisphere: its columns in every subject side by side
-        # (twice the mean ROI size, for ROIs larger than the mean).
-        columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois))) * n_subjects
-        _, hidden = self.encode_dims(model)
+        if self.config["fmri"]["targets"] == "roi_mean":
+            columns = int(t["embedding"]["dimension"])
+        else:
+            # A voxel cloud: one ROI's voxels (twice the mean ROI size, for larger ROIs).
+            per_subject = self.targets_per_subject(ds)
+            n_rois = self.targets_per_subject(ds, "roi_mean")
+            columns = min(per_subject, 2 * max(1, per_subject // max(1, n_rois)))
+        layers, hidden = self.encode_dims(model)
+        n_points = min(int(t["max_points"]), sum(kept))
         return {
-            "n_points": min(int(t["max_points"]), paired),
+            "n_points": n_points,
             "story_trs": kept,
             "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
-            "clouds": clouds,
-            "cloud_columns": columns,
+            "clouds": 2 * layers + int(t["null_shifts"]) + 1,
+            "cloud_columns": max(hidden, columns, n_points),
         }
 
 

@@ -67,6 +67,9 @@ def all_targets():
             rules.plot_brainscores.output[0], dataset=ds, model=STUDY.models()
         )
         targets.append(rules.topology_table.output[0].format(dataset=ds))
+        targets += expand(
+            rules.plot_topology.output[0], dataset=ds, model=STUDY.models()
+        )
         if STUDY.regressions_planned():
             targets.append(rules.regressions.output.regressions.format(dataset=ds))
             targets += [
@@ -328,12 +331,12 @@ def topology_pairs_params(wildcards):
 
 
 def regressions_params(wildcards):
-    return P.regressions(STUDY, wildcards.dataset)
+    folders = {m: prepared_dir(m) or "" for m in STUDY.models()}
+    return P.regressions(STUDY, wildcards.dataset, folders)
 
 
 def plot_regressions_params(wildcards):
-    folders = {m: prepared_dir(m) or "" for m in STUDY.models()}
-    return P.plot_regressions(STUDY, wildcards.dataset, folders)
+    return regressions_params(wildcards)
 
 
 # --- resources (brainshape.sizing); memory and runtime grow with each retry ---------------------
@@ -398,3 +401,7 @@ def layer_diagrams_mem_mb(wildcards, attempt):
 
 def topology_pairs_mem_mb(wildcards, attempt):
     return SIZING.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def plot_topology_params(wildcards):
+    return P.plot_topology(STUDY, wildcards.dataset)

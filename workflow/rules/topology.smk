@@ -96,3 +96,28 @@ rule topology_table:
         code=code_version("topology_table.py"),
     script:
         "../scripts/topology_table.py"
+
+
+rule plot_topology:
+    input:
+        rules.topology_table.output[0],
+    output:
+        report(
+            "results/{dataset}/plots/shape_{model}.png",
+            caption="../report/topology.rst",
+            category="Shape of representations",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        "logs/{dataset}/plots/shape_{model}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/plots/shape_{model}.tsv"
+    conda:
+        "../envs/brainshape.yaml"
+    params:
+        code=code_version("plot_topology.py"),
+        model="{model}",
+        settings=plot_topology_params,
+    script:
+        "../scripts/plot_topology.py"

@@ -12,6 +12,7 @@ def main(job):
         scores = regressions.read_published(job.input.scores)
     else:
         scores = pd.read_parquet(job.input.scores)
+    kinds = {(m, v): k for m, v, k in p["kinds"]}
     obs = regressions.observations(
         scores,
         topology,
@@ -19,6 +20,9 @@ def main(job):
         unit=p["unit"],
         published=p["published"],
         default_variants=p["default_variants"],
+        untrained=p["untrained"],
+        kinds=kinds,
+        params=regressions.parameter_counts(p["registry"], p["model_dirs"]),
     )
     with threadpool_limits(job.threads):
         table = regressions.run_regressions(
@@ -31,7 +35,6 @@ def main(job):
             permutation=p["permutation"],
         )
     save_parquet(job.output.regressions, table)
-    kinds = {(m, v): k for m, v, k in p["kinds"]}
     contrasts = regressions.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
     save_parquet(job.output.contrasts, contrasts)
 

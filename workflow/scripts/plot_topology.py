@@ -1,0 +1,16 @@
+import pandas as pd
+
+from brainshape import runner, topology
+
+
+def main(job):
+    topology.plot_agreement(
+        pd.read_parquet(job.input[0]),
+        job.params.model,
+        job.output[0],
+        dataset=job.wildcards.dataset,
+        measures=job.params.settings["measures"],
+    )
+
+
+runner.run(snakemake, main)  # noqa: F821
