@@ -17,18 +17,18 @@ import os
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from brainshape import topology
+from brainshape.threads import limit_threads
 
 
 def layer(pts, brains, threads: int, blas: int):
-    with threadpool_limits(blas, user_api="blas"):
+    with limit_threads(blas, blas_only=True):
         d = topology.distances(pts)
         ranks = topology._ranks(d)
         reduced = topology._reduce(pts)
     dgms = topology.diagrams(d, 1, "giotto", threads)
-    with threadpool_limits(blas, user_api="blas"):
+    with limit_threads(blas, blas_only=True):
         geometry = [
             (topology.procrustes(reduced, b), float(ranks @ r), topology.cka(reduced, b))
             for b, r in brains

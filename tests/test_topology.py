@@ -13,6 +13,7 @@ from scipy.spatial import procrustes as scipy_procrustes
 
 from brainshape import topology as T
 from brainshape.errors import BrainshapeError
+from brainshape.stimuli import word_times
 
 
 def circle(n, rng, noise=0.02, radius=1.0):
@@ -189,7 +190,7 @@ def test_time_base_pairs_brain_with_earlier_stimulus(tmp_path):
     # Brain row k of a story (kept volume trim_start + k) is paired with the stimulus at the
     # volume `delay` earlier: for k = delay that is the first kept volume.
     np.testing.assert_allclose(base.model_times("alpha")[0], 2 * 2.0 + 1.0)
-    clouds = T.layer_clouds(features, T.word_times(words), base)
+    clouds = T.layer_clouds(features, word_times(words), base)
     assert clouds.shape == (3, base.n_points(), 8)
     brain = T.brain_clouds({s: d for s, d in zip(["01", "02", "03"], dirs, strict=True)}, base)
     assert set(brain) == {("group", r, h) for r in ("AG", "STG") for h in ("L", "R")}
@@ -245,7 +246,7 @@ def test_stage_end_to_end(tmp_path):
     assert extra["cloud"].shape == (50, 3)
     # The stage's geometry (landmark-only resampling, precomputed ranks) equals the direct one.
     base = T.shared_time_base(dirs, delay=2)
-    cloud = T.layer_clouds(features, T.word_times(words), base)[1][extra["index"]]
+    cloud = T.layer_clouds(features, word_times(words), base)[1][extra["index"]]
     brain_cloud = extra["cloud"]
     d, bd = T.distances(cloud, "correlation"), T.distances(brain_cloud, "correlation")
     assert row["rsa"] == pytest.approx(T.rsa(d, bd), abs=1e-9)

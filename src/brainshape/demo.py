@@ -48,6 +48,7 @@ from brainshape import __version__, scoring
 from brainshape import stimuli as stim
 from brainshape.encoding import lanczos_downsample, tr_times
 from brainshape.errors import BrainshapeError
+from brainshape.fmri import zscore
 from brainshape.io import atomic_path, save_json, save_text
 
 log = logging.getLogger("brainshape.demo")
@@ -400,11 +401,6 @@ def spm_hrf(tr: float, length: float = HRF_LENGTH_S) -> np.ndarray:
     return h / h.sum()
 
 
-def word_midpoints(table: pd.DataFrame) -> np.ndarray:
-    """Word times (s) as the encoding stage stamps them: the middle of each word."""
-    return (table["onset"].to_numpy(np.float64) + table["offset"].to_numpy(np.float64)) / 2
-
-
 def layer_scores(
     features: Mapping[str, np.ndarray],
     words: Mapping[str, pd.DataFrame],
@@ -419,6 +415,8 @@ def layer_scores(
     columns dropped) before the PCA, so the components are the layer's own dominant directions.
     """
     stories = list(words)
+    # Stamped as the encoding stage stamps them: the middle of each word.
+    times = stim.word_times(stim.stack_words(words))
     resampled = []
     for story in stories:
         feats = np.asarray(features[story], dtype=np.float64)
@@ -427,10 +425,8 @@ def layer_scores(
                 f"planted features of story '{story}' have shape {feats.shape}; expected "
                 f"({len(words[story])}, hidden): one row per word"
             )
-        times = tr_times(int(n_trs[story]), tr)
-        resampled.append(
-            lanczos_downsample(feats, word_midpoints(words[story]), times, window=LANCZOS_WINDOW)
-        )
+        volumes = tr_times(int(n_trs[story]), tr)
+        resampled.append(lanczos_downsample(feats, times[story], volumes, window=LANCZOS_WINDOW))
     stacked = np.concatenate(resampled, axis=0)
     std = stacked.std(axis=0)
     keep = std > 1e-12 * max(1.0, float(np.abs(stacked).max()))
@@ -562,12 +558,6 @@ def _ar1(rng: np.random.Generator, n_trs: int, n: int, coef: float) -> np.ndarra
     return out
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    std = x.std(axis=0)
-    return x / np.where(std > 0, std, 1.0)
-
-
 def _motion_and_tissue(rng: np.random.Generator, n_trs: int) -> pd.DataFrame:
     """Motion (mm, rad), CSF and white-matter mean signals of one run, rounded as written."""
     # Head position wanders around a fixed offset (AR(1) close to a random walk, as in scans).
@@ -620,7 +610,7 @@ def _simulate_run(
     n_trs, n_mask = signal.shape
     noise_sd = 1.0 / math.sqrt(snr)
     confounds = _motion_and_tissue(rng, n_trs)
-    conf = _zscore(confounds[list(NUISANCE_CONFOUNDS)].to_numpy())
+    conf = zscore(confounds[list(NUISANCE_CONFOUNDS)].to_numpy())
     n_conf = conf.shape[1]
     shared = rng.standard_normal(n_conf)
     own = rng.standard_normal((n_conf, n_mask))
@@ -688,7 +678,7 @@ def _regress_out(data: np.ndarray, confounds: pd.DataFrame) -> np.ndarray:
     """Residuals of ``data`` (n_trs, n) after an intercept, a linear trend and the confounds."""
     n_trs = data.shape[0]
     design = np.column_stack(
-        [np.ones(n_trs), np.linspace(-1.0, 1.0, n_trs), _zscore(confounds.to_numpy())]
+        [np.ones(n_trs), np.linspace(-1.0, 1.0, n_trs), zscore(confounds.to_numpy())]
     )
     coef, *_ = np.linalg.lstsq(design, data, rcond=None)
     return data - design @ coef

@@ -9,7 +9,8 @@ Every reader returns a table with one row per word, in story order:
   interpolated from its neighbours.
 
 :func:`words_table` stacks the tables of many stories into the words table of a dataset
-(columns ``story``, ``word_index``, ``word``, ``onset``, ``offset``, ``aligned``). The writers
+(columns ``story``, ``word_index``, ``word``, ``onset``, ``offset``, ``aligned``);
+:func:`word_times` gives the time every later stage stamps a word with, its midpoint. The writers
 (:func:`write_gentle`, :func:`write_textgrid`, :func:`write_events`) produce files that the
 readers give back word for word and time for time; the demo dataset is written with them.
 """
@@ -697,9 +698,17 @@ def words_table(sources: Mapping[str, str | os.PathLike], fmt: str, **kw: Any) -
     """
     if not sources:
         raise BrainshapeError("no stories to read word timings for; list the dataset's stories")
+    return stack_words({story: read_words(path, fmt, **kw) for story, path in sources.items()})
+
+
+def stack_words(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The words table of a dataset from per-story tables (``word``, ``onset``, ``offset``,
+    ``aligned`` in word order), in the order of ``tables``; see :func:`words_table`."""
     parts = []
-    for story, path in sources.items():
-        table = read_words(path, fmt, **kw)
+    for story, table in tables.items():
+        table = table.copy()
+        if "aligned" not in table.columns:
+            table["aligned"] = True
         table.insert(0, "word_index", np.arange(len(table), dtype=np.int64))
         table.insert(0, "story", str(story))
         parts.append(table)
@@ -714,3 +723,37 @@ def words_table(sources: Mapping[str, str | os.PathLike], fmt: str, **kw: Any) -
             "aligned": bool,
         }
     )[["story", "word_index", *_TABLE_COLUMNS]]
+
+
+# --- times -------------------------------------------------------------------------------------
+
+_TIME_COLUMNS = ("story", "word_index", "onset", "offset")
+
+
+def word_times(words: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Midpoint of every word in seconds, per story, in ``word_index`` order.
+
+    ``words`` is a words table (:func:`words_table`). The middle of the word is the time its
+    features are stamped with in the encoding and shape stages (and in the demo's planted
+    signal): its hidden state reflects the whole word having been heard.
+    """
+    missing = [c for c in _TIME_COLUMNS if c not in words.columns]
+    if missing:
+        raise BrainshapeError(f"The words table lacks column(s) {missing}; rerun the words stage.")
+    times = {}
+    for story, table in words.groupby("story", sort=False):
+        table = table.sort_values("word_index")
+        if not np.array_equal(table["word_index"].to_numpy(), np.arange(len(table))):
+            raise BrainshapeError(
+                f"Words table, story {story!r}: word_index must run 0, 1, ..., n_words - 1; "
+                "rerun the words stage."
+            )
+        onset = table["onset"].to_numpy(dtype=np.float64)
+        offset = table["offset"].to_numpy(dtype=np.float64)
+        if not (np.all(np.isfinite(onset)) and np.all(np.isfinite(offset))):
+            raise BrainshapeError(
+                f"Words table, story {story!r}: onset or offset has NaN values; rerun the "
+                "words stage (unaligned words must get interpolated times)."
+            )
+        times[str(story)] = (onset + offset) / 2
+    return times

@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata, spearmanr
-from threadpoolctl import threadpool_limits
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json
+from brainshape.stimuli import word_times
+from brainshape.threads import limit_threads
 
 #: Distances between the points of a cloud.
 METRICS = ("correlation", "euclidean")
@@ -116,15 +117,6 @@ def shared_time_base(fmri_dirs: Sequence[str | os.PathLike], delay: int) -> Time
     base = TimeBase(runs=first, delay=int(delay))
     base.check(str(Path(fmri_dirs[0]) / "runs.json"))
     return base
-
-
-def word_times(words: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Middle of every word in seconds, per story, in word order."""
-    out = {}
-    for story, table in words.groupby("story", sort=False):
-        table = table.sort_values("word_index")
-        out[str(story)] = ((table["onset"] + table["offset"]) / 2).to_numpy(np.float64)
-    return out
 
 
 def _resamplers(
@@ -587,7 +579,7 @@ def compute_layers(
         # One BLAS thread around the persistent homology: BLAS threads alternating with
         # giotto-ph's threads on the same cores made a demo job 3 to 20 times slower
         # (docs/benchmarks.md).
-        with threadpool_limits(1, user_api="blas"):
+        with limit_threads(1, blas_only=True):
             d = distances(layer_cloud(features, resamplers, layer), metric)
         save_diagrams(
             Path(out_dir) / f"layer-{layer}.npz",

@@ -1,12 +1,11 @@
 import logging
-from pathlib import Path
 
-from brainshape import baselines, encoding, runner
+from brainshape import baselines, fmri, runner
 from brainshape.io import save_parquet
 
 
 def main(job):
-    subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input}
+    subjects = fmri.read_subjects(job.input)
     table = baselines.inter_subject_ceiling(subjects)
     lonely = table.attrs.get("without_ceiling")
     if lonely:

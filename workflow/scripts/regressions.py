@@ -1,8 +1,8 @@
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from brainshape import regressions, runner
 from brainshape.io import save_parquet
+from brainshape.threads import limit_threads
 
 
 def main(job):
@@ -16,7 +16,7 @@ def main(job):
         scores, topology, p["families"], unit=p["unit"], published=p["published"],
         default_variants=p["default_variants"],
     )
-    with threadpool_limits(job.threads):
+    with limit_threads(job.threads):
         table = regressions.run_regressions(
             obs, p["feature_sets"], n_permutations=p["n_permutations"],
             n_bootstrap=p["n_bootstrap"], n_folds=p["n_folds"], seed=p["seed"],
