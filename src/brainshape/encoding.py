@@ -197,7 +197,12 @@ def _check_options(options: EncodeOptions) -> EncodeOptions:
     if options.n_permutations == 1:
         raise BrainshapeError(
             "encoding.n_permutations is 1; p-values need the spread of the null: use 0 (no "
-            "p-values) or at least 2 (the default is 100)."
+            "p-values) or at least 2."
+        )
+    if options.n_permutations and options.null_copies < 3:
+        raise BrainshapeError(
+            f"null_copies is {options.null_copies}; the pooled null of the p-values needs at "
+            "least 3 permuted copies of the targets."
         )
     return dataclasses.replace(
         options,
