@@ -352,3 +352,7 @@ def test_p_values_come_from_the_pooled_null_and_are_checked():
     assert (table["p_value_roi"] >= 1 / 31).all()  # ROI level: counted, as before
     with pytest.raises(BrainshapeError, match=r"n_permutations is 1; p-values need the spread"):
         encode_variant(words, features, subjects, alphas=ALPHAS, n_permutations=1)
+    with pytest.raises(BrainshapeError, match=r"a held-out fold of 53 TRs is one block of "):
+        encode_variant(
+            words, features, subjects, alphas=ALPHAS, n_permutations=5, permutation_block=53
+        )

@@ -344,6 +344,13 @@ def _groups(
                 f"{', '.join(subject_label(s) for s in subs)}: {len(segments)} stories; "
                 "cross-validated brainscores need at least 3. Use more stories."
             )
+        shortest = min(len(s) for s in segments)
+        if options.n_permutations and shortest <= options.permutation_block:
+            raise BrainshapeError(
+                f"{', '.join(subject_label(s) for s in subs)}: a held-out fold of {shortest} TRs "
+                f"is one block of encoding.permutation_block = {options.permutation_block} TRs, "
+                "so permuting blocks cannot change it; lower permutation_block."
+            )
         Y, m = _stacked_targets(subjects, subs, run_list, segments, options)
         widths = np.cumsum([0] + [len(subjects[sub].targets) for sub in subs])
         groups.append(Group(subs, run_list, resamplers, Y, m, widths, segments))
