@@ -5,9 +5,9 @@
 
 For each shape (stories, TRs per story, hidden units, layers, targets) the script writes a
 synthetic dataset the way the features and fmri stages leave one (float32 ``.npy`` features
-per story, ``fmri/sub-*/`` folders written by ``fmri.write_subject``), then runs
+per story, ``fmri/sub-*/`` folders written by ``subjects.write_subject``), then runs
 ``encoding.encode_variant`` in a fresh Python process exactly as ``workflow/scripts/encode.py``
-does (``features.read_features``, ``fmri.read_subjects``, BLAS limited to ``--threads``).
+does (``features.read_features``, ``subjects.read_subjects``, BLAS limited to ``--threads``).
 Reported: the peak resident memory of that run above the interpreter's own (``ru_maxrss`` less
 the resident size after the imports), the estimate of ``resources.encode_memory`` for the same
 shape (without the fixed overhead), their ratio, the wall time and the sustained rate implied
@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import fmri, resources
+from brainshape import resources
 from brainshape.ridge import DEFAULT_TARGET_CHUNK
+from brainshape.subjects import write_subject
 
 #: Words per second of speech in the synthetic stories (a brisk reader: about 150 per minute).
 WORDS_PER_SECOND = 2.5
@@ -46,7 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import encoding, features, fmri
+from brainshape import encoding, features
+from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
 
 
@@ -62,7 +64,7 @@ base = rss_kib()
 start = time.perf_counter()
 words = pd.read_parquet(root / "words.parquet")
 feats = features.read_features(root / "features", settings["stories"])
-subjects = fmri.read_subjects(sorted((root / "fmri").iterdir()))
+subjects = read_subjects(sorted((root / "fmri").iterdir()))
 with limit_threads(settings["threads"]):
     table = encoding.encode_variant(words, feats, subjects, **settings["options"])
 wall = time.perf_counter() - start
@@ -145,7 +147,7 @@ def write_dataset(root: Path, shape: resources.EncodeShape, subjects: int, seed:
             }
             bold = rng.standard_normal((kept, per_subject)).astype(np.float32)
             runs.append((story, run, bold))
-        fmri.write_subject(root / "fmri" / f"sub-{s + 1:02d}", targets, runs)
+        write_subject(root / "fmri" / f"sub-{s + 1:02d}", targets, runs)
     return {"stories": stories}
 
 

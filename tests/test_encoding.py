@@ -14,7 +14,7 @@ from brainshape.encoding import (
     tr_times,
 )
 from brainshape.errors import BrainshapeError
-from brainshape.fmri import SubjectData
+from brainshape.subjects import SubjectData
 
 # --- time axis and resampling -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 import yaml
 
-from brainshape import demo, encoding, fmri, ridge, scoring, stimuli
+from brainshape import demo, encoding, fmri, ridge, scoring, stimuli, subjects
 from brainshape.errors import BrainshapeError
 
 SCHEMAS = Path(__file__).parents[1] / "workflow" / "schemas"
@@ -218,7 +218,7 @@ def test_planted_voxels_reach_q_below_005_on_demo_data_in_voxel_mode(tmp_path):
         )  # fmt: skip
     features = {s: np.stack([layers[0][s], layers[1][s]]).astype(np.float32) for s in words}
     table = encoding.encode_variant(
-        stimuli.stack_words(words), features, fmri.read_subjects([out]), n_permutations=100
+        stimuli.stack_words(words), features, subjects.read_subjects([out]), n_permutations=100
     )
     planted_rows = (table["roi"] == "IFG") & (table["hemisphere"] == "L")
     at_layer = table[(table["layer"] == 1) & planted_rows]

@@ -30,7 +30,7 @@ import pandas as pd
 from brainshape import scoring
 from brainshape.encoding import check_subject, encode_variant
 from brainshape.errors import BrainshapeError
-from brainshape.fmri import RUN_KEYS, SubjectData, subject_label
+from brainshape.subjects import RUN_KEYS, SubjectData, subject_label
 
 BASELINES = ("word_rate", "word_length_position")
 

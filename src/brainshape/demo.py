@@ -48,8 +48,8 @@ from brainshape import __version__, scoring
 from brainshape import stimuli as stim
 from brainshape.encoding import lanczos_downsample, tr_times
 from brainshape.errors import BrainshapeError
-from brainshape.fmri import zscore
 from brainshape.io import atomic_path, save_json, save_text
+from brainshape.subjects import zscore
 
 log = logging.getLogger("brainshape.demo")
 

@@ -34,8 +34,8 @@ import pandas as pd
 
 from brainshape import ridge, scoring
 from brainshape.errors import BrainshapeError
-from brainshape.fmri import RUN_KEYS, SubjectData, subject_label
 from brainshape.stimuli import word_times
+from brainshape.subjects import RUN_KEYS, SubjectData, subject_label
 
 DEFAULT_DELAYS = (1, 2, 3, 4)
 DEFAULT_ALPHAS = np.logspace(0, 6, 13)
@@ -482,8 +482,9 @@ def encode_variant(
 
     ``words``: the words table (``stimuli.words_table``). ``features[story]``: (n_layers + 1,
     n_words, hidden) in word_index order (index 0 is the embeddings;
-    ``features.read_features``). ``subjects[sub]``: ``fmri.SubjectData`` (``fmri.read_subject``),
-    ``sub`` without the ``sub-`` prefix; subjects may have heard different stories.
+    ``features.read_features``). ``subjects[sub]``: a ``subjects.SubjectData``
+    (``subjects.read_subject``), ``sub`` without the ``sub-`` prefix; subjects may have heard
+    different stories.
 
     Returns one row per (layer, subject, target): ``layer`` (int64), ``subject`` (str), then
     the columns of ``scoring.tabulate``: ``target``, ``roi``, ``hemisphere``, ``score``

@@ -1,11 +1,12 @@
 import logging
 
-from brainshape import baselines, fmri, runner
+from brainshape import baselines, runner
 from brainshape.io import save_parquet
+from brainshape.subjects import read_subjects
 
 
 def main(job):
-    subjects = fmri.read_subjects(job.input)
+    subjects = read_subjects(job.input)
     table = baselines.inter_subject_ceiling(subjects)
     lonely = table.attrs.get("without_ceiling")
     if lonely:

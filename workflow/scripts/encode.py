@@ -1,7 +1,8 @@
 import pandas as pd
 
-from brainshape import encoding, features, fmri, runner
+from brainshape import encoding, features, runner
 from brainshape.io import save_parquet
+from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
 
 
@@ -9,7 +10,7 @@ def main(job):
     p = job.params.settings
     words = pd.read_parquet(job.input.words)
     feats = features.read_features(job.input.features, p["stories"])
-    subjects = fmri.read_subjects(job.input.fmri)
+    subjects = read_subjects(job.input.fmri)
     with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
