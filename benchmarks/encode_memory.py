@@ -5,12 +5,13 @@
 
 For each shape (stories, TRs per story, hidden units, layers, targets) the script writes a
 synthetic dataset the way the features and fmri stages leave one (float32 ``.npy`` features
-per story, ``fmri/sub-*/`` folders), then runs ``encoding.encode_variant`` in a fresh Python
-process exactly as ``workflow/scripts/encode.py`` does (features memory-mapped, subjects read
-with ``load_subject``, BLAS limited to ``--threads``). Reported: the peak resident memory of
-that run above the interpreter's own (``ru_maxrss`` less the resident size after the imports),
-the estimate of ``resources.encode_memory`` for the same shape (without the fixed overhead),
-their ratio, the wall time and the sustained rate implied by ``resources.encode_flops``.
+per story, ``fmri/sub-*/`` folders written by ``subjects.write_subject``), then runs
+``encoding.encode_variant`` in a fresh Python process exactly as ``workflow/scripts/encode.py``
+does (``features.read_features``, ``subjects.read_subjects``, BLAS limited to ``--threads``).
+Reported: the peak resident memory of that run above the interpreter's own (``ru_maxrss`` less
+the resident size after the imports), the estimate of ``resources.encode_memory`` for the same
+shape (without the fixed overhead), their ratio, the wall time and the sustained rate implied
+by ``resources.encode_flops``.
 
 The estimate is meant as an upper bound within a factor of about 1.5 of the measured peak.
 The engine runs on numpy here (CPU, float64) whatever the machine; the rate on a GPU is
@@ -31,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import resources
+from brainshape import resources, scoring
+from brainshape.ridge import DEFAULT_TARGET_CHUNK
+from brainshape.subjects import write_subject
 
 #: Words per second of speech in the synthetic stories (a brisk reader: about 150 per minute).
 WORDS_PER_SECOND = 2.5
@@ -44,7 +47,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import encoding, ridge
+from brainshape import encoding, features
+from brainshape.subjects import read_subjects
+from brainshape.threads import limit_threads
 
 
 def rss_kib():
@@ -58,12 +63,9 @@ settings = json.loads((root / "settings.json").read_text())
 base = rss_kib()
 start = time.perf_counter()
 words = pd.read_parquet(root / "words.parquet")
-feats = {s: np.load(root / "features" / f"{s}.npy", mmap_mode="r") for s in settings["stories"]}
-subjects = {
-    d.name.removeprefix("sub-"): encoding.load_subject(d)
-    for d in sorted((root / "fmri").iterdir())
-}
-with ridge.limit_threads(settings["threads"]):
+feats = features.read_features(root / "features", settings["stories"])
+subjects = read_subjects(sorted((root / "fmri").iterdir()))
+with limit_threads(settings["threads"]):
     table = encoding.encode_variant(words, feats, subjects, **settings["options"])
 wall = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -80,7 +82,7 @@ def shape_of(
     *,
     delays: int = 4,
     n_alphas: int = 13,
-    target_chunk: int = 20000,
+    target_chunk: int = DEFAULT_TARGET_CHUNK,
     n_permutations: int = 100,
     predictions: bool = False,
     trim: int = 4,
@@ -98,6 +100,7 @@ def shape_of(
         target_chunk=target_chunk,
         n_permutations=n_permutations,
         predictions=predictions,
+        null_copies=scoring.NULL_COPIES if n_permutations else 0,
     )
 
 
@@ -127,27 +130,25 @@ def write_dataset(root: Path, shape: resources.EncodeShape, subjects: int, seed:
     pd.concat(rows, ignore_index=True).to_parquet(root / "words.parquet")
     per_subject = shape.targets // subjects
     half = shape.trimmed // 2
+    targets = pd.DataFrame(
+        {
+            "target": np.arange(per_subject),
+            "roi": [f"R{i % 8}" for i in range(per_subject)],
+            "hemisphere": ["L" if i % 2 else "R" for i in range(per_subject)],
+        }
+    )
     for s in range(subjects):
-        d = root / "fmri" / f"sub-{s + 1:02d}"
-        d.mkdir(parents=True)
-        runs = {}
+        runs = []
         for story, kept in zip(stories, shape.story_trs, strict=True):
-            runs[story] = {
+            run = {
                 "n_trs": kept + shape.trimmed,
                 "trim_start": half,
                 "trim_end": shape.trimmed - half,
                 "tr": TR,
             }
             bold = rng.standard_normal((kept, per_subject)).astype(np.float32)
-            np.save(d / f"{story}.npy", bold)
-        (d / "runs.json").write_text(json.dumps(runs))
-        pd.DataFrame(
-            {
-                "target": np.arange(per_subject),
-                "roi": [f"R{i % 8}" for i in range(per_subject)],
-                "hemisphere": ["L" if i % 2 else "R" for i in range(per_subject)],
-            }
-        ).to_parquet(d / "targets.parquet")
+            runs.append((story, run, bold))
+        write_subject(root / "fmri" / f"sub-{s + 1:02d}", targets, runs)
     return {"stories": stories}
 
 
@@ -261,7 +262,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--permutations", type=int, default=100)
-    parser.add_argument("--chunk", type=int, default=20000)
+    parser.add_argument("--chunk", type=int, default=DEFAULT_TARGET_CHUNK)
     parser.add_argument("--predictions", action="store_true")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "torch", "auto"])
     parser.add_argument("--json", action="store_true", help="print one JSON line per shape")

@@ -4,7 +4,7 @@
     python benchmarks/encoding.py --n-trs 6000 --features 4096 --targets 20000   # on a GPU
 
 Both solvers choose a per-target alpha among ``--alphas`` values by ``--folds`` contiguous
-folds (Pearson r as the score) and refit on all rows: brainshape's ``ridge.solve_ridge_cv``
+folds (Pearson r as the score) and refit on all rows: brainshape's ``ridge.RidgeCV``
 and himalaya's ``solve_ridge_cv_svd``, on the same backend family (numpy on a CPU, torch on
 CUDA when a GPU is present) and in the same precision. Reported: seconds for each, the speed
 ratio, the share of targets given the same alpha and the largest difference in the chosen
@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from brainshape import ridge
+from brainshape.threads import limit_threads
 
 
 def make_data(n_trs: int, n_features: int, delays: int, n_targets: int, seed: int = 0):
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
     args = parser.parse_args()
-    with ridge.limit_threads(args.threads):
+    with limit_threads(args.threads):
         run(args)
 
 
@@ -92,7 +93,7 @@ def run(args) -> None:
     splits = ridge.folds_from_segments(segments)
 
     def ours():
-        fit = ridge.solve_ridge_cv(X, Y, alphas, splits, backend=B)
+        fit = ridge.RidgeCV(alphas, cv=splits, backend=B.name, dtype=dtype).fit(X, Y)
         sync(B)
         return fit
 
@@ -113,9 +114,9 @@ def run(args) -> None:
 
     t_ours, c_ours, fit = timed(ours, args.repeat)
     t_theirs, c_theirs, (best, _, cv_scores, _) = timed(theirs, args.repeat)
-    same_alpha = np.mean(np.isclose(fit.alphas, best, rtol=1e-5))
+    same_alpha = np.mean(np.isclose(fit.best_alphas_, best, rtol=1e-5))
     chosen = np.take_along_axis(
-        fit.cv_scores, np.abs(alphas[:, None] - fit.alphas[None]).argmin(0)[None], 0
+        fit.cv_scores_, np.abs(alphas[:, None] - fit.best_alphas_[None]).argmin(0)[None], 0
     )[0]
     score_diff = np.max(np.abs(chosen - cv_scores[0]))
 
@@ -134,7 +135,7 @@ def run(args) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| himalaya solve_ridge_cv_svd | {t_theirs:.2f} | {c_theirs:.2f} | 1.00 | 1.00 | | |")
     print(
-        f"| brainshape ridge.solve_ridge_cv | {t_ours:.2f} | {c_ours:.2f} | "
+        f"| brainshape ridge.RidgeCV | {t_ours:.2f} | {c_ours:.2f} | "
         f"{t_theirs / t_ours:.2f} | {c_theirs / c_ours:.2f} | {same_alpha:.4f} "
         f"| {score_diff:.1e} |"
     )

@@ -18,16 +18,16 @@ import os
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from brainshape import topology
+from brainshape.threads import limit_threads
 
 
 def layer(pts, brains, threads: int, blas: int):
-    with threadpool_limits(blas, user_api="blas"):
+    with limit_threads(blas, blas_only=True):
         cloud = topology.prepare(pts)
     dgms = topology.diagrams(cloud.distances, 1, "giotto", threads)
-    with threadpool_limits(blas, user_api="blas"):
+    with limit_threads(blas, blas_only=True):
         geometry = [(topology.rsa(cloud, b), topology.cka_debiased(cloud, b)) for b in brains]
     return dgms, geometry
 

@@ -4,22 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.integrate import quad
-from sklearn.linear_model import Ridge
-from sklearn.preprocessing import StandardScaler
 
+from brainshape import ridge, scoring
 from brainshape.encoding import (
-    SubjectData,
     add_delays,
-    cross_validated_scores,
     encode_variant,
     lanczos_downsample,
     lanczos_matrix,
-    load_subject,
-    ridge_cv,
     tr_times,
 )
 from brainshape.errors import BrainshapeError
-from brainshape.io import save_json, save_npy, save_parquet
+from brainshape.subjects import SubjectData
 
 # --- time axis and resampling -----------------------------------------------------------------
 
@@ -103,171 +98,6 @@ def test_add_delays_against_hand_matrix():
     np.testing.assert_array_equal(out, expected)
     with pytest.raises(BrainshapeError, match="whole numbers of TRs"):
         add_delays(X, delays=(1.5,))
-
-
-# --- ridge ------------------------------------------------------------------------------------
-
-
-def _random_runs(rng, lengths, p, m, scale=None):
-    scale = np.ones(p) if scale is None else scale
-    X_runs = [rng.standard_normal((n, p)) * scale + 3.0 for n in lengths]
-    w = rng.standard_normal((p, m))
-    Y_runs = [X @ (w / scale[:, None]) + 2 * rng.standard_normal((X.shape[0], m)) for X in X_runs]
-    return X_runs, Y_runs
-
-
-def _run_splits(lengths):
-    edges = np.cumsum([0, *lengths])
-    everything = np.arange(edges[-1])
-    splits = []
-    for i in range(len(lengths)):
-        test = np.arange(edges[i], edges[i + 1])
-        splits.append((np.setdiff1d(everything, test), test))
-    return splits
-
-
-def test_ridge_fixed_alpha_equals_sklearn_on_standardised_design():
-    rng = np.random.default_rng(0)
-    lengths = (30, 25, 35)
-    X_runs, Y_runs = _random_runs(rng, lengths, p=6, m=3, scale=np.array([1, 5, 0.1, 2, 1, 1]))
-    X_runs = [np.column_stack([X, np.full(len(X), 7.0)]) for X in X_runs]  # constant column
-    X, Y = np.concatenate(X_runs), np.concatenate(Y_runs)
-
-    fit = ridge_cv(X_runs, Y_runs, alphas=[10.0], target_chunk=2)
-    scaler = StandardScaler().fit(X)
-    reference = Ridge(alpha=10.0, fit_intercept=True).fit(scaler.transform(X), Y)
-    np.testing.assert_allclose(fit.coef, reference.coef_.T, atol=1e-10)
-    X_new = rng.standard_normal((7, 7))
-    np.testing.assert_allclose(
-        fit.predict(X_new), reference.predict(scaler.transform(X_new)), atol=1e-10
-    )
-    np.testing.assert_array_equal(fit.alphas, [10.0, 10.0, 10.0])
-
-
-def test_alpha_selection_equals_brute_force_loop():
-    rng = np.random.default_rng(1)
-    lengths = (40, 30, 35, 45)
-    X_runs, Y_runs = _random_runs(rng, lengths, p=12, m=5)
-    alphas = np.logspace(-1, 4, 11)
-    fit = ridge_cv(X_runs, Y_runs, alphas=alphas, target_chunk=3)
-
-    Xz = StandardScaler().fit_transform(np.concatenate(X_runs))
-    Y = np.concatenate(Y_runs)
-    mean_r = np.zeros((alphas.size, Y.shape[1]))
-    for train, test in _run_splits(lengths):
-        for a, alpha in enumerate(alphas):
-            pred = Ridge(alpha=alpha).fit(Xz[train], Y[train]).predict(Xz[test])
-            for t in range(Y.shape[1]):
-                mean_r[a, t] += np.corrcoef(pred[:, t], Y[test, t])[0, 1] / len(lengths)
-    np.testing.assert_allclose(fit.cv_scores, mean_r, atol=1e-10)
-    np.testing.assert_array_equal(fit.alphas, alphas[np.argmax(mean_r, axis=0)])
-    assert len(set(fit.alphas)) > 1  # the test data make the targets choose differently
-
-
-def test_ridge_cv_equals_himalaya():
-    # himalaya's default CV score is the negative squared error; with its Pearson
-    # correlation_score as score_func it selects by the same criterion, so alphas and
-    # refit predictions must agree.
-    from himalaya.backend import set_backend
-    from himalaya.ridge import solve_ridge_cv_svd
-    from himalaya.scoring import correlation_score
-
-    set_backend("numpy")
-    rng = np.random.default_rng(2)
-    lengths = (50, 40, 60)
-    X_runs, Y_runs = _random_runs(rng, lengths, p=20, m=40, scale=rng.uniform(0.5, 3, 20))
-    alphas = np.logspace(0, 4, 9)
-    fit = ridge_cv(X_runs, Y_runs, alphas=alphas, target_chunk=16)
-
-    scaler = StandardScaler().fit(np.concatenate(X_runs))
-    best, coefs, cv_scores, intercept = solve_ridge_cv_svd(
-        scaler.transform(np.concatenate(X_runs)),
-        np.concatenate(Y_runs),
-        alphas=alphas,
-        fit_intercept=True,
-        score_func=correlation_score,
-        cv=_run_splits(lengths),
-        local_alpha=True,
-        warn=False,
-    )
-    np.testing.assert_allclose(fit.alphas, best, rtol=1e-12)
-    assert len(set(fit.alphas)) > 1
-    X_new = rng.standard_normal((15, 20)) * 2 + 3
-    np.testing.assert_allclose(
-        fit.predict(X_new), scaler.transform(X_new) @ coefs + intercept, atol=1e-6
-    )
-    best_mean_r = np.take_along_axis(
-        fit.cv_scores, np.searchsorted(alphas, fit.alphas)[None], axis=0
-    )[0]
-    np.testing.assert_allclose(best_mean_r, cv_scores[0], atol=1e-8)
-
-
-def test_planted_signal_recovered_at_theoretical_correlation():
-    rng = np.random.default_rng(3)
-    snr = 1.0
-    lengths = (500, 500, 500, 500)
-    p = 8
-    w = rng.standard_normal(p)
-    X_runs, Y_runs = [], []
-    for n in lengths:
-        X = rng.standard_normal((n, p))
-        signal = X @ w / np.linalg.norm(w)  # unit variance
-        noise = rng.standard_normal((n, 2)) / math.sqrt(snr)
-        X_runs.append(X)
-        Y_runs.append(np.column_stack([signal, np.zeros(n)]) + noise)
-    result = cross_validated_scores(X_runs, Y_runs, alphas=np.logspace(-1, 5, 13))
-    assert result.scores[0] == pytest.approx(math.sqrt(snr / (1 + snr)), abs=0.03)
-    assert abs(result.scores[1]) < 0.1
-    assert result.fold_scores.shape == (4, 2) and result.alphas.shape == (4, 2)
-    assert np.all(result.fold_scores[:, 0] > 0.6)
-
-
-def test_cross_validated_scores_equal_manual_outer_loop_and_ignore_chunking():
-    rng = np.random.default_rng(4)
-    lengths = (30, 40, 35, 25)
-    X_runs, Y_runs = _random_runs(rng, lengths, p=10, m=7)
-    Y_runs[2][:, 3] = 5.0  # constant within one run only
-    alphas = np.logspace(0, 4, 5)
-    result = cross_validated_scores(X_runs, Y_runs, alphas, target_chunk=3)
-
-    predictions = []
-    for i in range(len(lengths)):
-        others = [j for j in range(len(lengths)) if j != i]
-        fit = ridge_cv([X_runs[j] for j in others], [Y_runs[j] for j in others], alphas)
-        predictions.append(fit.predict(X_runs[i]))
-        np.testing.assert_array_equal(result.alphas[i], fit.alphas)
-    pred, Y = np.concatenate(predictions), np.concatenate(Y_runs)
-    manual = [np.corrcoef(pred[:, t], Y[:, t])[0, 1] for t in range(Y.shape[1])]
-    np.testing.assert_allclose(result.scores, manual, atol=1e-10)
-    assert result.fold_scores[2, 3] == 0.0  # no variance in that held-out run
-
-    one_by_one = cross_validated_scores(X_runs, Y_runs, alphas, target_chunk=1)
-    np.testing.assert_allclose(one_by_one.scores, result.scores, atol=1e-12)
-    np.testing.assert_array_equal(one_by_one.alphas, result.alphas)
-
-
-def test_constant_targets_score_zero_unless_all_are_constant():
-    rng = np.random.default_rng(5)
-    X_runs, Y_runs = _random_runs(rng, (20, 20, 20), p=4, m=2)
-    for Y in Y_runs:
-        Y[:, 1] = 0.1
-    result = cross_validated_scores(X_runs, Y_runs, [1.0, 10.0])
-    assert result.scores[1] == 0.0 and np.all(result.fold_scores[:, 1] == 0.0)
-    assert result.scores[0] > 0.3
-    for Y in Y_runs:
-        Y[:, 0] = -1.0
-    with pytest.raises(BrainshapeError, match="every target is constant over all runs"):
-        cross_validated_scores(X_runs, Y_runs, [1.0, 10.0])
-
-
-def test_cross_validation_needs_three_runs():
-    rng = np.random.default_rng(6)
-    X_runs, Y_runs = _random_runs(rng, (20, 20), p=3, m=2)
-    with pytest.raises(BrainshapeError, match="at least 3 runs .* got 2. Use more stories"):
-        cross_validated_scores(X_runs, Y_runs, [1.0])
-    ridge_cv(X_runs, Y_runs, [1.0])  # two runs are enough to choose an alpha
-    with pytest.raises(BrainshapeError, match="ridge_cv needs at least 2 runs"):
-        ridge_cv(X_runs[:1], Y_runs[:1], [1.0])
 
 
 # --- encode_variant ---------------------------------------------------------------------------
@@ -355,7 +185,12 @@ def test_encode_variant_recovers_planted_layer_and_matches_manual_pipeline():
             )
             X_runs.append(add_delays(resampled, DELAYS)[2 : n_trs - 1])
         Y_runs = [subjects["02"].data[s] for s in RUNS]
-        manual = cross_validated_scores(X_runs, Y_runs, ALPHAS)
+        manual = ridge.cross_validate(
+            np.concatenate(X_runs),
+            np.concatenate(Y_runs),
+            ALPHAS,
+            ridge.contiguous_folds([len(y) for y in Y_runs]),
+        )
         rows = table[(table["layer"] == layer) & (table["subject"] == "02")]
         np.testing.assert_allclose(rows["score"], manual.scores, atol=1e-10)
         np.testing.assert_allclose(rows["alpha"], np.median(manual.alphas, axis=0))
@@ -426,28 +261,6 @@ def test_encode_variant_mismatch_errors():
         run(s=few)
 
 
-def test_load_subject_reads_the_fmri_layout(tmp_path):
-    _, _, subjects, _ = _dataset()
-    sub = subjects["01"]
-    directory = tmp_path / "fmri" / "sub-01"
-    for story, array in sub.data.items():
-        save_npy(directory / f"{story}.npy", array)
-    save_parquet(directory / "targets.parquet", sub.targets)
-    save_json(directory / "runs.json", sub.runs)
-
-    loaded = load_subject(directory)
-    assert loaded.runs == sub.runs
-    pd.testing.assert_frame_equal(loaded.targets, sub.targets)
-    for story in RUNS:
-        np.testing.assert_array_equal(loaded.data[story], sub.data[story])
-
-    (directory / "c.npy").unlink()
-    with pytest.raises(BrainshapeError, match=r"c\.npy is missing but .*runs\.json lists story"):
-        load_subject(directory)
-    with pytest.raises(BrainshapeError, match=r"runs\.json is missing; run the fmri stage"):
-        load_subject(tmp_path / "fmri" / "sub-99")
-
-
 def test_encode_variant_refuses_a_run_shorter_than_its_story():
     words, features, subjects, _ = _dataset()
     sub = subjects["02"]
@@ -484,3 +297,62 @@ def test_segment_identification_is_best_at_the_planted_layer():
     assert table["invariance"].between(0, 1).all()
     with pytest.raises(BrainshapeError, match=r"unknown metric\(s\) \['auc'\]"):
         encode_variant(words, features, subjects, alphas=ALPHAS, metrics=("r", "auc"))
+
+
+def test_a_metric_added_to_the_registry_alone_runs_in_an_encode(monkeypatch):
+    # A toy metric that needs the held-out predictions: the mean squared error of each target
+    # and, per ROI x hemisphere, the number of its targets.
+    def squared_error(held):
+        mse = ((held.predictions - held.data) ** 2).mean(axis=0)
+        return {"mse": mse, "roi_size": float(held.scores.size)}
+
+    toy = scoring.Metric(squared_error, ("mse", "roi_size"), needs_predictions=True)
+    monkeypatch.setitem(scoring.METRICS, "toy", toy)
+    words, features, subjects, _ = _dataset()
+    table = encode_variant(words, features, subjects, alphas=ALPHAS, metrics=("r", "toy"))
+    assert list(table.columns)[7:9] == ["mse", "roi_size"]
+    assert "mi" not in table.columns
+    assert (
+        table.groupby(["layer", "subject", "roi", "hemisphere"])["roi_size"]
+        .agg(lambda s: s.iloc[0] == len(s))
+        .all()
+    )
+
+    # The same numbers from the engine's held-out predictions of subject 02 at layer 2.
+    word_times = {s: g["onset"].to_numpy() + 0.15 for s, g in words.groupby("story")}
+    X = np.concatenate(
+        [
+            add_delays(lanczos_downsample(features[s][2], word_times[s], tr_times(n, TR)), DELAYS)[
+                2 : n - 1
+            ]
+            for s, n in RUNS.items()
+        ]
+    )
+    Y = np.concatenate([subjects["02"].data[s] for s in RUNS])
+    result = ridge.cross_validate(
+        X, Y, ALPHAS, ridge.contiguous_folds([len(subjects["02"].data[s]) for s in RUNS]),
+        keep_predictions=True,
+    )  # fmt: skip
+    rows = table[(table["layer"] == 2) & (table["subject"] == "02")]
+    expected = ((result.predictions - Y) ** 2).mean(axis=0)
+    np.testing.assert_allclose(rows["mse"], expected, rtol=1e-8)
+    assert scoring.needs_predictions(["r", "toy"]) and not scoring.needs_predictions(["mi"])
+
+
+def test_p_values_come_from_the_pooled_null_and_are_checked():
+    words, features, subjects, _ = _dataset()
+    table = encode_variant(
+        words, features, subjects, alphas=ALPHAS, n_permutations=30, null_copies=200
+    )
+    signal = table[(table["layer"] == 2) & (table["target"] < 2)]
+    noise = table[table["target"] == 2]
+    # Planted targets lie far beyond a count over 30 permutations could say (1 / 31).
+    assert (signal["p_value"] < 1e-4).all() and (signal["q_value"] < 1e-3).all()
+    assert noise["p_value"].between(0, 1).all() and (noise["p_value"] > 1e-3).all()
+    assert (table["p_value_roi"] >= 1 / 31).all()  # ROI level: counted, as before
+    with pytest.raises(BrainshapeError, match=r"n_permutations is 1; p-values need the spread"):
+        encode_variant(words, features, subjects, alphas=ALPHAS, n_permutations=1)
+    with pytest.raises(BrainshapeError, match=r"a held-out fold of 53 TRs is one block of "):
+        encode_variant(
+            words, features, subjects, alphas=ALPHAS, n_permutations=5, permutation_block=53
+        )

@@ -430,3 +430,19 @@ def test_resume_folder_keeps_stories_only_under_the_same_settings(tmp_path):
     (folder / "settings.json").write_text("{not json")  # a stamp cut short by a kill
     features.resume_folder(folder, settings)
     assert sorted(p.name for p in folder.iterdir()) == ["settings.json"]
+
+
+def test_read_features_memory_maps_each_story_and_names_missing_files(tmp_path):
+    arrays = {s: np.full((3, 4 + k, 2), k, dtype=np.float32) for k, s in enumerate(("a", "b"))}
+    for story, array in arrays.items():
+        np.save(tmp_path / f"{story}.npy", array)
+    feats = features.read_features(tmp_path, ["b", "a"])
+    assert list(feats) == ["b", "a"]
+    for story, array in arrays.items():
+        assert isinstance(feats[story], np.memmap)
+        np.testing.assert_array_equal(feats[story], array)
+    with pytest.raises(BrainshapeError, match=r"c\.npy is missing: the features of story 'c'"):
+        features.read_features(tmp_path, ["a", "c"])
+    np.save(tmp_path / "flat.npy", np.zeros((4, 2), dtype=np.float32))
+    with pytest.raises(BrainshapeError, match=r"flat\.npy has shape \(4, 2\); expected"):
+        features.read_features(tmp_path, ["flat"])

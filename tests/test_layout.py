@@ -1,5 +1,6 @@
-"""The layout stays honest: each output path is spelled once, in the rule that writes it, and
-the library knows no output path."""
+"""The layout stays honest: each output path is spelled once, in the rule that writes it; the
+library knows no output path; no library function grows past a screen; no module reaches into
+another's private names."""
 
 import ast
 import re
@@ -9,6 +10,9 @@ from conftest import REPO
 
 SRC = REPO / "src" / "brainshape"
 RULES = REPO / "workflow" / "rules"
+
+#: Lines a library function may span (signature and docstring included).
+MAX_FUNCTION_LINES = 80
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -78,3 +82,41 @@ def test_path_check_catches_a_second_spelling(tmp_path):
     rules = tmp_path / "x.smk"
     rules.write_text('rule a:\n    output:\n        "results/{dataset}/words.parquet",\n')
     assert _rule_paths(rules) == ["results/{dataset}/words.parquet"]
+
+
+def _long_functions(path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_library_function_is_longer_than_a_screen():
+    long = [f for path in sorted(SRC.glob("*.py")) for f in _long_functions(path)]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for path in sorted(SRC.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("brainshape"):
+                found += [
+                    f"{path.name}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__"
+                ]
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and (SRC / f"{node.value.id}.py").is_file()
+                and node.value.id != path.stem
+            ):
+                found.append(f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not found, f"private names used across modules: {found}"

@@ -1,10 +1,15 @@
-"""The ridge engine: himalaya equality, contiguous folds, backends, permutations."""
+"""The ridge engine and its estimator: himalaya and scikit-learn equality, contiguous folds,
+backends, permutations."""
+
+import math
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
+from sklearn.preprocessing import StandardScaler
 
-from brainshape import ridge
+from brainshape import ridge, scoring
 from brainshape.errors import BrainshapeError
 
 
@@ -136,11 +141,12 @@ def test_block_permutation_p_values_separate_signal_from_noise():
         X, Y, [1.0, 100.0], ridge.contiguous_folds(lengths), n_permutations=99, seed=1
     )
     assert result.null.shape == (99, 2)
-    assert result.p_values[0] == pytest.approx(0.01)  # no permutation beats the real signal
-    assert result.p_values[1] > 0.05
+    p_values = scoring.permutation_p_values(result.scores, result.null)
+    assert p_values[0] == pytest.approx(0.01)  # no permutation beats the real signal
+    assert p_values[1] > 0.05
     # The definition, recomputed from the null.
     expected = (1 + (result.null[:, 1] >= result.scores[1]).sum()) / 100
-    assert result.p_values[1] == pytest.approx(expected)
+    assert p_values[1] == pytest.approx(expected)
 
 
 def test_block_permutations_keep_blocks_intact():
@@ -158,7 +164,7 @@ def test_unknown_backend_is_named():
         ridge.get_backend("jax")
 
 
-def test_solve_ridge_cv_equals_himalaya_solve_ridge_cv_svd():
+def test_ridge_cv_estimator_equals_himalaya_solve_ridge_cv_svd():
     from himalaya.backend import set_backend
     from himalaya.ridge import solve_ridge_cv_svd
     from himalaya.scoring import correlation_score
@@ -168,17 +174,20 @@ def test_solve_ridge_cv_equals_himalaya_solve_ridge_cv_svd():
     X, Y = _data(rng, (300,), p=40, m=25, noise=8.0)
     alphas = np.logspace(-1, 4, 11)
     splits = ridge.folds_from_segments(ridge.contiguous_folds([300], n_blocks=5))
-    fit = ridge.solve_ridge_cv(X, Y, alphas, splits, target_chunk=10)
+    fit = ridge.RidgeCV(alphas, cv=splits, target_chunk=10).fit(X, Y)
     best, coefs, cv_scores, intercept = solve_ridge_cv_svd(
         X, Y, alphas=alphas, fit_intercept=True, score_func=correlation_score, cv=splits,
         local_alpha=True, warn=False,
     )  # fmt: skip
-    np.testing.assert_allclose(fit.alphas, best, rtol=1e-12)
-    assert len(np.unique(fit.alphas)) > 2
-    np.testing.assert_allclose(fit.coef, coefs, atol=1e-6)
-    np.testing.assert_allclose(fit.intercept, intercept, atol=1e-6)
-    chosen = np.take_along_axis(fit.cv_scores, np.searchsorted(alphas, fit.alphas)[None], 0)
+    np.testing.assert_allclose(fit.best_alphas_, best, rtol=1e-12)
+    assert len(np.unique(fit.best_alphas_)) > 2
+    np.testing.assert_allclose(fit.coef_, coefs, atol=1e-6)
+    np.testing.assert_allclose(fit.intercept_, intercept, atol=1e-6)
+    chosen = np.take_along_axis(fit.cv_scores_, np.searchsorted(alphas, fit.best_alphas_)[None], 0)
     np.testing.assert_allclose(chosen[0], cv_scores[0], atol=1e-6)
+    # An integer cv cuts the same contiguous blocks.
+    by_count = ridge.RidgeCV(alphas, cv=5).fit(X, Y)
+    np.testing.assert_array_equal(by_count.best_alphas_, fit.best_alphas_)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +216,7 @@ def test_wide_design_from_one_gram_matrix_equals_per_split_decompositions_and_hi
     np.testing.assert_allclose(fast.fold_scores, slow.fold_scores, atol=1e-12)
 
 
-def test_wide_solve_ridge_cv_equals_himalaya():
+def test_wide_ridge_cv_estimator_equals_himalaya():
     from himalaya.backend import set_backend
     from himalaya.ridge import solve_ridge_cv_svd
     from himalaya.scoring import correlation_score
@@ -217,14 +226,14 @@ def test_wide_solve_ridge_cv_equals_himalaya():
     X, Y = _data(rng, (120,), p=300, m=9, noise=3.0)
     alphas = np.logspace(0, 5, 11)
     splits = ridge.folds_from_segments(ridge.contiguous_folds([120], n_blocks=4))
-    fit = ridge.solve_ridge_cv(X, Y, alphas, splits)
+    fit = ridge.RidgeCV(alphas, cv=splits).fit(X, Y)
     best, coefs, cv_scores, intercept = solve_ridge_cv_svd(
         X, Y, alphas=alphas, fit_intercept=True, score_func=correlation_score, cv=splits,
         local_alpha=True, warn=False,
     )  # fmt: skip
-    np.testing.assert_allclose(fit.alphas, best, rtol=1e-12)
-    np.testing.assert_allclose(fit.coef, coefs, atol=1e-6)
-    np.testing.assert_allclose(fit.intercept, intercept, atol=1e-6)
+    np.testing.assert_allclose(fit.best_alphas_, best, rtol=1e-12)
+    np.testing.assert_allclose(fit.coef_, coefs, atol=1e-6)
+    np.testing.assert_allclose(fit.intercept_, intercept, atol=1e-6)
 
 
 def test_permutation_null_is_the_r_of_the_predictions_with_block_permuted_data(monkeypatch):
@@ -246,7 +255,10 @@ def test_permutation_null_is_the_r_of_the_predictions_with_block_permuted_data(m
     monkeypatch.setattr(ridge, "NULL_BLOCK_ELEMENTS", 1)
     one_by_one = ridge.cross_validate(X, Y, [1.0, 10.0, 100.0], segments, **kw)
     np.testing.assert_allclose(one_by_one.null, result.null, atol=1e-14)
-    np.testing.assert_array_equal(one_by_one.p_values, result.p_values)
+    np.testing.assert_array_equal(
+        scoring.permutation_p_values(one_by_one.scores, one_by_one.null),
+        scoring.permutation_p_values(result.scores, result.null),
+    )
 
 
 def test_auto_backend_does_not_import_torch_without_a_gpu_driver():
@@ -278,3 +290,170 @@ def test_wide_design_on_torch_float64_equals_numpy():
     np.testing.assert_array_equal(t64.alphas, ref.alphas)
     np.testing.assert_allclose(t64.scores, ref.scores, atol=1e-10)
     np.testing.assert_allclose(t64.null, ref.null, atol=1e-10)
+
+
+# --- moved from the encoding stage's former test-only ridge ------------------------------------
+
+
+def _random_runs(rng, lengths, p, m, scale=None):
+    scale = np.ones(p) if scale is None else scale
+    X_runs = [rng.standard_normal((n, p)) * scale + 3.0 for n in lengths]
+    w = rng.standard_normal((p, m))
+    Y_runs = [X @ (w / scale[:, None]) + 2 * rng.standard_normal((X.shape[0], m)) for X in X_runs]
+    return X_runs, Y_runs
+
+
+def _run_splits(lengths):
+    edges = np.cumsum([0, *lengths])
+    everything = np.arange(edges[-1])
+    splits = []
+    for i in range(len(lengths)):
+        test = np.arange(edges[i], edges[i + 1])
+        splits.append((np.setdiff1d(everything, test), test))
+    return splits
+
+
+def test_ridge_cv_fixed_alpha_equals_sklearn_on_standardised_design():
+    rng = np.random.default_rng(0)
+    lengths = (30, 25, 35)
+    X_runs, Y_runs = _random_runs(rng, lengths, p=6, m=3, scale=np.array([1, 5, 0.1, 2, 1, 1]))
+    X_runs = [np.column_stack([X, np.full(len(X), 7.0)]) for X in X_runs]  # constant column
+    X, Y = np.concatenate(X_runs), np.concatenate(Y_runs)
+
+    # The engine's z-scoring (constant columns keep scale 1) is scikit-learn's.
+    B = ridge.get_backend("numpy")
+    mean, scale = ridge.standardise(B, X)
+    scaler = StandardScaler().fit(X)
+    np.testing.assert_allclose((X - mean) / scale, scaler.transform(X), atol=1e-12)
+
+    fit = ridge.RidgeCV([10.0], cv=_run_splits(lengths), target_chunk=2).fit((X - mean) / scale, Y)
+    reference = Ridge(alpha=10.0, fit_intercept=True).fit(scaler.transform(X), Y)
+    np.testing.assert_allclose(fit.coef_, reference.coef_.T, atol=1e-10)
+    X_new = scaler.transform(rng.standard_normal((7, 7)))
+    np.testing.assert_allclose(fit.predict(X_new), reference.predict(X_new), atol=1e-10)
+    np.testing.assert_array_equal(fit.best_alphas_, [10.0, 10.0, 10.0])
+
+
+def test_alpha_selection_equals_brute_force_loop():
+    rng = np.random.default_rng(1)
+    lengths = (40, 30, 35, 45)
+    X_runs, Y_runs = _random_runs(rng, lengths, p=12, m=5)
+    alphas = np.logspace(-1, 4, 11)
+    Xz = StandardScaler().fit_transform(np.concatenate(X_runs))
+    Y = np.concatenate(Y_runs)
+    fit = ridge.RidgeCV(alphas, cv=_run_splits(lengths), target_chunk=3).fit(Xz, Y)
+
+    mean_r = np.zeros((alphas.size, Y.shape[1]))
+    for train, test in _run_splits(lengths):
+        for a, alpha in enumerate(alphas):
+            pred = Ridge(alpha=alpha).fit(Xz[train], Y[train]).predict(Xz[test])
+            for t in range(Y.shape[1]):
+                mean_r[a, t] += np.corrcoef(pred[:, t], Y[test, t])[0, 1] / len(lengths)
+    np.testing.assert_allclose(fit.cv_scores_, mean_r, atol=1e-10)
+    np.testing.assert_array_equal(fit.best_alphas_, alphas[np.argmax(mean_r, axis=0)])
+    assert len(set(fit.best_alphas_)) > 1  # the test data make the targets choose differently
+
+
+def test_ridge_cv_estimator_api():
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(20)
+    X, Y = _data(rng, (200,), p=8, m=3)
+    est = ridge.RidgeCV(np.logspace(0, 3, 4), cv=4)
+    copy = clone(est).set_params(cv=5)
+    assert copy.get_params()["cv"] == 5 and est.cv == 4
+    assert repr(est).startswith("RidgeCV(alphas=")
+    fit = est.fit(X[:150], Y[:150])
+    r = fit.score(X[150:], Y[150:])
+    expected = [np.corrcoef(fit.predict(X[150:])[:, t], Y[150:, t])[0, 1] for t in range(3)]
+    np.testing.assert_allclose(r, expected, atol=1e-12)
+    one = ridge.RidgeCV(np.logspace(0, 3, 4), cv=4).fit(X[:150], Y[:150, 0])
+    assert one.predict(X[150:]).shape == (50,)
+    assert one.score(X[150:], Y[150:, 0]) == pytest.approx(r[0])
+    with pytest.raises(BrainshapeError, match="cv must be between 2 and the 150 rows"):
+        ridge.RidgeCV(cv=1).fit(X[:150], Y[:150])
+    shuffled = list(KFold(4, shuffle=True, random_state=0).split(X))
+    with pytest.raises(BrainshapeError, match="shuffled or interleaved split"):
+        ridge.RidgeCV(cv=shuffled).fit(X, Y)
+    with pytest.raises(BrainshapeError, match="call fit before predict"):
+        ridge.RidgeCV().predict(X)
+    with pytest.raises(BrainshapeError, match="alphas must be a non-empty list of positive"):
+        ridge.RidgeCV([0.0, 1.0]).fit(X, Y)
+
+
+def test_planted_signal_recovered_at_theoretical_correlation():
+    rng = np.random.default_rng(3)
+    snr = 1.0
+    lengths = (500, 500, 500, 500)
+    p = 8
+    w = rng.standard_normal(p)
+    X_runs, Y_runs = [], []
+    for n in lengths:
+        X = rng.standard_normal((n, p))
+        signal = X @ w / np.linalg.norm(w)  # unit variance
+        noise = rng.standard_normal((n, 2)) / math.sqrt(snr)
+        X_runs.append(X)
+        Y_runs.append(np.column_stack([signal, np.zeros(n)]) + noise)
+    result = ridge.cross_validate(
+        np.concatenate(X_runs),
+        np.concatenate(Y_runs),
+        np.logspace(-1, 5, 13),
+        ridge.contiguous_folds(lengths),
+    )
+    assert result.scores[0] == pytest.approx(math.sqrt(snr / (1 + snr)), abs=0.03)
+    assert abs(result.scores[1]) < 0.1
+    assert result.fold_scores.shape == (4, 2) and result.alphas.shape == (4, 2)
+    assert np.all(result.fold_scores[:, 0] > 0.6)
+
+
+def test_cross_validate_equals_manual_outer_loop_and_ignores_chunking():
+    rng = np.random.default_rng(4)
+    lengths = (30, 40, 35, 25)
+    X_runs, Y_runs = _random_runs(rng, lengths, p=10, m=7)
+    Y_runs[2][:, 3] = 5.0  # constant within one run only
+    alphas = np.logspace(0, 4, 5)
+    X, Y = np.concatenate(X_runs), np.concatenate(Y_runs)
+    segments = ridge.contiguous_folds(lengths)
+    result = ridge.cross_validate(X, Y, alphas, segments, target_chunk=3)
+
+    # The outer loop written out with the estimator: features z-scored on the training runs,
+    # alphas chosen by leaving one training run out, the held-out run predicted.
+    predictions = []
+    for i, (train, test) in enumerate(ridge.folds_from_segments(segments)):
+        scaler = StandardScaler().fit(X[train])
+        inner = _run_splits([n for j, n in enumerate(lengths) if j != i])
+        fit = ridge.RidgeCV(alphas, cv=inner).fit(scaler.transform(X[train]), Y[train])
+        predictions.append(fit.predict(scaler.transform(X[test])))
+        np.testing.assert_array_equal(result.alphas[i], fit.best_alphas_)
+    pred = np.concatenate(predictions)
+    manual = [np.corrcoef(pred[:, t], Y[:, t])[0, 1] for t in range(Y.shape[1])]
+    np.testing.assert_allclose(result.scores, manual, atol=1e-10)
+    assert result.fold_scores[2, 3] == 0.0  # no variance in that held-out run
+
+    one_by_one = ridge.cross_validate(X, Y, alphas, segments, target_chunk=1)
+    np.testing.assert_allclose(one_by_one.scores, result.scores, atol=1e-12)
+    np.testing.assert_array_equal(one_by_one.alphas, result.alphas)
+
+
+def test_constant_targets_score_zero_unless_all_are_constant():
+    rng = np.random.default_rng(5)
+    X_runs, Y_runs = _random_runs(rng, (20, 20, 20), p=4, m=2)
+    for Y in Y_runs:
+        Y[:, 1] = 0.1
+    X, segments = np.concatenate(X_runs), ridge.contiguous_folds((20, 20, 20))
+    result = ridge.cross_validate(X, np.concatenate(Y_runs), [1.0, 10.0], segments)
+    assert result.scores[1] == 0.0 and np.all(result.fold_scores[:, 1] == 0.0)
+    assert result.scores[0] > 0.3
+    for Y in Y_runs:
+        Y[:, 0] = -1.0
+    with pytest.raises(BrainshapeError, match="every one of the 2 targets is constant over all"):
+        ridge.cross_validate(X, np.concatenate(Y_runs), [1.0, 10.0], segments)
+
+
+def test_cross_validation_needs_three_runs():
+    rng = np.random.default_rng(6)
+    X_runs, Y_runs = _random_runs(rng, (20, 20), p=3, m=2)
+    X, Y = np.concatenate(X_runs), np.concatenate(Y_runs)
+    with pytest.raises(BrainshapeError, match=r"at least 3 folds .* got 2. Use more stories"):
+        ridge.cross_validate(X, Y, [1.0], ridge.contiguous_folds((20, 20)))
+    ridge.RidgeCV([1.0], cv=_run_splits((20, 20))).fit(X, Y)  # two runs choose an alpha

@@ -607,3 +607,22 @@ def test_textgrid_writer_refuses_gaps(tmp_path):
     with pytest.raises(BrainshapeError, match="the intervals of tier 'word' do not tile 0-2 s"):
         stimuli.write_textgrid_tiers(path, [("word", [(0.0, 1.0, "a"), (1.5, 2.0, "b")])], 2.0)
     assert not path.exists()
+
+
+def test_word_times_are_midpoints_in_word_index_order_and_checked():
+    table = stimuli.stack_words({"b": FIXTURE, "a": FIXTURE.iloc[:2]})
+    assert table["story"].tolist() == ["b"] * 4 + ["a"] * 2
+    assert table["word_index"].tolist() == [0, 1, 2, 3, 0, 1]
+    shuffled = table.sample(frac=1.0, random_state=0)  # row order does not matter
+    times = stimuli.word_times(shuffled)
+    np.testing.assert_allclose(times["b"], [0.65, 1.1, 1.35, 2.5])
+    np.testing.assert_allclose(times["a"], [0.65, 1.1])
+    with pytest.raises(BrainshapeError, match=r"lacks column\(s\) \['offset'\]"):
+        stimuli.word_times(table.drop(columns="offset"))
+    gap = table[table["word_index"] != 1]
+    with pytest.raises(BrainshapeError, match=r"story 'b': word_index must run 0, 1, \.\.\."):
+        stimuli.word_times(gap)
+    nan = table.copy()
+    nan.loc[2, "onset"] = np.nan
+    with pytest.raises(BrainshapeError, match=r"story 'b': onset or offset has NaN"):
+        stimuli.word_times(nan)

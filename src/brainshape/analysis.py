@@ -63,15 +63,7 @@ def brainscores(
     - ``score_untrained`` and ``excess_untrained``: the same model's ``untrained`` variant at
       the same layer, subject, roi and hemisphere (NaN if the model has no such variant).
     """
-    frames = []
-    for t in tables:
-        frame = _read(t, "encoding table", ENCODING_COLUMNS)
-        optional = ("p_value", "q_value", "p_value_roi", "sensitivity", "specificity", "invariance")
-        extra = [c for c in optional if c in frame.columns]
-        frames.append(frame[ENCODING_COLUMNS + extra])
-    if not frames:
-        raise BrainshapeError("no encoding tables to aggregate: the config selects no model")
-    data = pd.concat(frames, ignore_index=True)
+    data = _encoding_rows(tables)
     grouped = data.groupby(KEYS, sort=True, observed=True)
     out = grouped.agg(
         score=("score", "mean"),
@@ -81,43 +73,66 @@ def brainscores(
     ).reset_index()
     out["layer"] = out["layer"].astype("int64")
     out["n_targets"] = out["n_targets"].astype("int64")
-
     if "p_value_roi" in data.columns:
-        stats = grouped.agg(
-            p_value=("p_value_roi", "first"),
-            fraction_significant=("q_value", lambda q: float(np.mean(q < FDR_LEVEL))),
-        ).reset_index()
-        out = out.merge(stats, on=KEYS, how="left")
-        family = ["model", "variant", "layer", "subject"]
-        out["q_value"] = out.groupby(family, observed=True)["p_value"].transform(
-            lambda p: pd.Series(scoring.fdr(p.to_numpy()), index=p.index)
-        )
-        nan = out["p_value"].isna()
-        out.loc[nan, "fraction_significant"] = np.nan
-
+        out = _with_significance(out, grouped)
     identification = [c for c in ("sensitivity", "specificity", "invariance") if c in data]
     if identification:
         found = grouped[identification].first().reset_index()
         out = out.merge(found, on=KEYS, how="left")
-
     if ceiling is not None:
-        ceil = _read(ceiling, "ceiling table", [*_SITE, "ceiling"])
-        ceil = ceil.groupby(_SITE, observed=True)["ceiling"].mean().reset_index()
-        out = out.merge(ceil, on=_SITE, how="left")
-        positive = out["ceiling"] > 0
-        out["score_normalized"] = np.where(positive, out["score"] / out["ceiling"], np.nan)
-
+        out = _with_ceiling(out, ceiling)
     for t in baselines:
-        base = _read(t, "baseline table", ["baseline", *_SITE, "score"])
-        for name, rows in base.groupby("baseline", sort=True):
-            mean = rows.groupby(_SITE, observed=True)["score"].mean().rename(f"score_{name}")
-            out = out.merge(mean.reset_index(), on=_SITE, how="left")
-            out[f"excess_{name}"] = out["score"] - out[f"score_{name}"]
-
+        out = _with_baseline(out, t)
     untrained = out.loc[out["variant"] == "untrained", ["model", "layer", *_SITE, "score"]]
     untrained = untrained.rename(columns={"score": "score_untrained"})
     out = out.merge(untrained, on=["model", "layer", *_SITE], how="left")
     out["excess_untrained"] = out["score"] - out["score_untrained"]
+    return out
+
+
+def _encoding_rows(tables) -> pd.DataFrame:
+    frames = []
+    for t in tables:
+        frame = _read(t, "encoding table", ENCODING_COLUMNS)
+        optional = ("p_value", "q_value", "p_value_roi", "sensitivity", "specificity", "invariance")
+        extra = [c for c in optional if c in frame.columns]
+        frames.append(frame[ENCODING_COLUMNS + extra])
+    if not frames:
+        raise BrainshapeError("no encoding tables to aggregate: the config selects no model")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_significance(out: pd.DataFrame, grouped) -> pd.DataFrame:
+    """``p_value`` of the ROI mean, its q over the ROI x hemispheres of one model, variant,
+    layer and subject, and the share of targets with q below :data:`FDR_LEVEL`."""
+    stats = grouped.agg(
+        p_value=("p_value_roi", "first"),
+        fraction_significant=("q_value", lambda q: float(np.mean(q < FDR_LEVEL))),
+    ).reset_index()
+    out = out.merge(stats, on=KEYS, how="left")
+    family = ["model", "variant", "layer", "subject"]
+    out["q_value"] = out.groupby(family, observed=True)["p_value"].transform(
+        lambda p: pd.Series(scoring.fdr(p.to_numpy()), index=p.index)
+    )
+    out.loc[out["p_value"].isna(), "fraction_significant"] = np.nan
+    return out
+
+
+def _with_ceiling(out: pd.DataFrame, ceiling) -> pd.DataFrame:
+    ceil = _read(ceiling, "ceiling table", [*_SITE, "ceiling"])
+    ceil = ceil.groupby(_SITE, observed=True)["ceiling"].mean().reset_index()
+    out = out.merge(ceil, on=_SITE, how="left")
+    positive = out["ceiling"] > 0
+    out["score_normalized"] = np.where(positive, out["score"] / out["ceiling"], np.nan)
+    return out
+
+
+def _with_baseline(out: pd.DataFrame, table) -> pd.DataFrame:
+    base = _read(table, "baseline table", ["baseline", *_SITE, "score"])
+    for name, rows in base.groupby("baseline", sort=True):
+        mean = rows.groupby(_SITE, observed=True)["score"].mean().rename(f"score_{name}")
+        out = out.merge(mean.reset_index(), on=_SITE, how="left")
+        out[f"excess_{name}"] = out["score"] - out[f"score_{name}"]
     return out
 
 

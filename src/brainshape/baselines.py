@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from brainshape import scoring
-from brainshape.encoding import SubjectData, _check_subject, _sub_label, encode_variant
+from brainshape.encoding import check_subject, encode_variant
 from brainshape.errors import BrainshapeError
+from brainshape.subjects import RUN_KEYS, SubjectData, subject_label
 
 BASELINES = ("word_rate", "word_length_position")
 
@@ -94,12 +95,9 @@ def inter_subject_ceiling(subjects: Mapping[str, SubjectData]) -> pd.DataFrame:
         raise BrainshapeError("No subjects for the noise ceiling; check the fMRI inputs.")
     groups: dict[tuple, list[str]] = {}
     for sub, data in subjects.items():
-        _check_subject(sub, data)
+        check_subject(sub, data)
         columns = [c for c in ("roi", "hemisphere", "i", "j", "k") if c in data.targets]
-        runs = tuple(
-            (story, *(data.runs[story][k] for k in ("n_trs", "trim_start", "trim_end", "tr")))
-            for story in sorted(data.runs)
-        )
+        runs = tuple((s, *(data.runs[s][k] for k in RUN_KEYS)) for s in sorted(data.runs))
         key = (runs, tuple(map(tuple, data.targets[columns].astype(str).to_numpy())))
         groups.setdefault(key, []).append(sub)
     tables = []
@@ -132,7 +130,7 @@ def inter_subject_ceiling(subjects: Mapping[str, SubjectData]) -> pd.DataFrame:
                     }
                 )
             )
-    lonely = [_sub_label(s) for subs in groups.values() if len(subs) == 1 for s in subs]
+    lonely = [subject_label(s) for subs in groups.values() if len(subs) == 1 for s in subs]
     table = pd.concat(tables, ignore_index=True)
     table.attrs["without_ceiling"] = lonely
     return table.sort_values(["subject", "target"], ignore_index=True)

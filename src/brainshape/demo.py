@@ -54,6 +54,7 @@ from brainshape import stimuli as stim
 from brainshape.encoding import lanczos_downsample, tr_times
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_text
+from brainshape.subjects import zscore
 
 log = logging.getLogger("brainshape.demo")
 
@@ -207,7 +208,7 @@ def _check_positive(name: str, value: float) -> float:
     return value
 
 
-def _story_file(story: str) -> Path:
+def story_file(story: str) -> Path:
     folder = importlib.resources.files("brainshape") / "data" / "stories"
     path = Path(str(folder / f"{story}.txt"))
     if not path.is_file():
@@ -220,7 +221,7 @@ def _story_file(story: str) -> Path:
 
 def story_shape(story: str, seed: int, tr: float) -> tuple[int, int]:
     """(volumes of its run, words) of a packaged story as :func:`generate` times it."""
-    words = stim.story_words(_story_file(story))
+    words = stim.story_words(story_file(story))
     _, duration = word_timings(words, _rng(seed, 1, story))
     return n_volumes(duration, tr), len(words)
 
@@ -333,7 +334,7 @@ def generate_stimuli(
     n_trs: dict[str, int] = {}
     durations: dict[str, float] = {}
     for story in stories:
-        source = _story_file(story)
+        source = story_file(story)
         table, duration = word_timings(stim.story_words(source), _rng(seed, 1, story))
         words[story] = table
         durations[story] = duration
@@ -430,11 +431,6 @@ def spm_hrf(tr: float, length: float = HRF_LENGTH_S) -> np.ndarray:
     return h / h.sum()
 
 
-def word_midpoints(table: pd.DataFrame) -> np.ndarray:
-    """Word times (s) as the encoding stage stamps them: the middle of each word."""
-    return (table["onset"].to_numpy(np.float64) + table["offset"].to_numpy(np.float64)) / 2
-
-
 def layer_scores(
     features: Mapping[str, np.ndarray],
     words: Mapping[str, pd.DataFrame],
@@ -452,6 +448,8 @@ def layer_scores(
     share of the z-scored columns' variance it explains, times their number).
     """
     stories = list(words)
+    # Stamped as the encoding stage stamps them: the middle of each word.
+    times = stim.word_times(stim.stack_words(words))
     resampled = []
     for story in stories:
         feats = np.asarray(features[story], dtype=np.float64)
@@ -460,10 +458,8 @@ def layer_scores(
                 f"planted features of story '{story}' have shape {feats.shape}; expected "
                 f"({len(words[story])}, hidden): one row per word"
             )
-        times = tr_times(int(n_trs[story]), tr)
-        resampled.append(
-            lanczos_downsample(feats, word_midpoints(words[story]), times, window=LANCZOS_WINDOW)
-        )
+        volumes = tr_times(int(n_trs[story]), tr)
+        resampled.append(lanczos_downsample(feats, times[story], volumes, window=LANCZOS_WINDOW))
     stacked = np.concatenate(resampled, axis=0)
     std = stacked.std(axis=0)
     keep = std > 1e-12 * max(1.0, float(np.abs(stacked).max()))
@@ -638,12 +634,6 @@ def _ar1(rng: np.random.Generator, n_trs: int, n: int, coef: float) -> np.ndarra
     return out
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    std = x.std(axis=0)
-    return x / np.where(std > 0, std, 1.0)
-
-
 def _motion_and_tissue(rng: np.random.Generator, n_trs: int) -> pd.DataFrame:
     """Motion (mm, rad), CSF and white-matter mean signals of one run, rounded as written."""
     # Head position wanders around a fixed offset (AR(1) close to a random walk, as in scans).
@@ -696,7 +686,7 @@ def _simulate_run(
     n_trs, n_mask = signal.shape
     noise_sd = 1.0 / math.sqrt(snr)
     confounds = _motion_and_tissue(rng, n_trs)
-    conf = _zscore(confounds[list(NUISANCE_CONFOUNDS)].to_numpy())
+    conf = zscore(confounds[list(NUISANCE_CONFOUNDS)].to_numpy())
     n_conf = conf.shape[1]
     shared = rng.standard_normal(n_conf)
     own = rng.standard_normal((n_conf, n_mask))
@@ -764,7 +754,7 @@ def _regress_out(data: np.ndarray, confounds: pd.DataFrame) -> np.ndarray:
     """Residuals of ``data`` (n_trs, n) after an intercept, a linear trend and the confounds."""
     n_trs = data.shape[0]
     design = np.column_stack(
-        [np.ones(n_trs), np.linspace(-1.0, 1.0, n_trs), _zscore(confounds.to_numpy())]
+        [np.ones(n_trs), np.linspace(-1.0, 1.0, n_trs), zscore(confounds.to_numpy())]
     )
     coef, *_ = np.linalg.lstsq(design, data, rcond=None)
     return data - design @ coef
@@ -807,17 +797,7 @@ def generate_bold(
     stories = list(words)
     manifest_path = root / MANIFEST
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if n_trs is None:
-        if "n_trs" not in previous:
-            raise BrainshapeError(
-                f"{manifest_path} holds no n_trs; run generate_stimuli on {root} first or pass "
-                "n_trs (volumes per story)"
-            )
-        n_trs = previous["n_trs"]
-    missing = [s for s in stories if s not in n_trs]
-    if missing:
-        raise BrainshapeError(f"n_trs lacks stories {missing}; give the volumes of every story")
-    n_trs = {s: int(n_trs[s]) for s in stories}
+    n_trs = _story_volumes(stories, n_trs, previous, manifest_path, root)
 
     atlas = demo_atlas()
     signals = planted_signals(words, planted_features, entries, n_trs, tr, seed, atlas)
@@ -832,7 +812,50 @@ def generate_bold(
         ).items():
             for roi_hemi, value in values.items():
                 r[name][roi_hemi].append(value)
+    _write_signal_series(root, stories, n_trs, signals)
+    manifest = {
+        **_manifest_text(),
+        "seed": int(seed),
+        "tr": tr,
+        "snr": snr,
+        "ar1": ar1,
+        "subjects": labels,
+        "stories": stories,
+        "n_trs": n_trs,
+        **({"audio_duration": previous["audio_duration"]} if "audio_duration" in previous else {}),
+        "space": SPACE,
+        "rois": list(atlas.rois),
+        "atlas": {"image": ATLAS_IMAGE, "labels": ATLAS_LABELS},
+        "signal_timeseries": "derivatives/groundtruth/task-<story>_desc-signal_timeseries.tsv "
+        "(noiseless ROI-mean signal per volume, column <roi>-<hemisphere>)",
+        "planted": _planted_manifest(entries, atlas, r, labels),
+        "null": [
+            {"roi": roi, "hemisphere": hemi, "n_voxels": int(atlas.voxels[(roi, hemi)].size)}
+            for roi in atlas.rois
+            for hemi in HEMISPHERES
+            if (roi, hemi) not in signals
+        ],
+    }
+    save_json(manifest_path, manifest)
+    return manifest
 
+
+def _story_volumes(stories, n_trs, previous, manifest_path, root) -> dict[str, int]:
+    """Volumes per story: ``n_trs`` as given, else what ``generate_stimuli`` recorded."""
+    if n_trs is None:
+        if "n_trs" not in previous:
+            raise BrainshapeError(
+                f"{manifest_path} holds no n_trs; run generate_stimuli on {root} first or pass "
+                "n_trs (volumes per story)"
+            )
+        n_trs = previous["n_trs"]
+    missing = [s for s in stories if s not in n_trs]
+    if missing:
+        raise BrainshapeError(f"n_trs lacks stories {missing}; give the volumes of every story")
+    return {s: int(n_trs[s]) for s in stories}
+
+
+def _write_signal_series(root: Path, stories, n_trs, signals) -> None:
     for story in stories:
         series = {f"{roi}-{hemi}": s[story].mean(axis=1) for (roi, hemi), s in signals.items()}
         table = pd.DataFrame(series, index=range(n_trs[story]))
@@ -841,10 +864,12 @@ def generate_bold(
             table.round(8),
         )
 
-    planted_out = []
+
+def _planted_manifest(entries, atlas, r, labels) -> list[dict[str, Any]]:
+    out = []
     for entry in entries:
         roi_hemi = (entry["roi"], entry["hemisphere"])
-        planted_out.append(
+        out.append(
             {
                 **entry,
                 "n_voxels": int(atlas.voxels[roi_hemi].size),
@@ -855,13 +880,12 @@ def generate_bold(
                 },
             }
         )
-    null = [
-        {"roi": roi, "hemisphere": hemi, "n_voxels": int(atlas.voxels[(roi, hemi)].size)}
-        for roi in atlas.rois
-        for hemi in HEMISPHERES
-        if (roi, hemi) not in signals
-    ]
-    manifest = {
+    return out
+
+
+def _manifest_text() -> dict[str, str]:
+    """The ground truth's descriptions of what was planted and how."""
+    return {
         "description": (
             "Planted signal of the brainshape demo dataset. expected_r_roi_mean: mean over "
             "subjects of the Pearson r between the noiseless ROI-mean signal and the ROI mean "
@@ -873,14 +897,6 @@ def generate_bold(
             "slow regressors happen to share: what a pipeline can reach in practice. "
             "expected_r_by_subject gives all four per subject."
         ),
-        "seed": int(seed),
-        "tr": tr,
-        "snr": snr,
-        "ar1": ar1,
-        "subjects": labels,
-        "stories": stories,
-        "n_trs": n_trs,
-        **({"audio_duration": previous["audio_duration"]} if "audio_duration" in previous else {}),
         "time_convention": TIME_CONVENTION,
         "hrf": HRF_DESCRIPTION,
         "signal": (
@@ -902,16 +918,7 @@ def generate_bold(
             f"bold = baseline * (1 + {PERCENT_PER_UNIT / 100} * (signal + noise + nuisance)) "
             f"with a baseline near {BASELINE:g}"
         ),
-        "space": SPACE,
-        "rois": list(atlas.rois),
-        "atlas": {"image": ATLAS_IMAGE, "labels": ATLAS_LABELS},
-        "signal_timeseries": "derivatives/groundtruth/task-<story>_desc-signal_timeseries.tsv "
-        "(noiseless ROI-mean signal per volume, column <roi>-<hemisphere>)",
-        "planted": planted_out,
-        "null": null,
     }
-    save_json(manifest_path, manifest)
-    return manifest
 
 
 def _simulate_subject(

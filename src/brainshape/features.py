@@ -563,6 +563,39 @@ def _extract_story(model, tokenizer, spec, variant, story, words, path, options)
     )
 
 
+def read_features(folder: str | os.PathLike, stories: Sequence[str]) -> dict[str, np.ndarray]:
+    """A variant's features folder: story -> memory-mapped ``<story>.npy``.
+
+    Each array is (n_layers + 1, n_words, hidden) float32 as :func:`extract_stories` writes it
+    (layer 0 the embeddings, words in word_index order). Memory-mapped, so a job reads only the
+    layers it uses. Raises a BrainshapeError naming a missing or unreadable file, or a file
+    changed since the features rule wrote the folder (its manifest, :func:`io.verify_manifest`).
+    """
+    folder = Path(folder)
+    io.verify_manifest(folder)
+    out = {}
+    for story in stories:
+        path = folder / f"{story}.npy"
+        if not path.is_file():
+            raise BrainshapeError(
+                f"{path} is missing: the features of story {story!r} were not extracted; run "
+                "the features rule of this model variant."
+            )
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise BrainshapeError(
+                f"cannot read {path} as a .npy array ({error}); rerun the features rule."
+            ) from None
+        if array.ndim != 3:
+            raise BrainshapeError(
+                f"{path} has shape {array.shape}; expected (n_layers + 1, n_words, hidden). "
+                "Rerun the features rule."
+            )
+        out[str(story)] = array
+    return out
+
+
 __all__ = [
     "Frame",
     "extract_stories",
@@ -570,6 +603,7 @@ __all__ = [
     "extract_words_naive",
     "make_frame",
     "max_positions",
+    "read_features",
     "special_tokens_around",
     "story_text",
     "window_starts",

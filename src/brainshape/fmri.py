@@ -2,14 +2,15 @@
 
 Input is fMRIPrep-style derivatives (one 4-D BOLD image, brain mask and confounds table per
 subject and story) and an atlas label image with its BIDS dseg table. Output, per subject, is the
-contract layout of ``results/<dataset>/fmri/sub-<sub>/`` (see ``docs/outputs.md``):
-``<story>.npy`` float32 ``(n_kept_trs, n_targets)``, ``targets.parquet`` and ``runs.json``.
+subject folder ``results/<dataset>/fmri/sub-<sub>/`` (see ``docs/outputs.md``): ``<story>.npy``
+float32 ``(n_kept_trs, n_targets)``, ``targets.parquet`` and ``runs.json``, written by
+``brainshape.subjects.write_subject``. The folder's reader and writer live in their own module so
+that the stages reading it do not depend on this one's preprocessing code (a change here reruns
+the fmri jobs only).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import warnings
@@ -23,7 +24,7 @@ import pandas as pd
 import scipy.sparse
 
 from brainshape.errors import BrainshapeError
-from brainshape.io import atomic_path
+from brainshape.subjects import write_subject, zscore
 
 log = logging.getLogger("brainshape.fmri")
 
@@ -362,13 +363,6 @@ def _read_confounds(path: Path, columns: Sequence[str], n_vols: int) -> np.ndarr
     return values
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """Columns to mean 0 and (population) std 1; constant columns become 0."""
-    x = x - x.mean(axis=0)
-    std = x.std(axis=0)
-    return x / np.where(std > 0, std, 1.0)
-
-
 def _clean(signals, confounds, detrend, high_pass, t_r) -> np.ndarray:
     from nilearn.signal import clean
 
@@ -477,13 +471,13 @@ def preprocess_run(
         batch = slice(start, start + VOXEL_BATCH)
         cleaned = _clean(voxels[used[batch]].T.astype(np.float64), conf, detrend, high_pass, t_r)
         if standardize:
-            cleaned = _zscore(cleaned)
+            cleaned = zscore(cleaned)
         if target_map.mode == "roi_mean":
             out += np.asarray(weights[batch].T @ cleaned.T).T
         else:
             out[:, columns[batch]] = cleaned
     if standardize and target_map.mode == "roi_mean":
-        out = _zscore(out)
+        out = zscore(out)
     return out.astype(np.float32)
 
 
@@ -495,6 +489,24 @@ def _header_tr(img) -> float:
     tr = float(img.header.get_zooms()[3])
     unit = img.header.get_xyzt_units()[1]
     return tr / 1000.0 if unit == "msec" else tr / 1e6 if unit == "usec" else tr
+
+
+def _run_tr(img, path: Path, t_r: float | None) -> float:
+    """The TR (s) of one BOLD image: ``t_r`` when given (warning if the header disagrees)."""
+    header_tr = _header_tr(img) if len(img.shape) == 4 else 0.0
+    tr = t_r if t_r is not None else header_tr
+    if len(img.shape) == 4 and not tr > 0:  # (not 4-D: preprocess_run says so)
+        raise BrainshapeError(
+            f"BOLD image {path} has no repetition time in its header (pixdim[4] is {header_tr}); "
+            "set the dataset's tr in the config"
+        )
+    if t_r is not None and header_tr > 0 and not np.isclose(header_tr, t_r, rtol=0.01):
+        warnings.warn(
+            f"{path}: header TR {header_tr:g} s differs from the configured tr {t_r:g} s; "
+            f"using {t_r:g} s",
+            stacklevel=3,
+        )
+    return tr
 
 
 def preprocess_subject(
@@ -516,7 +528,7 @@ def preprocess_subject(
     trim_end: int,
     t_r: float | None = None,
 ) -> None:
-    """Write ``<story>.npy``, ``targets.parquet`` and ``runs.json`` of one subject to ``out_dir``.
+    """Write the subject folder of one subject (``write_subject``) to ``out_dir``.
 
     ``t_r`` (seconds) None reads each run's TR from its BOLD header. The targets come from the
     first story's brain mask; every story must be on that grid. All files appear together at the
@@ -536,55 +548,28 @@ def preprocess_subject(
     first_mask, first_affine = _load_mask(runs[0].mask)
     reference = nib.Nifti1Image(first_mask.astype(np.uint8), first_affine)
     target_map = atlas_targets(atlas_path, labels_path, reference, first_mask, rois, mode)
+    options = {
+        "confounds": list(confounds),
+        "detrend": detrend,
+        "standardize": standardize,
+        "high_pass": high_pass,
+        "trim_start": trim_start,
+        "trim_end": trim_end,
+    }
 
-    out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    info: dict[str, dict] = {}
-    try:
-        # Every file is staged under a temporary name and renamed only once all runs succeeded.
-        with contextlib.ExitStack() as staged:
-            for run in runs:
-                img = _load(run.bold, "BOLD image")
-                header_tr = _header_tr(img) if len(img.shape) == 4 else 0.0
-                tr = t_r if t_r is not None else header_tr
-                if len(img.shape) == 4 and not tr > 0:  # (not 4-D: preprocess_run says so)
-                    raise BrainshapeError(
-                        f"BOLD image {run.bold} has no repetition time in its header (pixdim[4] "
-                        f"is {header_tr}); set the dataset's tr in the config"
-                    )
-                if t_r is not None and header_tr > 0 and not np.isclose(header_tr, t_r, rtol=0.01):
-                    warnings.warn(
-                        f"{run.bold}: header TR {header_tr:g} s differs from the configured tr "
-                        f"{t_r:g} s; using {t_r:g} s",
-                        stacklevel=2,
-                    )
-                array = preprocess_run(
-                    run,
-                    target_map,
-                    confounds=list(confounds),
-                    detrend=detrend,
-                    standardize=standardize,
-                    high_pass=high_pass,
-                    trim_start=trim_start,
-                    trim_end=trim_end,
-                    t_r=tr,
-                )
-                tmp = staged.enter_context(atomic_path(out_dir / f"{run.story}.npy", suffix=".npy"))
-                with open(tmp, "wb") as fh:
-                    np.save(fh, array)
-                info[run.story] = {
-                    "n_trs": int(img.shape[3]),
-                    "trim_start": int(trim_start),
-                    "trim_end": int(trim_end),
-                    "tr": float(tr),
-                }
-                log.info("sub-%s %s: %d kept TRs x %d targets", sub, run.story, *array.shape)
-            tmp = staged.enter_context(atomic_path(out_dir / "targets.parquet", suffix=".parquet"))
-            target_map.targets.to_parquet(tmp, index=False)
-            tmp = staged.enter_context(atomic_path(out_dir / "runs.json", suffix=".json"))
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # only if empty: never removes anything written before
-        raise
+    def preprocessed():
+        # One run at a time, so that only one story's targets are in memory at once.
+        for run in runs:
+            img = _load(run.bold, "BOLD image")
+            tr = _run_tr(img, run.bold, t_r)
+            array = preprocess_run(run, target_map, t_r=tr, **options)
+            log.info("sub-%s %s: %d kept TRs x %d targets", sub, run.story, *array.shape)
+            info = {
+                "n_trs": int(img.shape[3]),
+                "trim_start": int(trim_start),
+                "trim_end": int(trim_end),
+                "tr": float(tr),
+            }
+            yield run.story, info, array
+
+    write_subject(out_dir, target_map.targets, preprocessed())

@@ -294,6 +294,12 @@ class EncodeShape:
     n_permutations: int
     predictions: bool = False
     segments: tuple[int, ...] | None = None
+    null_copies: int = 0
+
+    @property
+    def m(self) -> int:
+        """Columns the solver fits: the targets and the null's copies."""
+        return int(self.targets + self.null_copies)
 
     @property
     def n(self) -> int:
@@ -315,7 +321,7 @@ def _data_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
     """The ``features``, ``bold``, ``resamplers``, ``design`` and ``results`` parts of
     :func:`encode_memory` (``f`` bytes per solver value)."""
     s = STORED_BYTES
-    n, p, m = shape.n, shape.p, int(shape.targets)
+    n, p, m = shape.n, shape.p, shape.m
     folds = shape.folds()
     n_tr = max(2, n - min(folds))
     Q = int(shape.n_permutations)
@@ -333,10 +339,10 @@ def _data_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
 
 
 def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
-    """The ``outer`` and ``phase`` parts of :func:`encode_memory`: what the solver's folds keep
-    and the largest transient on top of it."""
+    """The ``phase`` part of :func:`encode_memory`: the solver's largest transient (each outer
+    fold frees its arrays before the next one starts, so nothing of a fold stays bound)."""
     s = STORED_BYTES
-    n, p, m = shape.n, shape.p, int(shape.targets)
+    n, p, m = shape.n, shape.p, shape.m
     folds = shape.folds()
     n_te = max(folds)
     n_tr = max(2, n - min(folds))
@@ -345,12 +351,6 @@ def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
     A, Q = int(shape.n_alphas), int(shape.n_permutations)
     k = min(n_tr, p)
     dec_t, dec_keep = _decompose_bytes(n_tr, p, f)
-    # What the last outer fold leaves bound until the next one replaces it: its decomposition,
-    # projected held-out rows, inner scores, and one chunk's arrays (Yc (n, c), Y_tr (n_tr, c),
-    # coef (k, c) and six held-out (n_te, c) arrays: prediction, data and centred copies).
-    outer = float(dec_keep + n_te * k * f + A * m * f)
-    outer += float((n + n_tr + k + 6 * n_te) * c * f)
-
     k_i = min(n_i, p)
     dec_i_t, dec_i_keep = _decompose_bytes(n_i, p, f)
     keep_i = n_i * p * f + dec_i_keep + n_te * k_i * f  # X_tr, basis and rows, projection
@@ -374,7 +374,7 @@ def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
         (2 * n_tr + 2 * n) * p * 8,
         2 * Q * m * 8,
     )
-    return {"outer": outer, "phase": float(phase)}
+    return {"phase": float(phase)}
 
 
 def _decompose_bytes(n: int, p: int, f: int) -> tuple[float, float]:
@@ -408,8 +408,6 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
       its training rows: ``(2 n + trimmed runs + n_tr) p 8``.
     - ``results``: permutation sums ``Q m f``, predictions ``n m 8`` (with segment
       identification), fold scores and alphas ``(2 folds + 5) m 8``.
-    - ``outer``: what a fold keeps until the next one replaces it: the decomposition, projected
-      held-out rows, chosen alphas' scores ``A m f`` and one target chunk's arrays.
     - ``phase``: the largest transient on top: the inner loop (``Y[train]`` as stored, scores of
       every alpha twice, one split's design copies, decomposition and chunk arrays, the previous
       split's ones still bound), the outer decomposition ``5 k^2 f``, the z-scoring
@@ -462,7 +460,7 @@ def encode_flops(shape: EncodeShape) -> float:
     permutations. Building the design adds ``2 TRs x words x hidden`` (Lanczos) and the z-scoring
     about ``10 n p`` per fold.
     """
-    n, p, m = shape.n, shape.p, int(shape.targets)
+    n, p, m = shape.n, shape.p, shape.m
     A, Q = int(shape.n_alphas), int(shape.n_permutations)
     folds = shape.folds()
     total = 0.0

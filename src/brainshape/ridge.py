@@ -1,28 +1,34 @@
 """The ridge engine: every alpha of a grid from one decomposition, contiguous folds, backends.
 
+Two entry points, both on the same solver code:
+
+- ``cross_validate(X, Y, alphas, segments, ...)``: the nested cross-validation of the encoding
+  stage. Per outer fold the features are z-scored on the training rows, the alpha of every
+  target is chosen by an inner contiguous cross-validation on those rows
+  (``inner_cv_scores``), the model is refitted on all training rows and the held-out rows are
+  predicted; returns a ``CVResult`` (held-out r of every target, per-fold r and alphas, the
+  block-permutation null, optionally the predictions).
+- ``RidgeCV``: one level of it as a scikit-learn-style estimator (``fit``, ``predict``,
+  ``score``, attributes ending in ``_``), the counterpart of himalaya's ``RidgeCV``.
+
 Time-ordered fMRI is cross-validated with contiguous folds only: a fold holds out one story
 (``contiguous_folds(run_lengths)``) or one contiguous block of TRs
 (``contiguous_folds(run_lengths, n_blocks=...)``), with ``gap`` TRs dropped from the training
 rows on either side of it (``folds_from_segments(segments, gap)``, or ``cross_validate(...,
-gap=...)``).
-``check_time_ordered`` refuses splits whose held-out rows are not one contiguous block, the
-signature of a shuffled K-fold.
+gap=...)``). ``check_time_ordered`` refuses splits whose held-out rows are not one contiguous
+block, the signature of a shuffled K-fold.
 
-``cross_validate`` is the outer loop: per outer fold the features are z-scored on the training
-rows, the alpha of every target is chosen by an inner contiguous cross-validation on those rows
-(``inner_cv_scores``), the model is refitted on all training rows and the held-out rows are
-predicted. Each training design is decomposed once (eigendecomposition of the smaller Gram
-matrix, equivalent to its thin SVD) and that one decomposition serves every alpha and every
-block of targets, so stacking the targets of many subjects who heard the same stories costs one
+Each training design is decomposed once (eigendecomposition of the smaller Gram matrix,
+equivalent to its thin SVD) and that one decomposition serves every alpha and every block of
+targets, so stacking the targets of many subjects who heard the same stories costs one
 decomposition, not one per subject. With fewer rows than delayed columns (the usual case for
 a story set), one Gram matrix of the rows per outer fold serves every inner split and the
 refit: their Gram matrices and held-out projections are re-centred blocks of it.
 
 Backends: ``numpy`` (CPU) and ``torch`` (CUDA when present, else CPU). ``dtype="float64"`` is
 the reference path (used in tests against himalaya); ``float32`` is the fast path on GPUs.
-Targets are processed in blocks of ``target_chunk`` columns so whole-brain voxel targets fit
-in memory.
-"""
+Targets are processed in blocks of ``target_chunk`` columns (``DEFAULT_TARGET_CHUNK``) so
+whole-brain voxel targets fit in memory."""
 
 from __future__ import annotations
 
@@ -34,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainshape.errors import BrainshapeError
-from brainshape.scoring import permutation_p_values
 
+#: Targets per block in the solves: memory grows with (rank of the design) x chunk.
 DEFAULT_TARGET_CHUNK = 20000
 
 
@@ -155,17 +161,6 @@ def get_backend(name: str = "auto", dtype: str | None = None):
     return NumpyBackend(dtype or "float64")
 
 
-def limit_threads(n_threads: int | None):
-    """Context manager capping BLAS/LAPACK threads (threadpoolctl) at the job's threads.
-
-    Oversubscribed multi-threaded LAPACK (more BLAS threads than free cores) can run an
-    eigendecomposition tens of times slower than one thread; a job uses what it was given.
-    """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n_threads)
-
-
 # --- folds ------------------------------------------------------------------------------------
 
 
@@ -250,16 +245,15 @@ class CVResult:
     the data. ``fold_scores`` (n_folds, m): r within each held-out fold. ``alphas``
     (n_folds, m): the alpha chosen in each fold. ``null`` (n_permutations, m) or None: r of
     the concatenated predictions with block-permuted data (blocks shuffled within each held-out
-    fold, the same permutations for every target). ``p_values`` (m,) or None:
-    ``(1 + #{null >= score}) / (1 + n_permutations)``. ``predictions`` (n, m) or None: the
-    held-out predictions of every row (with ``keep_predictions``).
+    fold, the same permutations for every target; ``brainshape.scoring`` turns it into
+    p-values). ``predictions`` (n, m) or None: the held-out predictions of every row (with
+    ``keep_predictions``).
     """
 
     scores: np.ndarray
     fold_scores: np.ndarray
     alphas: np.ndarray
     null: np.ndarray | None = None
-    p_values: np.ndarray | None = None
     predictions: np.ndarray | None = None
 
 
@@ -475,7 +469,8 @@ def cross_validate(
     mean held-out r over the inner leave-one-segment-out folds of the remaining segments
     (with the same gap); the refit on all training rows predicts segment i. Scores of the
     concatenated predictions come from running sums, so predictions of all folds are never
-    held at once.
+    held at once. With ``n_permutations``, ``CVResult.null`` holds the r of the predictions
+    with block-permuted held-out data (``block_permutations``).
     """
     B = backend or get_backend("numpy")
     if len(segments) < 3:
@@ -485,157 +480,274 @@ def cross_validate(
         )
     outer = folds_from_segments(segments, gap)
     check_time_ordered(outer, X.shape[0])
-    n, m = Y.shape
     alphas = np.asarray(alphas, dtype=np.float64)
+    perms = None
+    if n_permutations:
+        lengths = [len(s) for s in segments]
+        perms = block_permutations(lengths, n_permutations, permutation_block, seed)
+    sums = _HeldOutSums(B, Y, target_chunk, len(segments), n_permutations, keep_predictions)
     Xb = B.asarray(X)
-    rel = _rel_tol(B)
-    perms = (
-        block_permutations([len(s) for s in segments], n_permutations, permutation_block, seed)
-        if n_permutations
-        else None
-    )
-    y_ref = np.zeros(m)
-    constant_y = np.zeros(m, dtype=bool)
-    for chunk in _chunks(m, target_chunk):
-        Yc = np.asarray(Y[:, chunk], dtype=np.float64)
-        y_ref[chunk] = Yc.mean(0)
-        constant_y[chunk] = Yc.max(0) == Yc.min(0)
-    sums = np.zeros((5, m))
-    null_cross = np.zeros((n_permutations, m)) if perms else None
-    n_total = 0
-    predictions = np.zeros((n, m)) if keep_predictions else None
-    fold_scores = np.zeros((len(segments), m))
-    fold_alphas = np.zeros((len(segments), m))
-
     for i, (train, test) in enumerate(outer):
         if train.size < 2:
             raise BrainshapeError(f"fold {i}: fewer than 2 training TRs remain after the gap.")
-        tr, te = B.index(train), B.index(test)
-        x_mean, x_scale = standardise(B, Xb[tr])
-        Xz = (Xb - x_mean) / x_scale
         # Inner folds: the other segments, with the training rows of this outer fold only.
         inner_segments = [s[np.isin(s, train)] for j, s in enumerate(segments) if j != i]
         inner_segments = [s for s in inner_segments if s.size]
-        position = np.full(n, -1)
+        position = np.full(X.shape[0], -1)
         position[train] = np.arange(train.size)
         inner = [(position[a], position[b]) for a, b in folds_from_segments(inner_segments, gap)]
-        Xz_tr = Xz[tr]
-        gram = None
-        if _gram_path(train.size + test.size, Xz.shape[1]):
-            # One Gram matrix of the training and held-out rows serves the inner splits and
-            # the refit: training rows first, so its leading block is the training Gram.
-            gram = _gram(Xz[B.index(np.concatenate([train, test]))])
-        K_tt = None if gram is None else gram[: train.size, : train.size]
-        cv = inner_cv_scores(B, Xz_tr, Y[train], inner, alphas, target_chunk, gram=K_tt)
-        chosen = B.asarray(alphas)[best_alpha_index(B, cv)]
-        fold_alphas[i] = B.to_numpy(chosen)
-
-        # Z-scored on the training rows: already centred.
-        if gram is None:
-            basis, rows, eig = _decompose(B, Xz_tr)
-            P = Xz[te] @ basis
-        else:
-            rows, eig, P = _decompose_gram(B, K_tt, gram[train.size :, : train.size])
-        n_total += test.size
-        for chunk in _chunks(m, target_chunk):
-            Yc = B.asarray(Y[:, chunk])
-            Y_tr = Yc[tr]
-            y_mean = _column_mean(B, Y_tr)
-            coef = (rows.T @ (Y_tr - y_mean)) / (eig[:, None] + chosen[chunk][None, :])
-            pred = P @ coef + y_mean
-            if predictions is not None:
-                predictions[test, chunk] = B.to_numpy(pred)
-            y_test = Yc[te]
-            pc = pred - pred.mean(0)
-            yc = y_test - y_test.mean(0)
-            var_p = (pc * pc).sum(0)
-            flat = _constant(B, y_test) | (var_p <= rel * (pred * pred).sum(0))
-            fold_scores[i, chunk] = B.to_numpy(
-                _r_from_moments(B, (pc * yc).sum(0), var_p, (yc * yc).sum(0), flat)
-            )
-            ref = B.asarray(y_ref[chunk])
-            p_c = pred - ref
-            y_c = y_test - ref
-            moments = [p_c.sum(0), y_c.sum(0), (p_c**2).sum(0), (y_c**2).sum(0)]
-            moments.append((p_c * y_c).sum(0))
-            for k, value in enumerate(moments):
-                sums[k, chunk] += B.to_numpy(value)
-            if perms is not None:
-                _add_null_cross(B, p_c, y_c, perms[i], null_cross[:, chunk])
-
-    sp, sy, spp, syy, spy = sums
-    var_p = spp - sp**2 / n_total
-    var_y = syy - sy**2 / n_total
-    flat = constant_y | (var_p <= 1e-10 * spp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = (spy - sp * sy / n_total) / np.sqrt(var_p * var_y)
-        scores[flat] = 0.0
-        null = p_values = None
-        if perms is not None:
-            null = (null_cross - sp * sy / n_total) / np.sqrt(var_p * var_y)
-            null[:, flat] = 0.0
-            null = np.clip(null, -1.0, 1.0)
-    scores = np.clip(scores, -1.0, 1.0)
-    if null is not None:
-        p_values = permutation_p_values(scores, null)
-    return CVResult(
-        scores=scores,
-        fold_scores=fold_scores,
-        alphas=fold_alphas,
-        null=null,
-        p_values=p_values,
-        predictions=predictions,
-    )
+        _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, perms)
+    return sums.result()
 
 
-@dataclass
-class RidgeCVFit:
-    """One level of ridge cross-validation (numpy float64 arrays).
-
-    ``alphas`` (m,): the chosen alpha per target; ``coef`` (p, m) and ``intercept`` (m,) the
-    refit on all rows (``X @ coef + intercept``); ``cv_scores`` (n_alphas, m): mean held-out
-    Pearson r of every alpha over the splits.
-    """
-
-    alphas: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
-    cv_scores: np.ndarray
-
-
-def solve_ridge_cv(
-    X: np.ndarray,
-    Y: np.ndarray,
-    alphas: np.ndarray,
-    splits: Sequence[Split],
-    *,
-    backend=None,
-    target_chunk: int = DEFAULT_TARGET_CHUNK,
-) -> RidgeCVFit:
-    """Per-target alpha by cross-validation over ``splits``, then a refit on all rows.
-
-    The counterpart of himalaya's ``solve_ridge_cv_svd(X, Y, alphas, cv=splits,
-    fit_intercept=True, score_func=correlation_score, local_alpha=True)`` (no feature
-    scaling here: pass z-scored features if wanted). Splits must be time-ordered
-    (``check_time_ordered``).
-    """
-    B = backend or get_backend("numpy")
-    check_time_ordered(splits, X.shape[0])
-    alphas = np.asarray(alphas, dtype=np.float64)
-    Xb = B.asarray(X)
-    cv = inner_cv_scores(B, Xb, Y, splits, alphas, target_chunk)
+def _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, perms) -> None:
+    """Choose the alphas of outer fold ``i`` on its training rows, refit, predict ``test``."""
+    tr, te = B.index(train), B.index(test)
+    x_mean, x_scale = standardise(B, Xb[tr])
+    Xz = (Xb - x_mean) / x_scale
+    Xz_tr = Xz[tr]
+    gram = None
+    if _gram_path(train.size + test.size, Xz.shape[1]):
+        # One Gram matrix of the training and held-out rows serves the inner splits and
+        # the refit: training rows first, so its leading block is the training Gram.
+        gram = _gram(Xz[B.index(np.concatenate([train, test]))])
+    K_tt = None if gram is None else gram[: train.size, : train.size]
+    cv = inner_cv_scores(B, Xz_tr, Y[train], inner, alphas, target_chunk, gram=K_tt)
     chosen = B.asarray(alphas)[best_alpha_index(B, cv)]
-    x_mean = _column_mean(B, Xb)
-    basis, rows, eig = _decompose(B, Xb - x_mean)
-    m = Y.shape[1]
-    coef = np.zeros((X.shape[1], m))
-    intercept = np.zeros(m)
-    for chunk in _chunks(m, target_chunk):
+    sums.fold_alphas[i] = B.to_numpy(chosen)
+
+    # Z-scored on the training rows: already centred.
+    if gram is None:
+        basis, rows, eig = _decompose(B, Xz_tr)
+        P = Xz[te] @ basis
+    else:
+        rows, eig, P = _decompose_gram(B, K_tt, gram[train.size :, : train.size])
+    sums.n_total += test.size
+    for chunk in _chunks(Y.shape[1], target_chunk):
         Yc = B.asarray(Y[:, chunk])
-        y_mean = _column_mean(B, Yc)
-        c = basis @ ((rows.T @ (Yc - y_mean)) / (eig[:, None] + chosen[chunk][None, :]))
-        coef[:, chunk] = B.to_numpy(c)
-        intercept[chunk] = B.to_numpy(y_mean - x_mean @ c)
-    return RidgeCVFit(
-        alphas=B.to_numpy(chosen), coef=coef, intercept=intercept, cv_scores=B.to_numpy(cv)
-    )
+        Y_tr = Yc[tr]
+        y_mean = _column_mean(B, Y_tr)
+        coef = (rows.T @ (Y_tr - y_mean)) / (eig[:, None] + chosen[chunk][None, :])
+        pred = P @ coef + y_mean
+        sums.add(i, test, chunk, pred, Yc[te], None if perms is None else perms[i])
+
+
+class _HeldOutSums:
+    """Running sums over the outer folds from which ``cross_validate`` scores the targets.
+
+    The r of the concatenated held-out predictions needs five sums per target (of p, y, p^2,
+    y^2 and p y, taken about a reference near the target's mean for accuracy); the null needs
+    the cross sum of each permutation.
+    """
+
+    def __init__(self, B, Y, target_chunk, n_folds, n_permutations, keep_predictions):
+        n, m = Y.shape
+        self.B = B
+        self.rel = _rel_tol(B)
+        self.y_ref = np.zeros(m)
+        self.constant_y = np.zeros(m, dtype=bool)
+        for chunk in _chunks(m, target_chunk):
+            Yc = np.asarray(Y[:, chunk], dtype=np.float64)
+            self.y_ref[chunk] = Yc.mean(0)
+            self.constant_y[chunk] = Yc.max(0) == Yc.min(0)
+        if self.constant_y.all():
+            raise BrainshapeError(
+                f"every one of the {m} targets is constant over all {n} TRs, so there is "
+                "nothing to predict; check the fMRI preprocessing (mask, z-scoring)."
+            )
+        self.sums = np.zeros((5, m))
+        self.null_cross = np.zeros((n_permutations, m)) if n_permutations else None
+        self.predictions = np.zeros((n, m)) if keep_predictions else None
+        self.fold_scores = np.zeros((n_folds, m))
+        self.fold_alphas = np.zeros((n_folds, m))
+        self.n_total = 0
+
+    def add(self, i, test, chunk, pred, y_test, orders) -> None:
+        """Add fold ``i``'s held-out predictions ``pred`` and data ``y_test`` of ``chunk``."""
+        B = self.B
+        if self.predictions is not None:
+            self.predictions[test, chunk] = B.to_numpy(pred)
+        pc = pred - pred.mean(0)
+        yc = y_test - y_test.mean(0)
+        var_p = (pc * pc).sum(0)
+        flat = _constant(B, y_test) | (var_p <= self.rel * (pred * pred).sum(0))
+        self.fold_scores[i, chunk] = B.to_numpy(
+            _r_from_moments(B, (pc * yc).sum(0), var_p, (yc * yc).sum(0), flat)
+        )
+        ref = B.asarray(self.y_ref[chunk])
+        p_c = pred - ref
+        y_c = y_test - ref
+        moments = [p_c.sum(0), y_c.sum(0), (p_c**2).sum(0), (y_c**2).sum(0)]
+        moments.append((p_c * y_c).sum(0))
+        for k, value in enumerate(moments):
+            self.sums[k, chunk] += B.to_numpy(value)
+        if orders is not None:
+            _add_null_cross(B, p_c, y_c, orders, self.null_cross[:, chunk])
+
+    def result(self) -> CVResult:
+        sp, sy, spp, syy, spy = self.sums
+        n = self.n_total
+        var_p = spp - sp**2 / n
+        var_y = syy - sy**2 / n
+        flat = self.constant_y | (var_p <= 1e-10 * spp)
+        null = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = (spy - sp * sy / n) / np.sqrt(var_p * var_y)
+            scores[flat] = 0.0
+            if self.null_cross is not None:
+                null = (self.null_cross - sp * sy / n) / np.sqrt(var_p * var_y)
+                null[:, flat] = 0.0
+                null = np.clip(null, -1.0, 1.0)
+        return CVResult(
+            scores=np.clip(scores, -1.0, 1.0),
+            fold_scores=self.fold_scores,
+            alphas=self.fold_alphas,
+            null=null,
+            predictions=self.predictions,
+        )
+
+
+# --- the estimator ----------------------------------------------------------------------------
+
+
+class RidgeCV:
+    """Ridge regression with one alpha per target chosen by contiguous cross-validation.
+
+    The scikit-learn-style face of the engine, one level deep (``cross_validate`` is the
+    nested, outer-and-inner loop the encoding stage runs): ``fit(X, Y)`` scores every alpha of
+    ``alphas`` on the held-out rows of each split of ``cv`` (mean Pearson r over the splits,
+    features and targets re-centred on each split's training rows), picks per target the best
+    (exact ties to the larger alpha) and refits on all rows. It is the counterpart of
+    himalaya's ``RidgeCV`` / ``solve_ridge_cv_svd(X, Y, alphas, cv=splits,
+    fit_intercept=True, score_func=correlation_score, local_alpha=True)``; features are not
+    scaled (z-score them first if wanted).
+
+    ``cv``: the number of contiguous blocks of the rows (at least 2), or (train, test) index
+    splits, which must hold out contiguous rows (``check_time_ordered``). ``backend``:
+    ``"numpy"``, ``"torch"`` or ``"auto"`` (``get_backend``), with ``dtype``.
+
+    Attributes after ``fit`` (numpy float64): ``best_alphas_`` (m,), ``coef_`` (p, m),
+    ``intercept_`` (m,), ``cv_scores_`` (n_alphas, m) the mean held-out r of every alpha in
+    the increasing order of ``alphas_`` (the sorted unique grid), ``n_features_in_``.
+    """
+
+    def __init__(
+        self,
+        alphas=(1.0, 10.0, 100.0, 1000.0, 10000.0),
+        *,
+        cv=5,
+        backend: str = "numpy",
+        dtype: str | None = None,
+        target_chunk: int = DEFAULT_TARGET_CHUNK,
+    ):
+        self.alphas = alphas
+        self.cv = cv
+        self.backend = backend
+        self.dtype = dtype
+        self.target_chunk = target_chunk
+
+    _PARAMS = ("alphas", "cv", "backend", "dtype", "target_chunk")
+
+    # get_params / set_params as scikit-learn defines them (so ``sklearn.base.clone`` works),
+    # written out to keep scikit-learn's import (seconds) out of every job that plans folds.
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params):
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise BrainshapeError(f"RidgeCV has no parameter(s) {unknown}; it has {self._PARAMS}.")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"RidgeCV({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def _splits(self, n_rows: int) -> list[Split]:
+        if isinstance(self.cv, (int, np.integer)) and not isinstance(self.cv, bool):
+            if not 2 <= self.cv <= n_rows:
+                raise BrainshapeError(
+                    f"RidgeCV: cv must be between 2 and the {n_rows} rows (contiguous blocks), "
+                    f"got {self.cv}."
+                )
+            edges = np.linspace(0, n_rows, int(self.cv) + 1).round().astype(int)
+            segments = [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+            return folds_from_segments(segments)
+        splits = [(np.asarray(a), np.asarray(b)) for a, b in self.cv]
+        check_time_ordered(splits, n_rows)
+        return splits
+
+    def fit(self, X, Y):
+        """Choose the alpha of every target of ``Y`` (n, m) by CV, then refit on all rows."""
+        X, Y, squeeze = _check_xy(X, Y)
+        B = get_backend(self.backend, self.dtype)
+        alphas = check_alphas(self.alphas)
+        splits = self._splits(X.shape[0])
+        Xb = B.asarray(X)
+        cv = inner_cv_scores(B, Xb, Y, splits, alphas, int(self.target_chunk))
+        chosen = B.asarray(alphas)[best_alpha_index(B, cv)]
+        x_mean = _column_mean(B, Xb)
+        basis, rows, eig = _decompose(B, Xb - x_mean)
+        m = Y.shape[1]
+        self.coef_ = np.zeros((X.shape[1], m))
+        self.intercept_ = np.zeros(m)
+        for chunk in _chunks(m, int(self.target_chunk)):
+            Yc = B.asarray(Y[:, chunk])
+            y_mean = _column_mean(B, Yc)
+            c = basis @ ((rows.T @ (Yc - y_mean)) / (eig[:, None] + chosen[chunk][None, :]))
+            self.coef_[:, chunk] = B.to_numpy(c)
+            self.intercept_[chunk] = B.to_numpy(y_mean - x_mean @ c)
+        self.alphas_ = alphas
+        self.best_alphas_ = B.to_numpy(chosen)
+        self.cv_scores_ = B.to_numpy(cv)
+        self.n_features_in_ = X.shape[1]
+        self._squeeze = squeeze
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions (n, m) for features ``X`` (n, p); (n,) if fitted on one target vector."""
+        if not hasattr(self, "coef_"):
+            raise BrainshapeError("RidgeCV: call fit before predict or score.")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise BrainshapeError(
+                f"RidgeCV: X must have shape (n, {self.n_features_in_}), got {X.shape}."
+            )
+        pred = X @ self.coef_ + self.intercept_
+        return pred[:, 0] if self._squeeze else pred
+
+    def score(self, X, Y) -> np.ndarray:
+        """Pearson r per target between ``predict(X)`` and ``Y`` (0 for a constant column)."""
+        from brainshape.scoring import pearson
+
+        pred = self.predict(X)
+        Y = np.asarray(Y, dtype=np.float64)
+        if self._squeeze:
+            return pearson(pred[:, None], Y.reshape(-1, 1))[0]
+        return pearson(pred, Y)
+
+
+def _check_xy(X, Y) -> tuple[np.ndarray, np.ndarray, bool]:
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    squeeze = Y.ndim == 1
+    Y = Y[:, None] if squeeze else Y
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise BrainshapeError(
+            f"RidgeCV: X (n, p) and Y (n, m) must share their rows, got {X.shape} and {Y.shape}."
+        )
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y))):
+        raise BrainshapeError("RidgeCV: X or Y contains NaN or infinite values.")
+    return X, Y, squeeze
+
+
+def check_alphas(alphas) -> np.ndarray:
+    """The sorted unique alphas of a grid; a BrainshapeError unless all are positive."""
+    grid = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        raise BrainshapeError(
+            "alphas must be a non-empty list of positive numbers (encoding.alphas), "
+            f"got {alphas!r}."
+        )
+    return np.unique(grid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 
-from brainshape import features, resources
+from brainshape import features, resources, scoring
 from brainshape.errors import BrainshapeError
 from brainshape.study import Study
 
@@ -305,10 +305,12 @@ class JobSizing:
             hidden=hidden,
             delays=len(e["delays"]),
             targets=self.targets_per_subject(ds) * subjects,
+            # The pooled null cross-validates block-permuted copies beside the targets.
+            null_copies=scoring.NULL_COPIES if int(e["n_permutations"]) else 0,
             n_alphas=len(set(e["alphas"])),
             target_chunk=int(e["target_chunk"]),
             n_permutations=int(e["n_permutations"]),
-            predictions="segment_identification" in e["metrics"],
+            predictions=scoring.needs_predictions(e["metrics"]),
             segments=segments,
         )
 

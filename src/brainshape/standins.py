@@ -77,7 +77,7 @@ def story_pieces() -> list[list[str]]:
     pieces of about 500 words (about 4 minutes of speech)."""
     pieces = []
     for name in demo.DEFAULT_STORIES:
-        words = stim.story_words(demo._story_file(name))
+        words = stim.story_words(demo.story_file(name))
         ends = [i + 1 for i, w in enumerate(words) if w.rstrip("\"')").endswith((".", "?", "!"))]
         cut = min(ends, key=lambda i: abs(i - len(words) / 2))
         pieces += [words[:cut], words[cut:]]
@@ -731,7 +731,7 @@ def _split_clitics(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _alice_words(root: Path, seed: int) -> tuple[dict[str, pd.DataFrame], float]:
-    words = [w for s in ("lighthouse", "orchard") for w in stim.story_words(demo._story_file(s))]
+    words = [w for s in ("lighthouse", "orchard") for w in stim.story_words(demo.story_file(s))]
     table, duration = _timed(words, seed, "alice")
     lead = ALICE_SILENCE - table.onset.iloc[0]
     table[["onset", "offset"]] += lead

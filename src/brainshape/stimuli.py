@@ -10,7 +10,8 @@ Every reader returns a table with one row per word, in story order:
   interpolated from its neighbours.
 
 :func:`words_table` stacks the tables of many stories into the words table of a dataset
-(columns ``story``, ``word_index``, ``word``, ``onset``, ``offset``, ``aligned``). The writers
+(columns ``story``, ``word_index``, ``word``, ``onset``, ``offset``, ``aligned``);
+:func:`word_times` gives the time every later stage stamps a word with, its midpoint. The writers
 (:func:`write_gentle`, :func:`write_textgrid`, :func:`write_events`) produce files that the
 readers give back word for word and time for time; the demo dataset is written with them.
 """
@@ -195,18 +196,8 @@ def _gentle_int(entry: dict, key: str, i: int, path: Path, n_chars: int) -> int:
     return value
 
 
-def read_gentle(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a Gentle ``align.json``: one row per transcript word (columns word, onset, offset,
-    aligned; times in seconds).
-
-    ``word`` is the transcript text of the word with its attached punctuation (see
-    :func:`_word_spans`). Words Gentle did not find in the audio keep their place; their
-    onset and offset are interpolated linearly, by word position, between those of the
-    nearest aligned words before and after (words before the first or after the last aligned
-    word take that word's times), and ``aligned`` is False. Words Gentle heard but that are
-    not in the transcript (``not-found-in-transcript``) are left out.
-    """
-    path = Path(path)
+def _gentle_entries(path: Path) -> tuple[str, list[dict]]:
+    """The transcript and the word entries (those found in the transcript) of align.json."""
     _require_file(path, "Gentle alignment")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -238,44 +229,70 @@ def read_gentle(path: str | os.PathLike) -> pd.DataFrame:
     ]
     if not entries:
         raise BrainshapeError(f"{path} holds no words; {_GENTLE_FIX}")
+    return transcript, entries
 
+
+def _gentle_word(
+    entry: Any, i: int, path: Path, n_chars: int
+) -> tuple[int, int, tuple[float, float] | None]:
+    """(start, end) transcript offsets of word ``i`` and its (onset, offset) in seconds, None
+    where Gentle did not align it."""
+    if not isinstance(entry, dict):
+        raise BrainshapeError(f"{path}: word {i} is not a JSON object; {_GENTLE_FIX}")
+    for key in ("startOffset", "endOffset", "case"):
+        if key not in entry:
+            raise BrainshapeError(
+                f"{path}: word {i} ({entry.get('word')!r}) lacks '{key}'; every Gentle "
+                f"word needs 'startOffset', 'endOffset' and 'case', {_GENTLE_FIX}"
+            )
+    start = _gentle_int(entry, "startOffset", i, path, n_chars)
+    end = _gentle_int(entry, "endOffset", i, path, n_chars)
+    if end < start:
+        raise BrainshapeError(
+            f"{path}: word {i} ({entry.get('word')!r}) has transcript offsets "
+            f"{start}-{end} that overlap the word before or run backwards; {_GENTLE_FIX}"
+        )
+    if entry["case"] != "success":
+        return start, end, None
+    times = []
+    for key in ("start", "end"):
+        if key not in entry:
+            raise BrainshapeError(
+                f"{path}: word {i} ({entry.get('word')!r}) is aligned (case "
+                f"'success') but lacks '{key}'; {_GENTLE_FIX}"
+            )
+        value = entry[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        times.append(float(value) if ok else math.nan)
+    return start, end, (times[0], times[1])
+
+
+def read_gentle(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a Gentle ``align.json``: one row per transcript word (columns word, onset, offset,
+    aligned; times in seconds).
+
+    ``word`` is the transcript text of the word with its attached punctuation (see
+    :func:`_word_spans`). Words Gentle did not find in the audio keep their place; their
+    onset and offset are interpolated linearly, by word position, between those of the
+    nearest aligned words before and after (words before the first or after the last aligned
+    word take that word's times), and ``aligned`` is False. Words Gentle heard but that are
+    not in the transcript (``not-found-in-transcript``) are left out.
+    """
+    path = Path(path)
+    transcript, entries = _gentle_entries(path)
     starts, ends, onset, offset, aligned = [], [], [], [], []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise BrainshapeError(f"{path}: word {i} is not a JSON object; {_GENTLE_FIX}")
-        for key in ("startOffset", "endOffset", "case"):
-            if key not in entry:
-                raise BrainshapeError(
-                    f"{path}: word {i} ({entry.get('word')!r}) lacks '{key}'; every Gentle "
-                    f"word needs 'startOffset', 'endOffset' and 'case', {_GENTLE_FIX}"
-                )
-        start = _gentle_int(entry, "startOffset", i, path, len(transcript))
-        end = _gentle_int(entry, "endOffset", i, path, len(transcript))
-        if end < start or (starts and start < ends[-1]):
+        start, end, times = _gentle_word(entry, i, path, len(transcript))
+        if starts and start < ends[-1]:
             raise BrainshapeError(
                 f"{path}: word {i} ({entry.get('word')!r}) has transcript offsets "
                 f"{start}-{end} that overlap the word before or run backwards; {_GENTLE_FIX}"
             )
         starts.append(start)
         ends.append(end)
-        if entry["case"] == "success":
-            times = []
-            for key in ("start", "end"):
-                if key not in entry:
-                    raise BrainshapeError(
-                        f"{path}: word {i} ({entry.get('word')!r}) is aligned (case "
-                        f"'success') but lacks '{key}'; {_GENTLE_FIX}"
-                    )
-                value = entry[key]
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                times.append(float(value) if ok else math.nan)
-            onset.append(times[0])
-            offset.append(times[1])
-            aligned.append(True)
-        else:
-            onset.append(math.nan)
-            offset.append(math.nan)
-            aligned.append(False)
+        onset.append(times[0] if times else math.nan)
+        offset.append(times[1] if times else math.nan)
+        aligned.append(times is not None)
 
     aligned_arr = np.asarray(aligned, dtype=bool)
     if not aligned_arr.any():
@@ -952,13 +969,24 @@ def words_table(
     """
     if not sources:
         raise BrainshapeError("no stories to read word timings for; list the dataset's stories")
-    parts = []
+    tables = {}
     for story, path in sources.items():
         if isinstance(path, Mapping):
             options = {"tier": path["tier"]} if path["format"] == "textgrid" else {}
-            table = read_words(path["path"], path["format"], **options, **kw)
+            tables[story] = read_words(path["path"], path["format"], **options, **kw)
         else:
-            table = read_words(path, fmt, **kw)
+            tables[story] = read_words(path, fmt, **kw)
+    return stack_words(tables)
+
+
+def stack_words(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The words table of a dataset from per-story tables (``word``, ``onset``, ``offset``,
+    ``aligned`` in word order), in the order of ``tables``; see :func:`words_table`."""
+    parts = []
+    for story, table in tables.items():
+        table = table.copy()
+        if "aligned" not in table.columns:
+            table["aligned"] = True
         table.insert(0, "word_index", np.arange(len(table), dtype=np.int64))
         table.insert(0, "story", str(story))
         parts.append(table)
@@ -973,3 +1001,37 @@ def words_table(
             "aligned": bool,
         }
     )[["story", "word_index", *_TABLE_COLUMNS]]
+
+
+# --- times -------------------------------------------------------------------------------------
+
+_TIME_COLUMNS = ("story", "word_index", "onset", "offset")
+
+
+def word_times(words: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Midpoint of every word in seconds, per story, in ``word_index`` order.
+
+    ``words`` is a words table (:func:`words_table`). The middle of the word is the time its
+    features are stamped with in the encoding and shape stages (and in the demo's planted
+    signal): its hidden state reflects the whole word having been heard.
+    """
+    missing = [c for c in _TIME_COLUMNS if c not in words.columns]
+    if missing:
+        raise BrainshapeError(f"The words table lacks column(s) {missing}; rerun the words stage.")
+    times = {}
+    for story, table in words.groupby("story", sort=False):
+        table = table.sort_values("word_index")
+        if not np.array_equal(table["word_index"].to_numpy(), np.arange(len(table))):
+            raise BrainshapeError(
+                f"Words table, story {story!r}: word_index must run 0, 1, ..., n_words - 1; "
+                "rerun the words stage."
+            )
+        onset = table["onset"].to_numpy(dtype=np.float64)
+        offset = table["offset"].to_numpy(dtype=np.float64)
+        if not (np.all(np.isfinite(onset)) and np.all(np.isfinite(offset))):
+            raise BrainshapeError(
+                f"Words table, story {story!r}: onset or offset has NaN values; rerun the "
+                "words stage (unaligned words must get interpolated times)."
+            )
+        times[str(story)] = (onset + offset) / 2
+    return times

@@ -41,11 +41,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 from scipy.stats import t as student_t
-from threadpoolctl import threadpool_limits
 
 from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_parquet
+from brainshape.stimuli import word_times
+from brainshape.threads import limit_threads
 
 #: Distances between the points of a (standardised) cloud.
 METRICS = ("euclidean", "correlation")
@@ -226,15 +227,6 @@ def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray, list[
 
 
 # --- layer clouds -----------------------------------------------------------------------------
-
-
-def word_times(words: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Middle of every word in seconds, per story, in word order."""
-    out = {}
-    for story, table in words.groupby("story", sort=False):
-        table = table.sort_values("word_index")
-        out[str(story)] = ((table["onset"] + table["offset"]) / 2).to_numpy(np.float64)
-    return out
 
 
 def _resamplers(
@@ -937,7 +929,7 @@ def compute_layers(
         # One BLAS thread around the persistent homology: BLAS threads alternating with
         # giotto-ph's threads on the same cores made a demo job 3 to 20 times slower
         # (docs/benchmarks.md).
-        with threadpool_limits(1, user_api="blas"):
+        with limit_threads(1, blas_only=True):
             cloud = prepare(layer_cloud(features, resamplers, layer), metric, components)
         save_diagrams(
             Path(out_dir) / f"layer-{layer}.npz",

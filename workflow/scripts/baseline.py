@@ -1,16 +1,16 @@
-from pathlib import Path
-
 import pandas as pd
 
-from brainshape import baselines, encoding, ridge, runner
+from brainshape import baselines, encoding, runner
 from brainshape.io import save_parquet
+from brainshape.subjects import read_subjects
+from brainshape.threads import limit_threads
 
 
 def main(job):
     p = job.params.settings
     words = pd.read_parquet(job.input.words)
-    subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input.fmri}
-    with ridge.limit_threads(job.threads):
+    subjects = read_subjects(job.input.fmri)
+    with limit_threads(job.threads):
         table = baselines.encode_baseline(
             words, subjects, p["baseline"], **encoding.variant_options(p)
         )

@@ -1,12 +1,12 @@
 import logging
-from pathlib import Path
 
-from brainshape import baselines, encoding, runner
+from brainshape import baselines, runner
 from brainshape.io import save_parquet
+from brainshape.subjects import read_subjects
 
 
 def main(job):
-    subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input}
+    subjects = read_subjects(job.input)
     table = baselines.inter_subject_ceiling(subjects)
     lonely = table.attrs.get("without_ceiling")
     if lonely:

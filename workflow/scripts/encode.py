@@ -1,19 +1,17 @@
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-from brainshape import encoding, ridge, runner
+from brainshape import encoding, features, runner
 from brainshape.io import save_parquet
+from brainshape.subjects import read_subjects
+from brainshape.threads import limit_threads
 
 
 def main(job):
     p = job.params.settings
     words = pd.read_parquet(job.input.words)
-    features_dir = Path(job.input.features)
-    feats = {s: np.load(features_dir / f"{s}.npy", mmap_mode="r") for s in p["stories"]}
-    subjects = {Path(d).name.removeprefix("sub-"): encoding.load_subject(d) for d in job.input.fmri}
-    with ridge.limit_threads(job.threads):
+    feats = features.read_features(job.input.features, p["stories"])
+    subjects = read_subjects(job.input.fmri)
+    with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
     table.insert(0, "model", job.wildcards.model)

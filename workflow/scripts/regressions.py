@@ -1,8 +1,8 @@
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from brainshape import regressions, runner
 from brainshape.io import save_parquet
+from brainshape.threads import limit_threads
 
 
 def main(job):
@@ -24,7 +24,7 @@ def main(job):
         kinds=kinds,
         params=regressions.parameter_counts(p["registry"], p["model_dirs"]),
     )
-    with threadpool_limits(job.threads):
+    with limit_threads(job.threads):
         table = regressions.run_regressions(
             obs,
             p["feature_sets"],

@@ -1,11 +1,10 @@
-from threadpoolctl import threadpool_limits
-
 from brainshape import runner, topology
+from brainshape.threads import limit_threads
 
 
 def main(job):
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
-    with threadpool_limits(job.threads):
+    with limit_threads(job.threads):
         topology.compute_brain(
             list(job.input.fmri),
             job.input.time_base,

@@ -1,19 +1,15 @@
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
-from brainshape import runner, topology
+from brainshape import features, runner, topology
 from brainshape.io import save_parquet
+from brainshape.threads import limit_threads
 
 
 def main(job):
     p = dict(job.params.settings)
-    features_dir = Path(job.input.features)
-    feats = {s: np.load(features_dir / f"{s}.npy", mmap_mode="r") for s in p.pop("stories")}
+    feats = features.read_features(job.input.features, p.pop("stories"))
     words = pd.read_parquet(job.input.words)
-    with threadpool_limits(job.threads):
+    with limit_threads(job.threads):
         table = topology.pair_variant(
             job.input.layers, job.input.brain, feats, words, job.input.time_base, **p
         )
