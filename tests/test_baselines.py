@@ -107,9 +107,10 @@ def test_inter_subject_ceiling_matches_the_shared_signal_theory():
         Y = shared + math.sqrt(v) * rng.standard_normal((n, 2))
         data = {s: Y[j * n // 4 : (j + 1) * n // 4] for j, s in enumerate(STORIES)}
         subjects[str(i)] = SubjectData(data=data, targets=TARGETS.copy(), runs=runs)
-    lonely_runs = {s: dict(r, n_trs=r["n_trs"] + 1) for s, r in runs.items()}
-    lonely = {s: np.vstack([a, np.zeros((1, 2))]) for s, a in subjects["0"].data.items()}
-    subjects["9"] = SubjectData(data=lonely, targets=TARGETS.copy(), runs=lonely_runs)
+    # A subject whose only story nobody else heard has no one to be compared with.
+    lonely = {"solo": np.random.default_rng(9).standard_normal((50, 2))}
+    solo = {"solo": {"n_trs": 54, "trim_start": 2, "trim_end": 2, "tr": TR}}
+    subjects["9"] = SubjectData(data=lonely, targets=TARGETS.copy(), runs=solo)
 
     table = inter_subject_ceiling(subjects)
     expected = 1 / math.sqrt((1 + v) * (1 + v / (k - 1)))
@@ -128,9 +129,39 @@ def test_inter_subject_ceiling_matches_the_shared_signal_theory():
         1 / math.sqrt(1 + v), abs=0.03
     )
     assert (pooled["n_others"] == k - 1).all()
-    # A subject whose runs differ from everyone else's has no one to be compared with.
+    assert (pooled.loc[pooled.target == 0, "source"] == "subjects").all()
     assert table.loc[table.subject == "9", "ceiling"].isna().all()
-    assert table.attrs["without_ceiling"] == ["sub-9"]
+    assert table.attrs["without_ceiling"] == {
+        "sub-9": "nobody else heard its stories (solo) with the same TR"
+    }
+
+
+def test_ceiling_pools_runs_of_other_lengths_and_masks_that_differ_at_the_edges():
+    """Real subjects' runs differ by a volume or two and their masks at the edges: the
+    ceiling compares them on the volumes and voxels they share."""
+    rng = np.random.default_rng(4)
+    n, k = 300, 4
+    shared = rng.standard_normal((n + 4, 6))  # six voxels' shared signal, word clock rows
+    targets = pd.DataFrame(
+        {"target": np.arange(6), "roi": "A", "hemisphere": "L", "n_voxels": 1,
+         "i": np.arange(6), "j": 0, "k": 0, "x": np.arange(6) * 3.0, "y": 0.0, "z": 0.0}
+    )  # fmt: skip
+    subjects = {}
+    for s in range(k):
+        start = s % 2  # every other subject's run starts one volume later
+        length = n - s  # and runs shorter
+        keep = np.arange(6) if s else np.arange(5)  # subject 0's mask lacks the last voxel
+        data = shared[start : start + length][:, keep] + rng.standard_normal((length, len(keep)))
+        run = {"n_trs": length + 4, "trim_start": 2, "trim_end": 2, "tr": TR,
+               "offset": start * TR}  # fmt: skip
+        table = targets.iloc[keep].reset_index(drop=True).assign(target=np.arange(len(keep)))
+        subjects[str(s)] = SubjectData(data={"a": data}, targets=table, runs={"a": run})
+    table = inter_subject_ceiling(subjects)
+    assert np.isfinite(table["ceiling"]).all() and not table.attrs["without_ceiling"]
+    # One shared signal with noise of the same variance: r with the signal is 1 / sqrt(2).
+    assert table["ceiling"].mean() == pytest.approx(1 / math.sqrt(2), abs=0.03)
+    assert table["ceiling"].to_numpy() == pytest.approx(1 / math.sqrt(2), abs=0.1)
+    assert table.loc[table.subject == "0", "target"].tolist() == list(range(5))
 
 
 def test_word_rate_explains_the_signal_and_the_table_shows_the_model_adds_nothing():

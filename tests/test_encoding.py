@@ -257,7 +257,11 @@ def test_encode_variant_mismatch_errors():
 
     two = {k: v for k, v in sub.runs.items() if k in ("a", "b")}
     few = {"02": SubjectData({k: sub.data[k] for k in two}, sub.targets, two)}
-    with pytest.raises(BrainshapeError, match=r"sub-02 has fMRI for 2 stories .* at least 3"):
+    with pytest.raises(
+        BrainshapeError,
+        match=r"sub-02: 2 stories; cross-validated brainscores need at least 3 with "
+        r"encoding.folds: stories",
+    ):
         run(s=few)
 
 
@@ -273,8 +277,9 @@ def test_encode_variant_refuses_a_run_shorter_than_its_story():
     assert end > (n_trs - 5) * TR  # the planted words reach into the cut volumes
     with pytest.raises(
         BrainshapeError,
-        match=rf"story b, sub-02: the words run to {end:.1f} s but the BOLD run has "
-        rf"{n_trs - 5} volumes \({(n_trs - 5) * TR:.1f} s at TR {TR:g} s\)",
+        match=rf"story b, sub-02: the words run to {end:.1f} s but the BOLD run covers word "
+        rf"time up to {(n_trs - 5) * TR:.1f} s \({n_trs - 5} volumes at TR {TR:g} s from "
+        r"offset 0 s\)",
     ):
         encode_variant(words, features, cut, alphas=ALPHAS)
 

@@ -52,8 +52,8 @@ def test_baselines_and_ceiling_are_per_dataset_jobs(tmp_path):
     planned = jobs(tmp_path)
     outputs = {o for j in planned for o in j.get("output", [])}
     assert {
-        "results/demo/baselines/word_rate.parquet",
-        "results/demo/baselines/word_length_position.parquet",
+        "results/demo/baselines/word_rate/g1.parquet",
+        "results/demo/baselines/word_length_position/g1.parquet",
         "results/demo/ceiling.parquet",
     } <= outputs
     (brainscores,) = [j for j in planned if j["rule"] == "brainscores"]

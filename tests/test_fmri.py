@@ -114,7 +114,10 @@ def target_map(tmp_path, affine, mode="roi_mean", rois=None):
     ref = nib.Nifti1Image(np.zeros(SHAPE, dtype=np.uint8), affine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fmri.atlas_targets(image, labels, ref, brain_mask(SHAPE), rois=rois, mode=mode)
+        # This small grid's atlas reaches past its brain mask by design: no coverage check.
+        return fmri.atlas_targets(
+            image, labels, ref, brain_mask(SHAPE), rois=rois, mode=mode, min_coverage=0.0
+        )
 
 
 def corr(a, b):
@@ -201,7 +204,12 @@ def test_voxel_mode_matches_least_squares_reference(tmp_path):
     tmap = target_map(tmp_path, affine, mode="voxels")
     xyz = world(SHAPE, affine)
     label = atlas_labels(xyz)
-    assert list(tmap.targets.columns) == ["target", "roi", "hemisphere", "n_voxels", "i", "j", "k"]
+    assert list(tmap.targets.columns) == [
+        "target", "roi", "hemisphere", "n_voxels", "i", "j", "k", "x", "y", "z",
+    ]  # fmt: skip
+    # World coordinates (mm) of each voxel, for matching voxels across subjects' grids.
+    coords = tmap.targets[["i", "j", "k"]].to_numpy() @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(tmap.targets[["x", "y", "z"]].to_numpy(), coords, atol=1e-3)
     assert (tmap.targets.n_voxels == 1).all()
     ijk = tmap.targets[["i", "j", "k"]].to_numpy()
     assert brain_mask(SHAPE)[tuple(ijk.T)].all()
@@ -282,14 +290,16 @@ def test_preprocess_subject_writes_contract_layout(tmp_path):
     out = tmp_path / "results" / "sub-01"
     run_subject(tmp_path, "01", out)
     assert sorted(p.name for p in out.iterdir()) == [
+        ".manifest.json",
         "a.npy",
         "b.npy",
         "runs.json",
         "targets.parquet",
     ]
+    clock = {"offset": 0.0, "removed_end": 0, "split": "train"}
     assert json.loads((out / "runs.json").read_text()) == {
-        "a": {"n_trs": 50, "trim_start": 2, "trim_end": 1, "tr": 2.0},
-        "b": {"n_trs": 40, "trim_start": 2, "trim_end": 1, "tr": 2.0},
+        "a": {"n_trs": 50, "trim_start": 2, "trim_end": 1, "tr": 2.0, **clock},
+        "b": {"n_trs": 40, "trim_start": 2, "trim_end": 1, "tr": 2.0, **clock},
     }
     targets = pd.read_parquet(out / "targets.parquet")
     assert targets.dtypes.astype(str).tolist()[::3] == ["int64", "int64"]  # target, n_voxels
@@ -297,8 +307,11 @@ def test_preprocess_subject_writes_contract_layout(tmp_path):
     assert b.dtype == np.float32 and b.shape == (37, 5)
     assert corr(b[:, 3], planted["b"][("B", "R")][2:39]) > 0.9
 
-    # A given TR overrides the header; a header without TR needs one.
-    run_subject(tmp_path, "01", out, t_r=1.5)
+    # A given TR that disagrees with the header is refused, unless it is declared to win over
+    # a wrong header; a header without TR needs one.
+    with pytest.raises(BrainshapeError, match=r"its header says TR 2 s but the config \(or runs "):
+        run_subject(tmp_path, "01", out, t_r=1.5)
+    run_subject(tmp_path, "01", out, t_r=1.5, tr_overrides_header=True)
     assert json.loads((out / "runs.json").read_text())["a"]["tr"] == 1.5
     paths = fmri.bids_paths(tmp_path / "fmriprep", "01", "b", SPACE)
     save_bold(paths.bold, nib.load(paths.bold).get_fdata(), affine, tr=0.0)

@@ -26,8 +26,8 @@ REFERENCE = REPO / "tests" / "data" / "demo_reference"
 TABLES = (
     "words.parquet",
     "ceiling.parquet",
-    "baselines/word_rate.parquet",
-    "baselines/word_length_position.parquet",
+    "baselines/word_rate/g1.parquet",
+    "baselines/word_length_position/g1.parquet",
     "brainscores.parquet",
     "topology.parquet",
     "regressions.parquet",

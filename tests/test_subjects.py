@@ -35,10 +35,11 @@ def test_subject_folder_round_trip_and_errors(tmp_path):
     directory = tmp_path / "fmri" / "sub-01"
     subjects.write_subject(directory, sub.targets, sub)
     assert sorted(p.name for p in directory.iterdir()) == [
-        "a.npy", "b.npy", "c.npy", "runs.json", "targets.parquet",
+        ".manifest.json", "a.npy", "b.npy", "c.npy", "runs.json", "targets.parquet",
     ]  # fmt: skip
     loaded = subjects.read_subject(directory)
-    assert loaded.runs == sub.runs
+    # The reader gives every run its clock: the defaults where the writer was given none.
+    assert loaded.runs == {s: {**r, **subjects.RUN_DEFAULTS} for s, r in sub.runs.items()}
     pd.testing.assert_frame_equal(loaded.targets, sub.targets)
     for story in sub.runs:
         np.testing.assert_array_equal(loaded.data[story], sub.data[story])

@@ -81,8 +81,8 @@ def brainscores(
         out = out.merge(found, on=KEYS, how="left")
     if ceiling is not None:
         out = _with_ceiling(out, ceiling)
-    for t in baselines:
-        out = _with_baseline(out, t)
+    if baselines:
+        out = _with_baselines(out, baselines)
     untrained = out.loc[out["variant"] == "untrained", ["model", "layer", *_SITE, "score"]]
     untrained = untrained.rename(columns={"score": "score_untrained"})
     out = out.merge(untrained, on=["model", "layer", *_SITE], how="left")
@@ -127,8 +127,13 @@ def _with_ceiling(out: pd.DataFrame, ceiling) -> pd.DataFrame:
     return out
 
 
-def _with_baseline(out: pd.DataFrame, table) -> pd.DataFrame:
-    base = _read(table, "baseline table", ["baseline", *_SITE, "score"])
+def _with_baselines(out: pd.DataFrame, tables) -> pd.DataFrame:
+    """``score_<baseline>`` and ``excess_<baseline>`` from the baseline tables (one per
+    baseline and subject group)."""
+    base = pd.concat(
+        [_read(t, "baseline table", ["baseline", *_SITE, "score"]) for t in tables],
+        ignore_index=True,
+    )
     for name, rows in base.groupby("baseline", sort=True):
         mean = rows.groupby(_SITE, observed=True)["score"].mean().rename(f"score_{name}")
         out = out.merge(mean.reset_index(), on=_SITE, how="left")

@@ -10,13 +10,9 @@ words table alone:
 - ``word_length_position``: the word-rate feature plus the word's length in letters and its
   position in its sentence (words since the last ``.``, ``!`` or ``?``, starting at 0).
 
-The noise ceiling (``inter_subject_ceiling``) predicts each subject from the mean of the other
-subjects who heard the same stories (``isc``). The mean of k - 1 others is itself noisy, so
-``isc`` understates what a model of the shared signal could reach; under the usual model
-(one shared signal plus independent noise of equal variance in every subject) that reachable
-correlation is ``ceiling = sqrt(a)`` with ``a`` the positive root of
-``(k - 1) a^2 - isc^2 (k - 2) a - isc^2 = 0`` (for k = 2: ``sqrt(isc)``, the classic
-split-half correction).
+The noise ceiling (``inter_subject_ceiling``) predicts each subject, story by story, from the
+mean of the other subjects who heard the story (``isc``), and corrects for the noise left in
+that mean (:mod:`brainshape.ceilings`).
 """
 
 from __future__ import annotations
@@ -27,10 +23,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainshape import scoring
+from brainshape.ceilings import single_subject_ceiling
 from brainshape.encoding import check_subject, encode_variant
 from brainshape.errors import BrainshapeError
-from brainshape.subjects import RUN_KEYS, SubjectData, subject_label
+from brainshape.subjects import SubjectData, subject_label
 
 BASELINES = ("word_rate", "word_length_position")
 
@@ -82,71 +78,144 @@ def encode_baseline(
 
 
 def inter_subject_ceiling(subjects: Mapping[str, SubjectData]) -> pd.DataFrame:
-    """Per subject and target, r between the subject and the mean of the others, and the
-    ceiling it implies for a model of one subject (``single_subject_ceiling``).
+    """Per subject and target, r between the subject and the mean of the others who heard the
+    same stories, and the ceiling it implies for a model of one subject
+    (:func:`ceilings.single_subject_ceiling`).
 
-    Subjects are pooled when they heard the same stories with the same runs and have the same
-    targets (same ``roi`` and ``hemisphere`` per column, and the same voxels where the targets
-    table lists ``i, j, k``). The kept volumes of all stories are concatenated in story order.
-    A subject with nobody to compare with gets NaN. Returns columns ``subject``, ``target``,
-    ``roi``, ``hemisphere``, ``isc``, ``ceiling`` (float64) and ``n_others`` (int64).
+    Computed story by story over the subjects who heard it, then pooled over the stories each
+    subject shares with anyone (the moments of the r are summed). Volumes are matched on the
+    word clock (``offset``, trimming and TR of each run), so runs one or two volumes longer or
+    shorter still line up; subjects whose TR differs are not compared. Targets are matched by
+    ``roi`` and ``hemisphere`` (ROI means) or by voxel position (world ``x, y, z`` in mm where
+    the targets table has them, else grid ``i, j, k``), so masks that differ at the edges leave
+    the voxels they share; each voxel is compared with the mean of the others that have it.
+    Responses in a subject's own column order (``column``) are not comparable across subjects.
+    Where a subject has no inter-subject ceiling but its targets table carries a ceiling from
+    repeats (``repeat_ceiling``), that one is used. Returns columns ``subject``, ``target``,
+    ``roi``, ``hemisphere``, ``isc``, ``ceiling`` (float64), ``n_others`` (int64, others per
+    volume, averaged and rounded) and ``source`` (``subjects``, ``repeats`` or empty);
+    ``table.attrs["without_ceiling"]`` maps each subject without a ceiling to the reason.
     """
     if not subjects:
         raise BrainshapeError("No subjects for the noise ceiling; check the fMRI inputs.")
-    groups: dict[tuple, list[str]] = {}
     for sub, data in subjects.items():
         check_subject(sub, data)
-        columns = [c for c in ("roi", "hemisphere", "i", "j", "k") if c in data.targets]
-        runs = tuple((s, *(data.runs[s][k] for k in RUN_KEYS)) for s in sorted(data.runs))
-        key = (runs, tuple(map(tuple, data.targets[columns].astype(str).to_numpy())))
-        groups.setdefault(key, []).append(sub)
-    tables = []
-    for subs in groups.values():
-        stories = sorted(subjects[subs[0]].runs)
-        stacked = np.stack(
-            [
-                np.concatenate([subjects[s].data[story] for story in stories]).astype(np.float64)
-                for s in subs
-            ]
-        )  # (n_subjects, n_trs, n_targets)
-        total = stacked.sum(axis=0)
-        for k, sub in enumerate(subs):
-            if len(subs) < 2:
-                isc = np.full(stacked.shape[2], np.nan)
-            else:
-                others = (total - stacked[k]) / (len(subs) - 1)
-                isc = scoring.pearson(stacked[k], others)
-            targets = subjects[sub].targets
-            tables.append(
-                pd.DataFrame(
-                    {
-                        "subject": str(sub),
-                        "target": targets["target"].to_numpy(dtype=np.int64),
-                        "roi": targets["roi"].to_numpy(),
-                        "hemisphere": targets["hemisphere"].to_numpy(),
-                        "isc": isc,
-                        "ceiling": single_subject_ceiling(isc, len(subs)),
-                        "n_others": np.int64(len(subs) - 1),
-                    }
-                )
-            )
-    lonely = [subject_label(s) for subs in groups.values() if len(subs) == 1 for s in subs]
+    keys = {sub: _target_keys(data.targets) for sub, data in subjects.items()}
+    moments = {sub: np.zeros((7, len(data.targets))) for sub, data in subjects.items()}
+    shared: dict[str, list[str]] = {sub: [] for sub in subjects}
+    stories = sorted({story for data in subjects.values() for story in data.runs})
+    for story in stories:
+        holders = [s for s in subjects if story in subjects[s].runs and keys[s] is not None]
+        for group in _same_tr(subjects, holders, story):
+            _add_story(subjects, keys, moments, group, story)
+            for sub in group:
+                shared[sub].append(story)
+    tables, reasons = [], {}
+    for sub, data in subjects.items():
+        frame, reason = _ceiling_rows(sub, data, moments[sub], keys[sub], shared[sub])
+        tables.append(frame)
+        if reason:
+            reasons[subject_label(sub)] = reason
     table = pd.concat(tables, ignore_index=True)
-    table.attrs["without_ceiling"] = lonely
+    table.attrs["without_ceiling"] = reasons
     return table.sort_values(["subject", "target"], ignore_index=True)
 
 
-def single_subject_ceiling(isc: np.ndarray, n_subjects: int) -> np.ndarray:
-    """The r a perfect model of the shared signal reaches in one subject, from ``isc``.
+def _target_keys(targets: pd.DataFrame) -> np.ndarray | None:
+    """What identifies each target across subjects, as strings; None if nothing does."""
+    if "x" in targets and targets["n_voxels"].eq(1).all() and "i" in targets:
+        columns = ["x", "y", "z"]
+        values = targets[columns].to_numpy(dtype=np.float64).round(1).astype(str)
+    elif "i" in targets:
+        values = targets[["i", "j", "k"]].astype(str).to_numpy()
+    elif "column" in targets:
+        return None
+    else:
+        values = targets[["roi", "hemisphere"]].astype(str).to_numpy()
+    return np.array(["|".join(v) for v in values])
 
-    ``isc`` is the r of a subject with the mean of the other ``n_subjects - 1``; NaN where it
-    is not positive (no shared signal to speak of) or there are fewer than 2 subjects.
-    """
-    isc = np.asarray(isc, dtype=np.float64)
-    k = n_subjects
-    if k < 2:
-        return np.full(isc.shape, np.nan)
-    c2 = isc**2
-    a = (c2 * (k - 2) + np.sqrt(c2**2 * (k - 2) ** 2 + 4 * (k - 1) * c2)) / (2 * (k - 1))
-    with np.errstate(invalid="ignore"):
-        return np.where(isc > 0, np.sqrt(a), np.nan)
+
+def _same_tr(subjects, holders: list[str], story: str) -> list[list[str]]:
+    """The story's holders grouped by TR (only subjects scanned alike are compared); groups
+    of one are dropped."""
+    by_tr: dict[float, list[str]] = {}
+    for sub in holders:
+        by_tr.setdefault(round(float(subjects[sub].runs[story]["tr"]), 3), []).append(sub)
+    return [group for group in by_tr.values() if len(group) > 1]
+
+
+def _add_story(subjects, keys, moments, group: list[str], story: str) -> None:
+    """Add one story's sums (x, y, x^2, y^2, x y, count, others) of each subject of ``group``
+    against the mean of the others, volumes matched on the word clock."""
+    tr = float(subjects[group[0]].runs[story]["tr"])
+    starts = {}
+    for sub in group:
+        run = subjects[sub].runs[story]
+        first = run.get("offset", 0.0) + (run["trim_start"] + 0.5) * tr
+        starts[sub] = first
+    origin = min(starts.values())
+    rows = {s: int(round((starts[s] - origin) / tr)) for s in group}
+    n_rows = max(rows[s] + len(subjects[s].data[story]) for s in group)
+    union, index = np.unique(np.concatenate([keys[s] for s in group]), return_inverse=True)
+    columns, at = {}, 0
+    for sub in group:
+        columns[sub] = index[at : at + len(keys[sub])]
+        at += len(keys[sub])
+    total = np.zeros((n_rows, len(union)))
+    count = np.zeros((n_rows, len(union)), dtype=np.int32)
+    for sub in group:
+        x = np.asarray(subjects[sub].data[story], dtype=np.float64)
+        span = slice(rows[sub], rows[sub] + len(x))
+        total[span, columns[sub]] += x
+        count[span, columns[sub]] += 1
+    for sub in group:
+        x = np.asarray(subjects[sub].data[story], dtype=np.float64)
+        span = slice(rows[sub], rows[sub] + len(x))
+        others = count[span][:, columns[sub]] - 1
+        valid = others > 0
+        y = np.where(valid, (total[span][:, columns[sub]] - x) / np.maximum(others, 1), 0.0)
+        x = np.where(valid, x, 0.0)
+        m = moments[sub]
+        for k, value in enumerate((x, y, x * x, y * y, x * y, valid, others * valid)):
+            m[k] += value.sum(axis=0)
+
+
+def _ceiling_rows(sub, data: SubjectData, m: np.ndarray, keys, shared: list[str]):
+    """The ceiling table's rows of one subject, and why it has no ceiling (or '')."""
+    sx, sy, sxx, syy, sxy, n, others = m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sxy - sx * sy / n
+        isc = cov / np.sqrt((sxx - sx**2 / n) * (syy - sy**2 / n))
+        isc = np.where(n >= 3, np.clip(isc, -1.0, 1.0), np.nan)
+        k = np.where(n > 0, others / np.maximum(n, 1), 0.0)
+    ceiling = single_subject_ceiling(isc, k + 1)
+    source = np.where(np.isfinite(ceiling), "subjects", "")
+    repeats = data.targets.get("repeat_ceiling")
+    if repeats is not None:
+        use = ~np.isfinite(ceiling) & np.isfinite(repeats.to_numpy(dtype=np.float64))
+        ceiling = np.where(use, repeats.to_numpy(dtype=np.float64), ceiling)
+        source = np.where(use, "repeats", source)
+    reason = ""
+    if not np.isfinite(ceiling).any():
+        if keys is None:
+            reason = ("responses in the subject's own column order: no target is comparable "
+                      "across subjects, and no repeats give a ceiling")  # fmt: skip
+        elif not shared:
+            heard = ", ".join(sorted(data.runs))
+            reason = f"nobody else heard its stories ({heard}) with the same TR"
+        else:
+            reason = "no target in common with the others who heard its stories"
+    targets = data.targets
+    frame = pd.DataFrame(
+        {
+            "subject": str(sub),
+            "target": targets["target"].to_numpy(dtype=np.int64),
+            "roi": targets["roi"].to_numpy(),
+            "hemisphere": targets["hemisphere"].to_numpy(),
+            "isc": isc.astype(np.float64),
+            "ceiling": np.asarray(ceiling, dtype=np.float64),
+            "n_others": np.rint(k).astype(np.int64),
+            "source": source.astype(str),
+        }
+    )
+    return frame, reason

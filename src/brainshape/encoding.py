@@ -35,7 +35,7 @@ import pandas as pd
 from brainshape import ridge, scoring
 from brainshape.errors import BrainshapeError
 from brainshape.stimuli import word_times
-from brainshape.subjects import RUN_KEYS, SubjectData, subject_label
+from brainshape.subjects import ALL_RUN_KEYS, RUN_DEFAULTS, SubjectData, subject_label
 
 DEFAULT_DELAYS = (1, 2, 3, 4)
 DEFAULT_ALPHAS = np.logspace(0, 6, 13)
@@ -213,14 +213,9 @@ def _check_options(options: EncodeOptions) -> EncodeOptions:
 
 
 def check_subject(sub: str, subject: SubjectData) -> None:
-    """Raise a BrainshapeError unless ``subject`` is consistent and has at least 3 stories."""
-    label = subject_label(sub)
-    subject.check(label)
-    if len(subject.runs) < 3:
-        raise BrainshapeError(
-            f"{label} has fMRI for {len(subject.runs)} stories ({sorted(subject.runs)}); "
-            "cross-validated brainscores need at least 3. Use more stories."
-        )
+    """Raise a BrainshapeError unless ``subject``'s folder is consistent (how many stories
+    cross-validation needs depends on the folds: :func:`segments_of`)."""
+    subject.check(subject_label(sub))
 
 
 def _check_features(
@@ -262,6 +257,9 @@ def _validate(
     times = word_times(words)
     for sub in subjects:
         check_subject(sub, subjects[sub])
+        for run in subjects[sub].runs.values():
+            for key, value in RUN_DEFAULTS.items():
+                run.setdefault(key, value)
     shape = None
     stories = sorted({story for sub in subjects for story in subjects[sub].runs})
     for story in stories:
@@ -282,18 +280,19 @@ def _validate(
 
 
 def _check_scan_covers_words(words: pd.DataFrame, subjects: Mapping[str, SubjectData]) -> None:
-    # A run shorter than its story means the wrong BOLD file or a wrong TR, not a detail to
+    # A run shorter than its story means the wrong BOLD file, TR or offset, not a detail to
     # paper over by dropping words.
     story_end = words.groupby("story")["offset"].max()
     for sub in subjects:
         for story, run in subjects[sub].runs.items():
-            scan_end = run["n_trs"] * run["tr"]
+            scan_end = run["offset"] + (run["n_trs"] + run["removed_end"]) * run["tr"]
             if story_end[story] > scan_end + 1e-6:
                 raise BrainshapeError(
                     f"story {story}, {subject_label(sub)}: the words run to "
-                    f"{story_end[story]:.1f} s but the BOLD run has {run['n_trs']} volumes "
-                    f"({scan_end:.1f} s at TR {run['tr']:g} s); check that this is the right "
-                    "BOLD file and TR for the story."
+                    f"{story_end[story]:.1f} s but the BOLD run covers word time up to "
+                    f"{scan_end:.1f} s ({run['n_trs']} volumes at TR {run['tr']:g} s from offset "
+                    f"{run['offset']:g} s); check that this is the right BOLD file, TR and offset "
+                    "for the story."
                 )
 
 
@@ -304,7 +303,8 @@ def _check_scan_covers_words(words: pd.DataFrame, subjects: Mapping[str, Subject
 class Group:
     """Subjects who heard the same stories with the same runs: one design serves them all.
 
-    ``runs``: per story (sorted) ``{"story", "n_trs", "trim_start", "trim_end", "tr"}``;
+    ``runs``: per story (sorted) ``{"story", "n_trs", "trim_start", "trim_end", "tr",
+    "offset", "removed_end", "split"}``;
     ``resamplers``: the Lanczos weights (n_trs, n_words) of each run; ``Y`` (n_kept, m +
     copies): the stacked targets of ``subjects`` (``widths`` are the column offsets of each
     subject) followed by the null's copies; ``m`` the number of real targets; ``segments``:
@@ -318,6 +318,7 @@ class Group:
     m: int
     widths: np.ndarray
     segments: list[np.ndarray]
+    test: list[int] | None = None
 
 
 def _groups(
@@ -327,34 +328,78 @@ def _groups(
     keys: dict[tuple, list[str]] = {}
     for sub in subjects:
         runs = subjects[sub].runs
-        key = tuple((story, *(runs[story][k] for k in RUN_KEYS)) for story in sorted(runs))
+        key = tuple((story, *(runs[story][k] for k in ALL_RUN_KEYS)) for story in sorted(runs))
         keys.setdefault(key, []).append(sub)
     groups = []
     for key, subs in keys.items():
-        run_list = [dict(zip(("story", *RUN_KEYS), entry, strict=True)) for entry in key]
+        run_list = [dict(zip(("story", *ALL_RUN_KEYS), entry, strict=True)) for entry in key]
         resamplers = [
-            lanczos_matrix(times[r["story"]], tr_times(r["n_trs"], r["tr"]), window=options.window)
-            for r in run_list
+            lanczos_matrix(times[r["story"]], run_times(r), window=options.window) for r in run_list
         ]
-        lengths = [r["n_trs"] - r["trim_start"] - r["trim_end"] for r in run_list]
-        blocks = options.n_blocks if options.folds == "blocks" else None
-        segments = ridge.contiguous_folds(lengths, blocks)
-        if options.folds == "stories" and len(segments) < 3:
-            raise BrainshapeError(
-                f"{', '.join(subject_label(s) for s in subs)}: {len(segments)} stories; "
-                "cross-validated brainscores need at least 3. Use more stories."
-            )
+        labels = ", ".join(subject_label(s) for s in subs)
+        segments, test = segments_of(run_list, options, labels)
         shortest = min(len(s) for s in segments)
         if options.n_permutations and shortest <= options.permutation_block:
             raise BrainshapeError(
-                f"{', '.join(subject_label(s) for s in subs)}: a held-out fold of {shortest} TRs "
-                f"is one block of encoding.permutation_block = {options.permutation_block} TRs, "
-                "so permuting blocks cannot change it; lower permutation_block."
+                f"{labels}: a held-out fold of {shortest} TRs is one block of "
+                f"encoding.permutation_block = {options.permutation_block} TRs, so permuting "
+                "blocks cannot change it; lower permutation_block."
             )
         Y, m = _stacked_targets(subjects, subs, run_list, segments, options)
         widths = np.cumsum([0] + [len(subjects[sub].targets) for sub in subs])
-        groups.append(Group(subs, run_list, resamplers, Y, m, widths, segments))
+        groups.append(Group(subs, run_list, resamplers, Y, m, widths, segments, test))
     return groups
+
+
+def run_times(run: Mapping) -> np.ndarray:
+    """Word-clock times (s) of the volumes of one run: ``offset + tr_times(n_trs, tr)``."""
+    return float(run.get("offset", 0.0)) + tr_times(run["n_trs"], run["tr"])
+
+
+def segments_of(
+    runs: Sequence[Mapping], options: EncodeOptions, labels: str
+) -> tuple[list[np.ndarray], list[int] | None]:
+    """The held-out segments (rows of the concatenated kept volumes) of one group's runs, and
+    which of them form a fixed test set (None: every segment is held out in turn).
+
+    ``folds: stories``: one segment per run, at least 3 (one scored, two to choose alphas);
+    ``folds: blocks``: ``n_blocks`` contiguous blocks, so a single story will do. Runs whose
+    ``split`` is ``test`` (a dataset's fixed test story) are the test segments; the folds are
+    then cut from the other runs only, which train.
+    """
+    lengths = [r["n_trs"] - r["trim_start"] - r["trim_end"] for r in runs]
+    is_test = [r["split"] == "test" for r in runs]
+    blocks = options.n_blocks if options.folds == "blocks" else None
+    if not any(is_test):
+        if blocks is None and len(runs) < 3:
+            raise BrainshapeError(
+                f"{labels}: {len(runs)} stories; cross-validated brainscores need at least 3 "
+                "with encoding.folds: stories. Use more stories, or encoding.folds: blocks."
+            )
+        return ridge.contiguous_folds(lengths, blocks), None
+    if all(is_test):
+        raise BrainshapeError(
+            f"{labels}: every story is a test story (split: test); nothing is left to train on"
+        )
+    # Runs keep their order in time; train and test segments interleave as the runs do.
+    starts = np.cumsum([0, *lengths])
+    segments, test = [], []
+    train_runs = [i for i, t in enumerate(is_test) if not t]
+    train_rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in train_runs])
+    for cut in ridge.contiguous_folds([len(train_rows)], blocks) if blocks else []:
+        segments.append(train_rows[cut])
+    if blocks is None:
+        segments += [np.arange(starts[i], starts[i + 1]) for i in train_runs]
+    for i, flag in enumerate(is_test):
+        if flag:
+            test.append(len(segments))
+            segments.append(np.arange(starts[i], starts[i + 1]))
+    if len(segments) - len(test) < 2:
+        raise BrainshapeError(
+            f"{labels}: {len(segments) - len(test)} training stor(ies) beside the test story; "
+            "choosing alphas needs at least 2: use more stories, or encoding.folds: blocks"
+        )
+    return segments, test
 
 
 def _stacked_targets(subjects, subs, run_list, segments, options) -> tuple[np.ndarray, int]:
@@ -400,6 +445,7 @@ def _solve(
         permutation_block=options.permutation_block,
         seed=options.seed,
         keep_predictions=scoring.needs_predictions(options.metrics),
+        test=group.test,
     )
     m = group.m
     p_values = None
@@ -413,6 +459,7 @@ def _solve(
         alphas=result.alphas[:, :m],
         null=None if result.null is None else result.null[:, :m],
         predictions=None if result.predictions is None else result.predictions[:, :m],
+        held_out=result.held_out,
     )
     return real, p_values
 
@@ -439,7 +486,7 @@ def _tabulate(
             p_values=None if p_values is None else p_values[cols],
             null=None if result.null is None else result.null[:, cols],
             predictions=None if result.predictions is None else result.predictions[:, cols],
-            data=None if result.predictions is None else group.Y[:, cols],
+            data=None if result.predictions is None else _held_rows(group.Y, result)[:, cols],
         )
         frame = scoring.tabulate(
             subjects[sub].targets,
@@ -452,6 +499,11 @@ def _tabulate(
         frame.insert(0, "layer", np.int64(layer))
         tables.append(frame)
     return tables
+
+
+def _held_rows(Y: np.ndarray, result: ridge.CVResult) -> np.ndarray:
+    """The rows of ``Y`` the predictions cover: all, or a fixed test set's."""
+    return Y if result.held_out is None else Y[result.held_out]
 
 
 # --- the whole variant ------------------------------------------------------------------------

@@ -78,20 +78,22 @@ def features(study: Study, ds: str, model: str, variant: str, model_dir: str) ->
 def fmri(study: Study, ds: str, sub: str) -> dict:
     """The subject's runs (sheet rows, paths resolved), the atlas, and how to clean them."""
     d, f = study.dataset(ds), study.config["fmri"]
-    atlas = study.atlas(ds) if study.needs_atlas(ds) else {"image": None, "labels": None}
-    keys = ("targets", "rois", "detrend", "standardize", "high_pass", "trim_start", "trim_end")
+    atlas = study.atlas(ds) if study.needs_atlas(ds) else None
+    keys = ("detrend", "standardize", "high_pass", "trim_start", "trim_end")
     runs = study.subject_runs(ds, sub)
     return {
         "subject": sub,
         "runs": [{k: _plain(v) for k, v in row.items()} for row in runs.to_dict("records")],
-        "stories": study.subject_stories(ds, sub),
-        "fmriprep_dir": str(study.fmriprep_dir(ds)),
-        "space": d["space"],
-        "tr": d["tr"],
-        "atlas": None if atlas["image"] is None else str(atlas["image"]),
-        "labels": None if atlas["labels"] is None else str(atlas["labels"]),
-        **{k: f[k] for k in keys},
-        "confounds": list(f["confounds"]),
+        "atlas": None if atlas is None else [str(atlas["image"]), str(atlas["labels"])],
+        "targets": f["targets"],
+        "rois": f["rois"],
+        "min_atlas_coverage": f["min_atlas_coverage"],
+        "cleaning": {
+            "confounds": list(f["confounds"]),
+            **{k: f[k] for k in keys},
+            "tr": d["tr"],
+            "tr_overrides_header": d["tr_overrides_header"],
+        },
     }
 
 
@@ -127,8 +129,8 @@ def encode(study: Study, ds: str, group: str | None = None) -> dict:
     }
 
 
-def baseline(study: Study, ds: str, name: str) -> dict:
-    return {**encode(study, ds), "baseline": name}
+def baseline(study: Study, ds: str, name: str, group: str) -> dict:
+    return {**encode(study, ds, group), "baseline": name}
 
 
 def _cloud_settings(study: Study) -> dict:

@@ -247,7 +247,8 @@ class CVResult:
     the concatenated predictions with block-permuted data (blocks shuffled within each held-out
     fold, the same permutations for every target; ``brainshape.scoring`` turns it into
     p-values). ``predictions`` (n, m) or None: the held-out predictions of every row (with
-    ``keep_predictions``).
+    ``keep_predictions``). ``held_out``: with a fixed test set, the rows scored (and the rows of
+    ``predictions``); None when every row was held out once.
     """
 
     scores: np.ndarray
@@ -255,6 +256,7 @@ class CVResult:
     alphas: np.ndarray
     null: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    held_out: np.ndarray | None = None
 
 
 def _chunks(m: int, size: int) -> list[slice]:
@@ -459,6 +461,7 @@ def cross_validate(
     permutation_block: int = 10,
     seed: int = 0,
     keep_predictions: bool = False,
+    test: Sequence[int] | None = None,
 ) -> CVResult:
     """Outer leave-one-segment-out ridge with per-target alphas from an inner loop.
 
@@ -471,36 +474,69 @@ def cross_validate(
     concatenated predictions come from running sums, so predictions of all folds are never
     held at once. With ``n_permutations``, ``CVResult.null`` holds the r of the predictions
     with block-permuted held-out data (``block_permutations``).
+
+    ``test`` fixes a test set instead: the indices of the segments (a test story) that are
+    held out and scored, each in turn, with training and the inner folds on the other segments
+    only (at least 2); ``CVResult.held_out`` then lists the scored rows.
     """
     B = backend or get_backend("numpy")
-    if len(segments) < 3:
-        raise BrainshapeError(
-            f"cross-validation needs at least 3 folds (stories or blocks): one held out for "
-            f"scoring and two to choose alphas, got {len(segments)}. Use more stories."
-        )
+    scored, training = _outer_segments(len(segments), test)
     outer = folds_from_segments(segments, gap)
-    check_time_ordered(outer, X.shape[0])
+    if test is not None:
+        kept = np.concatenate([segments[j] for j in training])
+        outer = [(train[np.isin(train, kept)], held) for train, held in outer]
+    check_time_ordered([outer[i] for i in scored], X.shape[0])
     alphas = np.asarray(alphas, dtype=np.float64)
     perms = None
     if n_permutations:
         lengths = [len(s) for s in segments]
         perms = block_permutations(lengths, n_permutations, permutation_block, seed)
-    sums = _HeldOutSums(B, Y, target_chunk, len(segments), n_permutations, keep_predictions)
+    sums = _HeldOutSums(B, Y, target_chunk, len(scored), n_permutations, keep_predictions)
     Xb = B.asarray(X)
-    for i, (train, test) in enumerate(outer):
+    for k, i in enumerate(scored):
+        train, held = outer[i]
         if train.size < 2:
             raise BrainshapeError(f"fold {i}: fewer than 2 training TRs remain after the gap.")
-        # Inner folds: the other segments, with the training rows of this outer fold only.
-        inner_segments = [s[np.isin(s, train)] for j, s in enumerate(segments) if j != i]
+        # Inner folds: the other (training) segments, with this outer fold's training rows only.
+        inner_segments = [segments[j][np.isin(segments[j], train)] for j in training if j != i]
         inner_segments = [s for s in inner_segments if s.size]
         position = np.full(X.shape[0], -1)
         position[train] = np.arange(train.size)
         inner = [(position[a], position[b]) for a, b in folds_from_segments(inner_segments, gap)]
-        _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, perms)
-    return sums.result()
+        fold_perms = None if perms is None else perms[i]
+        _outer_fold(B, Xb, Y, k, train, held, inner, alphas, target_chunk, sums, fold_perms)
+    result = sums.result()
+    if test is not None:
+        rows = np.concatenate([segments[i] for i in scored])
+        result.held_out = rows
+        if result.predictions is not None:
+            result.predictions = result.predictions[rows]
+    return result
 
 
-def _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, perms) -> None:
+def _outer_segments(n: int, test: Sequence[int] | None) -> tuple[list[int], list[int]]:
+    """(segments scored as outer folds, segments that train): every segment both, or, with a
+    fixed ``test`` set, the test segments scored and the others training."""
+    if test is None:
+        if n < 3:
+            raise BrainshapeError(
+                f"cross-validation needs at least 3 folds (stories or blocks): one held out "
+                f"for scoring and two to choose alphas, got {n}. Use more stories."
+            )
+        return list(range(n)), list(range(n))
+    scored = sorted({int(i) for i in test})
+    training = [j for j in range(n) if j not in scored]
+    if not scored or scored[0] < 0 or scored[-1] >= n:
+        raise BrainshapeError(f"test segments {list(test)} are not among the {n} segments.")
+    if len(training) < 2:
+        raise BrainshapeError(
+            f"a fixed test set leaves {len(training)} training fold(s); choosing alphas needs "
+            "at least 2 (more training stories, or encoding.folds: blocks to cut them)."
+        )
+    return scored, training
+
+
+def _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, orders) -> None:
     """Choose the alphas of outer fold ``i`` on its training rows, refit, predict ``test``."""
     tr, te = B.index(train), B.index(test)
     x_mean, x_scale = standardise(B, Xb[tr])
@@ -529,7 +565,7 @@ def _outer_fold(B, Xb, Y, i, train, test, inner, alphas, target_chunk, sums, per
         y_mean = _column_mean(B, Y_tr)
         coef = (rows.T @ (Y_tr - y_mean)) / (eig[:, None] + chosen[chunk][None, :])
         pred = P @ coef + y_mean
-        sums.add(i, test, chunk, pred, Yc[te], None if perms is None else perms[i])
+        sums.add(i, test, chunk, pred, Yc[te], orders)
 
 
 class _HeldOutSums:

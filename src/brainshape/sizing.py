@@ -279,18 +279,14 @@ class JobSizing:
     def encode_shape(
         self, ds: str, model: str | None, group: str | None = None
     ) -> resources.EncodeShape:
-        """The :class:`resources.EncodeShape` of an encode job (a baseline when ``model`` is
-        None: every subject of the dataset; else the subjects of ``group``, the largest group
-        when None)."""
+        """The :class:`resources.EncodeShape` of an encode job of ``group`` (the largest group
+        when None); ``model`` None is a baseline job (one layer of word-rate features)."""
         from brainshape import ridge
 
         e = self.config["encoding"]
-        if model is None:
-            members, stories = self.study.subjects(ds), None
-        else:
-            groups = self.study.subject_groups(ds)
-            members = groups[group] if group is not None else max(groups.values(), key=len)
-            stories = self.study.subject_stories(ds, members[0])
+        groups = self.study.subject_groups(ds)
+        members = groups[group] if group is not None else max(groups.values(), key=len)
+        stories = self.study.subject_stories(ds, members[0])
         kept, words, trim = self.kept_story_shapes(ds, stories)
         subjects = len(members)
         segments = None

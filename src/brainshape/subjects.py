@@ -1,7 +1,8 @@
 """The fMRI subject folder: what the fmri stage writes and every later stage reads.
 
-``results/<dataset>/fmri/sub-<sub>/`` holds ``runs.json`` (per story: ``n_trs``, the volumes of
-the BOLD file; ``trim_start``, ``trim_end``; ``tr`` in seconds), ``targets.parquet`` (one row per
+The subject folder holds ``runs.json`` (per story: ``n_trs``, the volumes of the BOLD file;
+``trim_start``, ``trim_end``; ``tr`` in seconds; ``offset``, ``removed_end`` and ``split``,
+:data:`RUN_DEFAULTS`), ``targets.parquet`` (one row per
 target: ``target``, ``roi``, ``hemisphere``, ...) and ``<story>.npy`` (float32, kept volumes x
 targets, each column z-scored over the kept volumes with :func:`zscore`). :func:`write_subject`
 is its one writer (all files at once, or none) and :func:`read_subject` its one reader, which
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +27,23 @@ import numpy as np
 import pandas as pd
 
 from brainshape.errors import BrainshapeError
-from brainshape.io import atomic_path
+from brainshape.io import atomic_path, verify_manifest, write_manifest
+
+log = logging.getLogger("brainshape")
 
 #: Keys of a run in ``runs.json``: volumes of the BOLD file, volumes trimmed at its start and
 #: end, and the repetition time in seconds.
 RUN_KEYS = ("n_trs", "trim_start", "trim_end", "tr")
+
+#: Keys a run may give, with their meaning when it does not: ``offset``, the word time
+#: (seconds) at the start of the response file's first row (volume k of the file is centred
+#: at word time ``offset + (k + 0.5) tr``); ``removed_end``, volumes the dataset removed after
+#: the file's last row (words may run into them); ``split``, ``train`` or ``test`` (a fixed
+#: test story, scored as the held-out set).
+RUN_DEFAULTS = {"offset": 0.0, "removed_end": 0, "split": "train"}
+
+#: Every key of a run, in the order a group of subjects is matched on.
+ALL_RUN_KEYS = (*RUN_KEYS, *RUN_DEFAULTS)
 
 #: Columns every ``targets.parquet`` holds (``n_voxels`` and, for voxels, ``i, j, k`` follow).
 TARGET_COLUMNS = ("target", "roi", "hemisphere")
@@ -112,7 +126,18 @@ def check_run(run: object, where: str) -> dict:
             f"{where}: trim_start + trim_end ({run['trim_start']} + {run['trim_end']}) leaves "
             f"no volume of the {run['n_trs']}; reduce the trimming."
         )
-    return dict(run)
+    out = dict(run)
+    for key, value in RUN_DEFAULTS.items():
+        out.setdefault(key, value)
+    offset = out["offset"]
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or not np.isfinite(offset):
+        raise BrainshapeError(f"{where}: offset must be a number of seconds, got {offset!r}.")
+    end = out["removed_end"]
+    if isinstance(end, bool) or not isinstance(end, int | np.integer) or end < 0:
+        raise BrainshapeError(f"{where}: removed_end must be a non-negative integer, got {end!r}.")
+    if out["split"] not in ("train", "test"):
+        raise BrainshapeError(f"{where}: split must be 'train' or 'test', got {out['split']!r}.")
+    return out
 
 
 def _check_targets(targets: pd.DataFrame, where: str) -> None:
@@ -175,6 +200,8 @@ def read_subject(directory: str | os.PathLike) -> SubjectData:
             )
         _check_bold(array, run, len(targets), str(path))
         data[story] = array
+    # Last: the checks above name what is malformed; this, what changed since it was written.
+    verify_manifest(directory)
     return SubjectData(data=data, targets=targets, runs=runs)
 
 
@@ -185,44 +212,101 @@ def read_subjects(directories: Iterable[str | os.PathLike]) -> dict[str, Subject
 
 def write_subject(
     out_dir: str | os.PathLike,
-    targets: pd.DataFrame,
+    targets: pd.DataFrame | Callable[[], pd.DataFrame],
     runs: Iterable[tuple[str, Mapping, np.ndarray]] | SubjectData,
+    *,
+    drop_constant: bool = False,
 ) -> None:
     """Write a subject folder: ``<story>.npy`` (float32), ``targets.parquet``, ``runs.json``.
 
     ``runs`` yields ``(story, run, array)`` with ``run`` an entry of ``runs.json``
     (``RUN_KEYS``) and ``array`` (kept volumes, targets); it may be a generator that computes
-    one story at a time, or a :class:`SubjectData` (then ``targets`` is ignored). All files
-    appear together at the end: on any error, raised by the checks or by ``runs`` itself,
-    nothing is written and files of earlier calls stay as they were.
+    one story at a time, or a :class:`SubjectData` (then ``targets`` is ignored). ``targets``
+    is the table, or a function returning it once every run has been computed (for columns the
+    runs fill in). With ``drop_constant``, targets constant over the kept volumes of any story
+    (no signal to predict there) are left out of every story and the table, and their number is
+    logged. All files appear together at the end: on any error, raised by the checks or by
+    ``runs`` itself, nothing is written and files of earlier calls stay as they were.
     """
     if isinstance(runs, SubjectData):
         targets = runs.targets
         runs = [(story, runs.runs[story], runs.data[story]) for story in runs.runs]
     out_dir = Path(out_dir)
-    _check_targets(targets, f"targets of {out_dir}")
     created = not out_dir.exists()
-    info: dict[str, dict] = {}
     try:
         # Every file is staged under a temporary name and renamed only once all runs succeeded.
         with contextlib.ExitStack() as staged:
-            for story, run, array in runs:
+            info, paths, constant = _stage_runs(out_dir, runs, staged)
+            table = targets() if callable(targets) else targets
+            _check_targets(table, f"targets of {out_dir}")
+            if drop_constant and constant is not None and constant.any():
+                table = _drop_targets(table, constant, paths, out_dir)
+            for story, path in paths.items():
                 where = f"story {story}, {out_dir}"
-                if story in info:
-                    raise BrainshapeError(f"{where}: the story is given twice.")
-                info[story] = check_run(run, where)
-                _check_bold(np.asarray(array), info[story], len(targets), where)
-                tmp = staged.enter_context(atomic_path(out_dir / f"{story}.npy", suffix=".npy"))
-                with open(tmp, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
-            if not info:
-                raise BrainshapeError(f"{out_dir}: no story to write.")
+                _check_bold(np.load(path, mmap_mode="r"), info[story], len(table), where)
             tmp = staged.enter_context(atomic_path(out_dir / "targets.parquet", suffix=".parquet"))
-            targets.to_parquet(tmp, index=False)
+            table.to_parquet(tmp, index=False)
             tmp = staged.enter_context(atomic_path(out_dir / "runs.json", suffix=".json"))
             tmp.write_text(json.dumps(info, indent=2) + "\n")
+        write_manifest(out_dir, "fmri")
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only if empty: never removes anything written before
         raise
+
+
+def _stage_runs(out_dir: Path, runs, staged) -> tuple[dict, dict, np.ndarray | None]:
+    """Write each story's array to a staged file: (runs.json entries, staged paths, columns
+    constant in some story)."""
+    info: dict[str, dict] = {}
+    paths: dict[str, Path] = {}
+    constant = None
+    for story, run, array in runs:
+        where = f"story {story}, {out_dir}"
+        if story in info:
+            raise BrainshapeError(f"{where}: the story is given twice.")
+        info[story] = check_run(run, where)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        expected = run["n_trs"] - run["trim_start"] - run["trim_end"]
+        if array.ndim != 2 or array.shape[0] != expected:
+            _check_bold(array, info[story], array.shape[-1] if array.ndim else 0, where)
+        flat = array.max(axis=0) == array.min(axis=0)
+        constant = flat if constant is None else constant | flat
+        tmp = staged.enter_context(atomic_path(out_dir / f"{story}.npy", suffix=".npy"))
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        paths[story] = tmp
+    if not info:
+        raise BrainshapeError(f"{out_dir}: no story to write.")
+    return info, paths, constant
+
+
+def _drop_targets(
+    table: pd.DataFrame, constant: np.ndarray, paths: Mapping[str, Path], out_dir: Path
+) -> pd.DataFrame:
+    """The targets table and staged arrays without the ``constant`` columns."""
+    if constant.size != len(table):
+        raise BrainshapeError(
+            f"{out_dir}: the arrays have {constant.size} targets but the targets table lists "
+            f"{len(table)}; rerun the fmri stage for this subject."
+        )
+    keep = ~constant
+    if not keep.any():
+        raise BrainshapeError(
+            f"{out_dir}: every target is constant in some story (no signal left); check the "
+            "mask and the response files of this subject"
+        )
+    for path in paths.values():
+        array = np.load(path)[:, keep]
+        with open(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+    log.warning(
+        "%s: %d of %d targets are constant in some story (no signal to predict) and are left out",
+        out_dir,
+        int(constant.sum()),
+        constant.size,
+    )
+    kept = table[keep].reset_index(drop=True)
+    kept["target"] = np.arange(len(kept), dtype=np.int64)
+    return kept

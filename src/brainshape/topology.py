@@ -30,6 +30,7 @@ volumes cannot move them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,7 +47,10 @@ from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_parquet
 from brainshape.stimuli import word_times
+from brainshape.subjects import read_runs as subjects_read_runs
 from brainshape.threads import limit_threads
+
+log = logging.getLogger("brainshape")
 
 #: Distances between the points of a (standardised) cloud.
 METRICS = ("euclidean", "correlation")
@@ -67,8 +71,9 @@ MIN_SHIFT_S = 30.0
 class TimeBase:
     """The shared time base: per story (sorted) its run, the brain delay and embedding history.
 
-    ``runs[story]`` holds ``n_trs``, ``trim_start``, ``trim_end`` and ``tr`` (seconds) as in the
-    fMRI stage's ``runs.json``. A story contributes its kept volumes ``[trim_start, n_trs -
+    ``runs[story]`` holds ``n_trs``, ``trim_start``, ``trim_end``, ``tr`` (seconds) and
+    ``offset`` (word time of the file's first volume) as in the fMRI stage's ``runs.json``;
+    times are on the word clock. A story contributes its kept volumes ``[trim_start, n_trs -
     trim_end)`` from the first one whose time is at least ``history_s`` after the first kept
     volume (so that a delay embedding of the brain reaches back inside the kept volumes) and at
     least ``delay_s`` after the start of the run (so that its stimulus lies inside the run).
@@ -84,7 +89,7 @@ class TimeBase:
     def kept_times(self, story: str) -> np.ndarray:
         """Seconds of the kept volumes of ``story`` (one per row of its fMRI array)."""
         r = self.runs[story]
-        times = tr_times(int(r["n_trs"]), float(r["tr"]))
+        times = float(r.get("offset", 0.0)) + tr_times(int(r["n_trs"]), float(r["tr"]))
         return times[int(r["trim_start"]) : int(r["n_trs"]) - int(r["trim_end"])]
 
     def brain_rows(self, story: str) -> np.ndarray:
@@ -124,30 +129,54 @@ class TimeBase:
 
 
 def read_runs(fmri_dir: str | os.PathLike) -> dict[str, dict]:
-    """``runs.json`` of one subject's fMRI folder."""
-    path = Path(fmri_dir) / "runs.json"
-    if not path.is_file():
-        raise BrainshapeError(f"{path} is missing; run the fmri rule for this subject first")
-    return json.loads(path.read_text())
+    """``runs.json`` of one subject's fMRI folder (``subjects.read_runs``: checked, every run's
+    clock filled in)."""
+    return subjects_read_runs(fmri_dir)
 
 
 def shared_time_base(
     fmri_dirs: Sequence[str | os.PathLike], delay_s: float, history_s: float = 0.0
 ) -> TimeBase:
-    """The time base of a dataset: every subject must have the same runs (stories, lengths)."""
+    """The time base of a dataset: the runs (stories, lengths, trimming, TR and clock) that the
+    most subjects share (:func:`base_members`); the group brain clouds are made of those
+    subjects."""
     if not fmri_dirs:
         raise BrainshapeError("no fMRI subjects for the brain clouds; list subjects in the config")
-    first = read_runs(fmri_dirs[0])
-    for d in fmri_dirs[1:]:
-        if read_runs(d) != first:
-            raise BrainshapeError(
-                f"{Path(d) / 'runs.json'} differs from {Path(fmri_dirs[0]) / 'runs.json'}: group "
-                "brain clouds need every subject to have the same stories, run lengths, trimming "
-                "and TR; fix the fmri settings or split the subjects into datasets"
-            )
-    base = TimeBase(runs=first, delay_s=float(delay_s), history_s=float(history_s))
-    base.check(str(Path(fmri_dirs[0]) / "runs.json"))
+    runs, members = _common_runs(fmri_dirs)
+    base = TimeBase(runs=runs, delay_s=float(delay_s), history_s=float(history_s))
+    base.check(str(Path(members[0]) / "runs.json"))
     return base
+
+
+def _common_runs(fmri_dirs: Sequence[str | os.PathLike]) -> tuple[dict, list]:
+    """The runs most subjects share (ties: the first subject's) and those subjects' folders."""
+    found: list[tuple[dict, list]] = []
+    for d in fmri_dirs:
+        runs = read_runs(d)
+        for known, members in found:
+            if known == runs:
+                members.append(d)
+                break
+        else:
+            found.append((runs, [d]))
+    return max(found, key=lambda pair: len(pair[1]))
+
+
+def base_members(fmri_dirs: Sequence[str | os.PathLike], base: TimeBase) -> list:
+    """The subjects whose runs are the time base's; the others (who heard other stories) are
+    logged and left out of the group brain clouds."""
+    members = [d for d in fmri_dirs if read_runs(d) == dict(base.runs)]
+    others = [Path(d).name for d in fmri_dirs if d not in members]
+    if others:
+        log.warning(
+            "brain clouds: %d of %d subjects heard the stories of the time base (%s); left out, "
+            "with other stories or runs: %s",
+            len(members),
+            len(fmri_dirs),
+            ", ".join(base.stories()),
+            ", ".join(others),
+        )
+    return members
 
 
 def landmarks(n_points: int, max_points: int, seed: int) -> np.ndarray:
@@ -873,7 +902,8 @@ def compute_brain(
     ``cloud``, ``subject``, ``roi``, ``hemisphere``, ``n_points``, ``n_columns``.
     """
     base, index, shifts = read_time_base(time_base)
-    if dict(shared_time_base(fmri_dirs, base.delay_s, base.history_s).runs) != dict(base.runs):
+    fmri_dirs = base_members(fmri_dirs, base)
+    if not fmri_dirs:
         raise BrainshapeError(
             f"{time_base} no longer matches the subjects' runs (a replaced derivative with "
             f"another length, or changed trimming?); delete it so that rule topology_timebase "

@@ -177,9 +177,10 @@ def encode_inputs(wildcards):
 
 
 def baseline_inputs(wildcards):
+    ds = wildcards.dataset
     return {
         "words": fill(rules.words.output[0], wildcards),
-        "fmri": fmri_dirs(wildcards.dataset),
+        "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
     }
 
 
@@ -197,7 +198,10 @@ def brainscores_inputs(wildcards):
             for g in STUDY.subject_groups(ds)
         ],
         "baselines": expand(
-            rules.baseline.output[0], dataset=ds, baseline=encoding["baselines"]
+            rules.baseline.output[0],
+            dataset=ds,
+            baseline=encoding["baselines"],
+            group=list(STUDY.subject_groups(ds)),
         ),
         "ceiling": (
             [rules.ceiling.output[0].format(dataset=ds)] if encoding["ceiling"] else []
@@ -311,7 +315,7 @@ def encode_params(wildcards):
 
 
 def baseline_params(wildcards):
-    return P.baseline(STUDY, wildcards.dataset, wildcards.baseline)
+    return P.baseline(STUDY, wildcards.dataset, wildcards.baseline, wildcards.group)
 
 
 def topology_timebase_params(wildcards):
@@ -388,11 +392,11 @@ def encode_threads(wildcards):
 
 
 def baseline_mem_mb(wildcards, attempt):
-    return SIZING.encode_mem_mb(wildcards.dataset, None) * attempt
+    return SIZING.encode_mem_mb(wildcards.dataset, None, wildcards.group) * attempt
 
 
 def baseline_runtime(wildcards, attempt):
-    return SIZING.encode_runtime_min(wildcards.dataset, None) * attempt
+    return SIZING.encode_runtime_min(wildcards.dataset, None, wildcards.group) * attempt
 
 
 def layer_diagrams_mem_mb(wildcards, attempt):

@@ -29,11 +29,11 @@ rule baseline:
     input:
         unpack(baseline_inputs),
     output:
-        "results/{dataset}/baselines/{baseline}.parquet",
+        "results/{dataset}/baselines/{baseline}/{group}.parquet",
     log:
-        "logs/{dataset}/baselines/{baseline}.log",
+        "logs/{dataset}/baselines/{baseline}/{group}.log",
     benchmark:
-        "results/{dataset}/benchmarks/baselines/{baseline}.tsv"
+        "results/{dataset}/benchmarks/baselines/{baseline}/{group}.tsv"
     conda:
         "../envs/brainshape.yaml"
     threads: encode_threads

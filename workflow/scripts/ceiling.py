@@ -1,16 +1,12 @@
-import logging
-
 from brainshape import baselines, runner
 from brainshape.io import save_parquet
 from brainshape.subjects import read_subjects
 
 
 def main(job):
-    subjects = read_subjects(job.input)
-    table = baselines.inter_subject_ceiling(subjects)
-    lonely = table.attrs.get("without_ceiling")
-    if lonely:
-        logging.getLogger("brainshape").warning("no ceiling (nobody shares their runs): %s", lonely)
+    table = baselines.inter_subject_ceiling(read_subjects(job.input))
+    for subject, reason in table.attrs.get("without_ceiling", {}).items():
+        runner.log.warning("%s has no noise ceiling: %s", subject, reason)
     save_parquet(job.output[0], table)
 
 

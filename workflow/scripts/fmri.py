@@ -3,23 +3,15 @@ from brainshape import fmri, runner
 
 def main(job):
     p = job.params.settings
-    fmri.preprocess_subject(
-        p["fmriprep_dir"],
+    fmri.preprocess_runs(
         p["subject"],
-        p["stories"],
-        p["space"],
-        p["atlas"],
-        p["labels"],
+        p["runs"],
         job.output[0],
+        atlas=p["atlas"],
         rois=p["rois"],
         mode=p["targets"],
-        confounds=p["confounds"],
-        detrend=p["detrend"],
-        standardize=p["standardize"],
-        high_pass=p["high_pass"],
-        trim_start=p["trim_start"],
-        trim_end=p["trim_end"],
-        t_r=p["tr"],
+        cleaning=fmri.Cleaning(**p["cleaning"]),
+        min_coverage=p["min_atlas_coverage"],
     )
 
 
