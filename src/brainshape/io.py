@@ -98,9 +98,16 @@ def _crc32(path: Path) -> str:
     return f"{crc:08x}"
 
 
+#: Files a workflow engine adds to a folder output after it is written (Snakemake stamps
+#: directory outputs with this one): not part of what the rule wrote.
+ENGINE_FILES = (".snakemake_timestamp",)
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.is_symlink()
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in (MANIFEST, *ENGINE_FILES) and not p.is_symlink()
     )
 
 
