@@ -206,3 +206,58 @@ def test_ceilings_follow_who_shares_a_story(narratives_run):
     # sub-008 alone heard black; everyone else shares a story with someone.
     assert math.isnan(ceiling["008"])
     assert ceiling.drop("008").notna().all() and (ceiling.drop("008") > 0).all(), ceiling
+
+
+@pytest.mark.workflow
+def test_voxel_ceilings_are_finite_where_masks_and_grids_differ(alice_run, tmp_path):
+    """Alice's subjects have other voxel grids and masks: the voxel-mode ceiling compares the
+    voxels they share, by position, and is finite for nearly all of them."""
+    from brainshape import fmri
+    from brainshape.baselines import inter_subject_ceiling
+    from brainshape.subjects import read_subjects
+
+    root = alice_run["root"]
+    runs = sheet.read_sheet(alice_run["work"] / "runs" / "alice.tsv")
+    runs = runs[~runs.exclude]
+    atlas = (root / standins.ATLAS_IMAGE, root / standins.ATLAS_LABELS)
+    cleaning = fmri.Cleaning(detrend=True, standardize=True)
+    dirs = []
+    for n, (sub, rows) in enumerate(runs.groupby("subject")):
+        rows = rows.to_dict("records")
+        for row in rows:
+            for column in sheet.PATH_COLUMNS:
+                if row[column]:
+                    row[column] = str(root / row[column])
+            if n == 0:  # this subject's mask loses the edge of the planted ROI
+                row["response"] = str(_without_edge(Path(row["response"]), tmp_path, atlas))
+        out = tmp_path / f"sub-{sub}"
+        fmri.preprocess_runs(sub, rows, out, atlas=atlas, rois=None, mode="voxels",
+                             cleaning=cleaning)  # fmt: skip
+        dirs.append(out)
+    subjects = read_subjects(dirs)
+    voxel_sets = {frozenset(map(tuple, s.targets[["x", "y", "z"]].to_numpy())) for s in
+                  subjects.values()}  # fmt: skip
+    assert len(voxel_sets) > 1  # the masks do differ
+    table = inter_subject_ceiling(subjects)
+    assert not table.attrs["without_ceiling"]
+    assert table["isc"].notna().mean() > 0.9
+
+
+def _without_edge(bold: Path, tmp_path: Path, atlas) -> Path:
+    """A copy of ``bold`` whose voxels of the planted ROI nearest the edge of the field of view
+    are constant (outside a brain mask, as at a real mask's edge)."""
+    import nibabel as nib
+    import numpy as np
+    from nilearn.image import resample_to_img
+
+    img = nib.load(bold)
+    data = np.asarray(img.dataobj).copy()
+    labels = np.asarray(resample_to_img(nib.load(atlas[0]), img, interpolation="nearest").dataobj)
+    inside = np.argwhere(labels > 0)
+    edge = inside[np.argsort(inside[:, 0])[:3]]  # three labelled voxels at the lowest x
+    for i, j, k in edge:
+        data[i, j, k, :] = 0
+    out = tmp_path / "edge" / bold.name
+    out.parent.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), out)
+    return out
