@@ -10,7 +10,7 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from brainshape import analysis
 from brainshape import regressions as R
 from brainshape.errors import BrainshapeError
-from brainshape.models import QUANTIZED_KINDS
+from brainshape.models import quantized_kinds
 
 ROIS = [("STG", "L"), ("STG", "R"), ("IFG", "L")]
 
@@ -460,9 +460,9 @@ def test_held_out_choice_equals_a_loop():
 
 
 def test_contrast_labels_follow_the_registry_kinds():
-    kinds = {("m", "full"): "full", **{("m", k): k for k in QUANTIZED_KINDS}}
+    kinds = {("m", "full"): "full", **{("m", k): k for k in quantized_kinds()}}
     labels = {c for _, _, c in R._pairs(list(kinds and [v for _, v in kinds]), "m", kinds)}
-    assert labels == {f"{k} - full" for k in QUANTIZED_KINDS}
+    assert labels == {f"{k} - full" for k in quantized_kinds()}
 
 
 def _study(tmp_path, models="all", **regressions):

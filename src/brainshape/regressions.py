@@ -43,7 +43,7 @@ import pandas as pd
 
 from brainshape import analysis, scoring
 from brainshape.errors import BrainshapeError
-from brainshape.models import PREPARED_INFO, QUANTIZED_KINDS
+from brainshape.models import PREPARED_INFO, quantized_kinds
 
 #: Columns a published-scores CSV must have.
 PUBLISHED_COLUMNS = ["model", "roi", "hemisphere", "score"]
@@ -591,7 +591,7 @@ def _pairs(variants: Sequence[str], model: str, kinds) -> list[tuple[str, str, s
         by_kind.setdefault(kinds.get((model, v), "full"), []).append(v)
     pairs = []
     for full in by_kind.get("full", []):
-        for kind in QUANTIZED_KINDS:
+        for kind in quantized_kinds():
             pairs += [(v, full, f"{kind} - full") for v in by_kind.get(kind, [])]
         pairs += [(full, v, "full - untrained") for v in by_kind.get("untrained", [])]
     return pairs
