@@ -626,3 +626,18 @@ def test_word_times_are_midpoints_in_word_index_order_and_checked():
     nan.loc[2, "onset"] = np.nan
     with pytest.raises(BrainshapeError, match=r"story 'b': onset or offset has NaN"):
         stimuli.word_times(nan)
+
+
+def test_the_words_table_round_trips_and_a_foreign_table_is_named(tmp_path):
+    table = stimuli.stack_words(
+        {"a": pd.DataFrame({"word": ["one", "two"], "onset": [0.0, 1.0], "offset": [0.5, 1.5]})}
+    )
+    path = tmp_path / "words.parquet"
+    stimuli.write_words_table(path, table)
+    pd.testing.assert_frame_equal(stimuli.read_words_table(path), table)
+    table.drop(columns=["aligned", "onset"]).to_parquet(path)
+    with pytest.raises(BrainshapeError) as err:
+        stimuli.read_words_table(path)
+    assert str(err.value) == (
+        f"{path}: not a words table (no column(s) onset, aligned); delete it and rerun rule words"
+    )

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from brainshape.errors import BrainshapeError
-from brainshape.io import atomic_path, save_json, save_text
+from brainshape.io import atomic_path, save_json, save_parquet, save_text
 
 FORMATS = ("gentle", "textgrid", "events", "annotations")
 
@@ -964,7 +964,7 @@ def words_table(
     story -> ``{"path", "format", "tier"}`` where stories differ (a runs sheet's word timings;
     ``tier`` applies to TextGrids only).
     Returns columns story (str), word_index (int64, 0-based within the story), word (str),
-    onset, offset (float64, seconds from the start of the story's run) and aligned (bool), in
+    onset, offset (float64, seconds on the word-timing file's clock) and aligned (bool), in
     the order of ``sources`` then word order.
     """
     if not sources:
@@ -1001,6 +1001,28 @@ def stack_words(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             "aligned": bool,
         }
     )[["story", "word_index", *_TABLE_COLUMNS]]
+
+
+#: Columns of the words table, in order (``words.parquet``: docs/outputs.md).
+WORDS_TABLE_COLUMNS = ("story", "word_index", *_TABLE_COLUMNS)
+
+
+def write_words_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write the words table (:func:`words_table`) to ``path`` (parquet), atomically."""
+    save_parquet(path, table[list(WORDS_TABLE_COLUMNS)])
+
+
+def read_words_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The words table at ``path``, as :func:`write_words_table` wrote it; a file without its
+    columns is refused, naming the file."""
+    table = pd.read_parquet(path)
+    missing = [c for c in WORDS_TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise BrainshapeError(
+            f"{path}: not a words table (no column(s) {', '.join(missing)}); delete it and "
+            "rerun rule words"
+        )
+    return table
 
 
 # --- times -------------------------------------------------------------------------------------

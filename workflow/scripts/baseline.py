@@ -1,6 +1,4 @@
-import pandas as pd
-
-from brainshape import baselines, encoding, runner
+from brainshape import baselines, encoding, runner, stimuli
 from brainshape.io import save_parquet
 from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
@@ -8,7 +6,7 @@ from brainshape.threads import limit_threads
 
 def main(job):
     p = job.params.settings
-    words = pd.read_parquet(job.input.words)
+    words = stimuli.read_words_table(job.input.words)
     subjects = read_subjects(job.input.fmri)
     with limit_threads(job.threads):
         table = baselines.encode_baseline(

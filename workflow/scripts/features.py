@@ -1,14 +1,12 @@
 from pathlib import Path
 
-import pandas as pd
-
-from brainshape import features, io, models, runner
+from brainshape import features, io, models, runner, stimuli
 
 
 def main(job):
     p = job.params.settings
     spec = models.registry_from_dict({"models": {p["model"]: p["entry"]}})[p["model"]]
-    words = pd.read_parquet(job.input.words)
+    words = stimuli.read_words_table(job.input.words)
     stories = {s: words.loc[words.story == s, "word"].tolist() for s in p["stories"]}
     out = Path(job.output[0])
     # Finished stories go to a scratch folder first: Snakemake deletes the declared output of a

@@ -1,13 +1,11 @@
-import pandas as pd
-
-from brainshape import features, runner, topology
+from brainshape import features, runner, stimuli, topology
 from brainshape.threads import limit_threads
 
 
 def main(job):
     p = dict(job.params.settings)
     feats = features.read_features(job.input.features, p.pop("stories"))
-    words = pd.read_parquet(job.input.words)
+    words = stimuli.read_words_table(job.input.words)
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with limit_threads(job.threads):
         topology.compute_layers(

@@ -1,6 +1,4 @@
-import pandas as pd
-
-from brainshape import features, runner, topology
+from brainshape import features, runner, stimuli, topology
 from brainshape.io import save_parquet
 from brainshape.threads import limit_threads
 
@@ -8,7 +6,7 @@ from brainshape.threads import limit_threads
 def main(job):
     p = dict(job.params.settings)
     feats = features.read_features(job.input.features, p.pop("stories"))
-    words = pd.read_parquet(job.input.words)
+    words = stimuli.read_words_table(job.input.words)
     with limit_threads(job.threads):
         table = topology.pair_variant(
             job.input.layers, job.input.brain, feats, words, job.input.time_base, **p

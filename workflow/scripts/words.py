@@ -1,11 +1,10 @@
 from brainshape import runner, stimuli
-from brainshape.io import save_parquet
 
 
 def main(job):
     p = job.params.settings
     table = stimuli.words_table(p["sources"], nonspeech=p["nonspeech"])
-    save_parquet(job.output[0], table)
+    stimuli.write_words_table(job.output[0], table)
     runner.log.info("%d words in %d stories", len(table), table["story"].nunique())
 
 
