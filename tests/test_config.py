@@ -117,8 +117,35 @@ def test_study_selection_and_params():
     assert s.model_variants()[:2] == [("tiny-gpt2", "fp32"), ("tiny-gpt2", "untrained")]
     assert s.subjects("demo") == ["01", "02", "03", "04"]
     p = params.fmri(s, "demo", "02")
-    assert p["fmriprep_dir"] == "resources/demo/demo/derivatives/fmriprep"
-    assert p["atlas"].endswith("atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz")
+    func = "resources/demo/demo/derivatives/fmriprep/sub-02/func/sub-02_task-lighthouse"
+    assert [r["story"] for r in p["runs"]] == ["lighthouse", "orchard", "ferry", "glacier"]
+    assert p["runs"][0]["response"] == f"{func}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    assert p["runs"][0]["confounds"] == f"{func}_desc-confounds_timeseries.tsv"
+    assert p["atlas"][0].endswith("atlas-demo_space-MNI152NLin2009cAsym_dseg.nii.gz")
+
+
+def test_variants_chosen_per_model():
+    cfg = demo_config()
+    cfg["variants"] = {"smollm2-135m": ["fp32"]}
+    s = study(cfg)
+    assert s.model_variants() == [
+        ("tiny-gpt2", "fp32"), ("tiny-gpt2", "untrained"),
+        ("tiny-neox", "fp32"), ("tiny-neox", "untrained"),
+        ("smollm2-135m", "fp32"),
+    ]  # fmt: skip
+    cfg["variants"] = ["untrained"]
+    assert [v for _, v in study(cfg).model_variants()] == ["untrained"] * 3
+    cfg["variants"] = {"smollm2-135m": ["fp23"]}
+    with pytest.raises(BrainshapeError) as err:
+        study(cfg)
+    assert str(err.value) == (
+        "demo.yaml: variants.smollm2-135m lists 'fp23', which the entry lacks (did you mean "
+        "'fp32'?)"
+    )
+    cfg["variants"] = {"smollm-135m": ["fp32"]}
+    with pytest.raises(BrainshapeError, match=r"^demo.yaml: variants lists unknown model id "
+                       r"'smollm-135m' \(did you mean 'smollm2-135m'\?\)"):  # fmt: skip
+        study(cfg)
 
 
 def test_study_targets_and_inputs_in_the_dry_run(tmp_path):

@@ -13,6 +13,7 @@ from scipy.spatial import procrustes as scipy_procrustes
 
 from brainshape import topology as T
 from brainshape.errors import BrainshapeError
+from brainshape.subjects import read_runs
 
 
 def circle(n, rng, noise=0.02, radius=1.0):
@@ -389,7 +390,7 @@ def test_time_base_refusals(tmp_path):
     # Subjects whose runs differ (other stories, lengths or trimming) are left out of the group
     # clouds: the time base is the runs most subjects share.
     base = T.shared_time_base(dirs, delay_s=4.0)
-    assert dict(base.runs) == T.read_runs(dirs[0])
+    assert dict(base.runs) == read_runs(dirs[0])
     assert T.base_members(dirs, base) == [d for d in dirs if not str(d).endswith("sub-02")]
     with pytest.raises(
         BrainshapeError, match="lower topology.embedding.dimension, lag_s or delay_s"

@@ -90,6 +90,10 @@ def test_rois_without_signal_score_near_zero(scores, truth):
         assert roi["score"].abs().max() < 0.25, null
 
 
+#: Models the demo config runs without their untrained variant (config/demo.yaml, variants).
+WITHOUT_TWIN = {"smollm2-135m"}
+
+
 def test_untrained_scores_below_trained(scores, truth):
     mean = group_mean(scores)
     for p in truth["planted"]:
@@ -100,6 +104,9 @@ def test_untrained_scores_below_trained(scores, truth):
             & (mean.layer == p["layer"])
         ]
         by_variant = sel.set_index("variant")["score"]
+        if p["model"] in WITHOUT_TWIN:
+            assert "untrained" not in by_variant, p
+            continue
         assert by_variant["untrained"] < by_variant[p["variant"]] - 0.1, p
 
 
@@ -119,7 +126,10 @@ def test_table_has_ceiling_baselines_and_significance(scores, truth):
             & (scores.layer == p["layer"])
         ]
         assert (best["q_value"] < 0.05).all(), p
-        assert (best["excess_untrained"] > 0.1).all(), p
+        if p["model"] in WITHOUT_TWIN:
+            assert best["excess_untrained"].isna().all(), p
+        else:
+            assert (best["excess_untrained"] > 0.1).all(), p
         # The demo's signal is not word rate: the planted layer beats the trivial baselines (by
         # less with a shape relation, whose ROI mean is the layer's first component: the
         # direction of a layer that follows word rate most).

@@ -44,11 +44,6 @@ class JobSizing:
     def params_count(self, model: str) -> int:
         return int(self.study.entry(model)["params"] or DEFAULT_PARAMS)
 
-    def priority(self, model: str) -> float:
-        """Scheduling priority of a model's jobs: billions of parameters, so the jobs of the
-        largest models (the longest ones) start first when several are ready."""
-        return self.params_count(model) / 1e9
-
     def gpu(self) -> resources.GpuType:
         g = self.config["gpu"]
         return resources.gpu_type(g["type"], g["memory_gib"], g["tflops"])

@@ -11,7 +11,7 @@ in :mod:`brainshape.sizing`, and what is checked before anything runs in :mod:`b
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,30 +55,40 @@ class Study:
     def _select_models(self) -> dict[str, list[str]]:
         known = list(self.registry)
         wanted = known if self.config["models"] == "all" else list(self.config["models"])
-        selected: dict[str, list[str]] = {}
-        for name in wanted:
+        chosen = self.config["variants"]
+        per_model = chosen if isinstance(chosen, Mapping) else {}
+        for name in [*wanted, *per_model]:
             if name not in self.registry:
+                key = "models" if name in wanted else "variants"
                 raise BrainshapeError(
-                    f"{self.source}: models lists unknown model id '{name}'"
+                    f"{self.source}: {key} lists unknown model id '{name}'"
                     f"{suggest(name, known)}; the registry {self.config['registry']} has: "
                     f"{', '.join(known)}"
                 )
+        selected: dict[str, list[str]] = {}
+        for name in wanted:
             variants = list(self.registry[name]["variants"])
-            if self.config["variants"] != "all":
-                variants = [v for v in self.config["variants"] if v in variants]
+            if name in per_model:
+                self._check_variants(per_model[name], variants, f"variants.{name}")
+                variants = [v for v in per_model[name] if v in variants]
+            elif isinstance(chosen, list):
+                variants = [v for v in chosen if v in variants]
             if variants:
                 selected[name] = variants
-        if self.config["variants"] != "all":
-            everywhere = {v for e in self.registry.values() for v in e["variants"]}
-            for v in self.config["variants"]:
-                if v not in everywhere:
-                    raise BrainshapeError(
-                        f"{self.source}: variants lists '{v}', which no registry entry has"
-                        f"{suggest(v, sorted(everywhere))}"
-                    )
+        if isinstance(chosen, list):
+            everywhere = sorted({v for e in self.registry.values() for v in e["variants"]})
+            self._check_variants(chosen, everywhere, "variants")
         if not selected:
             raise BrainshapeError(f"{self.source}: the models/variants selection is empty")
         return selected
+
+    def _check_variants(self, names: Sequence[str], known: Sequence[str], key: str) -> None:
+        for v in names:
+            if v not in known:
+                where = "no registry entry has" if key == "variants" else "the entry lacks"
+                raise BrainshapeError(
+                    f"{self.source}: {key} lists '{v}', which {where}{suggest(v, list(known))}"
+                )
 
     def models(self) -> list[str]:
         return list(self._models)

@@ -169,8 +169,9 @@ def read_runs(directory: str | os.PathLike) -> dict[str, dict]:
     return {story: check_run(run, f"{path}, story {story!r}") for story, run in runs.items()}
 
 
-def read_subject(directory: str | os.PathLike) -> SubjectData:
-    """Read a subject folder (``runs.json``, ``targets.parquet``, ``<story>.npy``).
+def read_subject(directory: str | os.PathLike, *, mmap: bool = False) -> SubjectData:
+    """Read a subject folder (``runs.json``, ``targets.parquet``, ``<story>.npy``); ``mmap``
+    maps the arrays read-only instead of loading them.
 
     Every story of ``runs.json`` must have its array, with the kept volumes of its run as rows
     and one column per row of ``targets.parquet``. Raises a BrainshapeError naming the file.
@@ -192,7 +193,7 @@ def read_subject(directory: str | os.PathLike) -> SubjectData:
                 f"{path} is missing but {runs_path} lists story {story!r}; rerun the fmri "
                 "stage for this subject."
             )
-        array = np.load(path)
+        array = np.load(path, mmap_mode="r" if mmap else None)
         if array.ndim != 2 or array.shape[1] != len(targets):
             raise BrainshapeError(
                 f"{path} has shape {array.shape} but {targets_path} lists {len(targets)} "

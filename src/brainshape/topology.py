@@ -47,7 +47,7 @@ from brainshape.encoding import lanczos_matrix, tr_times
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_parquet
 from brainshape.stimuli import word_times
-from brainshape.subjects import read_runs as subjects_read_runs
+from brainshape.subjects import read_runs, read_subject
 from brainshape.threads import limit_threads
 
 log = logging.getLogger("brainshape")
@@ -126,12 +126,6 @@ class TimeBase:
                     f"embedding's reach) and {self.delay_s:g} s into the run (topology.delay_s); "
                     "lower topology.embedding.dimension, lag_s or delay_s"
                 )
-
-
-def read_runs(fmri_dir: str | os.PathLike) -> dict[str, dict]:
-    """``runs.json`` of one subject's fMRI folder (``subjects.read_runs``: checked, every run's
-    clock filled in)."""
-    return subjects_read_runs(fmri_dir)
 
 
 def shared_time_base(
@@ -319,15 +313,15 @@ def layer_cloud(
 # --- brain clouds -----------------------------------------------------------------------------
 
 
-def _read_runs_data(directory: Path, base: TimeBase) -> dict[str, np.ndarray]:
-    """Per story, a subject's kept-volume array (n_kept, n_targets), memory-mapped."""
-    data = {}
-    for story in base.stories():
-        path = directory / f"{story}.npy"
-        if not path.is_file():
-            raise BrainshapeError(f"{path} is missing; rerun the fmri rule for {directory.name}")
-        data[story] = np.load(path, mmap_mode="r")
-    return data
+def _base_stories(sub: str, folder, base: TimeBase) -> dict[str, np.ndarray]:
+    """Per story of the time base, a subject's kept-volume array (n_kept, n_targets)."""
+    missing = [story for story in base.stories() if story not in folder.data]
+    if missing:
+        raise BrainshapeError(
+            f"sub-{sub} has no run of {', '.join(missing)}, a story of the time base; rerun "
+            "rule topology_timebase (it picks the subjects who share their runs)"
+        )
+    return {story: folder.data[story] for story in base.stories()}
 
 
 def embed(
@@ -409,8 +403,8 @@ def brain_clouds(
     subject's own cloud (its embedded ROI mean, or all its voxels of the ROI). One subject's
     data is read at a time (the group clouds are running sums).
     """
-    dirs = {str(s): Path(d) for s, d in subjects.items()}
-    targets = {s: pd.read_parquet(d / "targets.parquet") for s, d in dirs.items()}
+    folders = {str(s): read_subject(d, mmap=True) for s, d in subjects.items()}
+    targets = {s: folder.targets for s, folder in folders.items()}
     modes = {"i" in t.columns for t in targets.values()}
     if len(modes) != 1:
         raise BrainshapeError("some subjects have voxel targets and others ROI means; rerun fmri")
@@ -418,8 +412,8 @@ def brain_clouds(
     sites, groups = _site_columns(targets, voxels)
     sums = {key: dict.fromkeys(base.stories(), 0.0) for key in sites}
     own: dict[tuple[str, str, str], np.ndarray] = {}
-    for s, directory in dirs.items():
-        data = _read_runs_data(directory, base)
+    for s, folder in folders.items():
+        data = _base_stories(s, folder, base)
         for key, columns in sites.items():
             for story, values in data.items():
                 sums[key][story] = sums[key][story] + np.asarray(values[:, columns[s]], np.float64)
@@ -429,7 +423,7 @@ def brain_clouds(
                 own[(s, *key)] = _cloud(part, base, voxels, embedding)
     clouds: dict[tuple[str, str, str], np.ndarray] = {}
     for key in sites:
-        mean = {story: total / len(dirs) for story, total in sums[key].items()}
+        mean = {story: total / len(folders) for story, total in sums[key].items()}
         clouds[("group", *key)] = _cloud(mean, base, voxels, embedding)
         clouds.update({k: v for k, v in own.items() if k[1:] == key})
     return clouds

@@ -346,10 +346,6 @@ def plot_regressions_params(wildcards):
 # --- resources (brainshape.sizing); memory and runtime grow with each retry ---------------------
 
 
-def model_priority(wildcards):
-    return SIZING.priority(wildcards.model)
-
-
 def features_mem_mb(wildcards, attempt):
     return SIZING.features_mem_mb(wildcards.model, wildcards.variant) * attempt
 

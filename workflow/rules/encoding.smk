@@ -11,7 +11,6 @@ rule encode:
         "logs/{dataset}/encoding/{model}/{variant}/{group}.log",
     benchmark:
         "results/{dataset}/benchmarks/encoding/{model}/{variant}/{group}.tsv"
-    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     threads: encode_threads

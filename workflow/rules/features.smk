@@ -49,7 +49,6 @@ rule features:
         "logs/{dataset}/features/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/features/{model}/{variant}.tsv"
-    priority: model_priority
     conda:
         features_conda_env
     threads: 2

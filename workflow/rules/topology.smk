@@ -49,7 +49,6 @@ rule layer_diagrams:
         "logs/{dataset}/topology/layers/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/topology/{model}/{variant}.tsv"
-    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     threads: 2
@@ -71,7 +70,6 @@ rule topology_pairs:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/topology/pairs/{model}/{variant}.tsv"
-    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     resources:
