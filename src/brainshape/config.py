@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,13 +148,23 @@ def with_registries(schema: Any) -> Any:
     return schema
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_schema(path: str, mtime_ns: int) -> Any:
+    """A schema file parsed once per version of it (a runs sheet validates thousands of rows
+    against one schema). Callers must not change it: :func:`with_registries` copies."""
+    return load_yaml(path, "schema")
+
+
 def validate(data: Any, schema_path: str | Path, source: str) -> Any:
     """Validate ``data`` against a YAML JSON-schema, filling defaults in place.
 
     Returns ``data``. Raises BrainshapeError with one line naming ``source`` (the file the data
     came from) and the offending key.
     """
-    schema = with_registries(load_yaml(schema_path, "schema"))
+    path = Path(schema_path)
+    if not path.is_file():
+        load_yaml(path, "schema")  # the missing-file message
+    schema = with_registries(_parsed_schema(str(path.resolve()), path.stat().st_mtime_ns))
     if data is None:
         data = {}
     errors = list(_FillingValidator(schema).iter_errors(data))

@@ -48,7 +48,8 @@ class Study:
         self.registry = registry["models"]
         self.source = source
         self._models = self._select_models()
-        self._runs: dict[str, pd.DataFrame] = {}
+        self._runs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+        self._memo: dict[tuple[str, str], Any] = {}
 
     # --- models and variants -------------------------------------------------------------------
 
@@ -180,9 +181,9 @@ class Study:
         ``exclude`` are left out unless ``excluded``.
         """
         if ds not in self._runs:
-            self._runs[ds] = self._read_runs(ds)
-        table = self._runs[ds]
-        return table if excluded else table[~table["exclude"]].reset_index(drop=True)
+            table = self._read_runs(ds)
+            self._runs[ds] = (table, table[~table["exclude"]].reset_index(drop=True))
+        return self._runs[ds][0 if excluded else 1]
 
     def _read_runs(self, ds: str) -> pd.DataFrame:
         d = self.dataset(ds)
@@ -222,8 +223,17 @@ class Study:
 
     def subject_stories(self, ds: str, sub: str) -> list[str]:
         """The stories subject ``sub`` heard, in the order of the sheet."""
-        runs = self.runs(ds)
-        return list(dict.fromkeys(runs.loc[runs["subject"] == sub, "story"]))
+        return list(self._stories_by_subject(ds).get(sub, []))
+
+    def _stories_by_subject(self, ds: str) -> dict[str, list[str]]:
+        # Asked once per job while Snakemake plans (thousands of times): one pass, kept.
+        key = ("stories_by_subject", ds)
+        if key not in self._memo:
+            heard: dict[str, dict[str, None]] = {}
+            for sub, story in zip(self.runs(ds)["subject"], self.runs(ds)["story"], strict=True):
+                heard.setdefault(sub, {})[story] = None
+            self._memo[key] = {sub: list(stories) for sub, stories in heard.items()}
+        return self._memo[key]
 
     def subject_runs(self, ds: str, sub: str) -> pd.DataFrame:
         """The rows of subject ``sub``, with paths resolved against the dataset root."""
@@ -280,6 +290,12 @@ class Study:
         stacked), so subjects are grouped by their set of stories, each set cut into groups of
         at most ``encoding.group_size``; the job count stays at models x variants x groups.
         """
+        key = ("subject_groups", ds)
+        if key not in self._memo:
+            self._memo[key] = self._subject_groups(ds)
+        return dict(self._memo[key])
+
+    def _subject_groups(self, ds: str) -> dict[str, list[str]]:
         size = self.config["encoding"]["group_size"]
         by_stories: dict[tuple[str, ...], list[str]] = {}
         for sub in self.subjects(ds):
