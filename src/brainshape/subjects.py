@@ -192,7 +192,14 @@ def read_subject(directory: str | os.PathLike) -> SubjectData:
                 f"{path} is missing but {runs_path} lists story {story!r}; rerun the fmri "
                 "stage for this subject."
             )
-        array = np.load(path)
+        try:
+            array = np.load(path)
+        except (OSError, ValueError) as error:
+            verify_manifest(directory)  # a file changed since it was written: name the rule
+            raise BrainshapeError(
+                f"cannot read {path} as a .npy array ({error}); rerun the fmri stage for this "
+                "subject."
+            ) from None
         if array.ndim != 2 or array.shape[1] != len(targets):
             raise BrainshapeError(
                 f"{path} has shape {array.shape} but {targets_path} lists {len(targets)} "
