@@ -1,14 +1,12 @@
-"""The whole workflow on generated demo data: planted-signal recovery, reruns, bad input."""
+"""The whole workflow on generated demo data: planted-signal recovery and reruns (bad input:
+tests/test_faults.py)."""
 
 import json
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import REPO, as_ordinary_dataset, snakemake, write_config
+from conftest import snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -211,127 +209,3 @@ def test_regressions_run_and_appear_in_the_report(demo_run):
 def test_rerun_with_nothing_changed_runs_no_job(demo_run):
     proc = snakemake(demo_run, "-n", "--cores", "2")
     assert "Nothing to be done" in proc.stdout + proc.stderr
-
-
-# --- bad input through the workflow ------------------------------------------------------------
-
-
-@pytest.fixture()
-def real_copy(demo_run, tmp_path):
-    """The demo data as an ordinary (non-generated) dataset, with one small model."""
-    data = tmp_path / "bids"
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
-    cfg["models"] = ["tiny-gpt2"]
-    cfg["variants"] = ["fp32"]
-    cfg["encoding"]["group_size"] = 2  # two encode jobs: a failure in one leaves the other
-    as_ordinary_dataset(cfg, demo_run, data)
-    work = tmp_path / "work"
-    write_config(work, cfg)
-    return work, data, cfg
-
-
-def bold_path(data: Path, sub: str, story: str) -> Path:
-    return (
-        data
-        / "derivatives"
-        / "fmriprep"
-        / f"sub-{sub}"
-        / "func"
-        / f"sub-{sub}_task-{story}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
-    )
-
-
-def test_unknown_model_id_is_one_clear_line(real_copy):
-    work, _, cfg = real_copy
-    cfg["models"] = ["tiny-gtp2"]
-    write_config(work, cfg)
-    proc = snakemake(work, "-n", check=False)
-    assert proc.returncode == 1
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == [
-        f"brainshape: {work / 'config.yaml'}: models lists unknown model id "
-        f"'tiny-gtp2' (did you mean 'tiny-gpt2'?); the registry "
-        f"{cfg['registry']} has: tiny-gpt2, tiny-neox, smollm2-135m"
-    ]
-
-
-def test_unknown_config_key_is_one_clear_line(real_copy):
-    work, _, cfg = real_copy
-    cfg["encoding"]["delay"] = [1, 2]
-    write_config(work, cfg)
-    proc = snakemake(work, "-n", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == (
-        f"brainshape: {work / 'config.yaml'}: unknown key 'encoding.delay' (did you mean "
-        "'delays'?); allowed keys here: alphas, backend, baselines, ceiling, cpu_gflops, "
-        "delays, dtype, folds, gap, gpu_tflops, gpus, group_size, lanczos_window, metrics, "
-        "n_blocks, n_permutations, permutation_block, seed, segment_trs, target_chunk, threads"
-    )
-
-
-def test_missing_derivative_file_is_named(real_copy):
-    work, data, _ = real_copy
-    missing = bold_path(data, "03", "ferry")
-    missing.unlink()
-    proc = snakemake(work, "-n", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith(
-        f"brainshape: datasets.study: 1 input file(s) missing: {missing}."
-    )
-
-
-def test_nan_voxels_fail_that_subject_and_keep_the_rest(real_copy):
-    work, data, _ = real_copy
-    snakemake(work, "--cores", "2", "results/study/fmri/sub-01", "results/study/words.parquet")
-    done = work / "results" / "study" / "fmri" / "sub-01" / "ferry.npy"
-    before = done.read_bytes()
-    path = bold_path(data, "02", "orchard")
-    img = nib.load(path)
-    arr = np.asarray(img.dataobj).copy()
-    mask = np.asarray(nib.load(str(path).replace("desc-preproc_bold", "desc-brain_mask")).dataobj)
-    ijk = np.argwhere(mask > 0)[:3]
-    arr[tuple(ijk.T)] = np.nan
-    nib.save(nib.Nifti1Image(arr, img.affine, img.header), path)
-    proc = snakemake(work, "--cores", "2", "--keep-going", check=False)
-    assert proc.returncode != 0
-    log = (work / "logs" / "study" / "fmri" / "sub-02.log").read_text()
-    assert "3 in-mask voxels" in log and str(path) in log
-    assert not (work / "results" / "study" / "fmri" / "sub-02").exists()
-    assert done.read_bytes() == before
-    assert (work / "results" / "study" / "fmri" / "sub-04" / "ferry.npy").exists()
-
-
-def words_end(data: Path) -> float:
-    from brainshape import stimuli
-
-    return float(
-        stimuli.read_gentle(data / "stimuli" / "lighthouse" / "align.json")["offset"].max()
-    )
-
-
-def test_bold_shorter_than_the_story_is_refused(real_copy):
-    work, data, _ = real_copy
-    # Cut sub-03's lighthouse run (BOLD and confounds alike) so the story outlasts the scan.
-    path = bold_path(data, "03", "lighthouse")
-    img = nib.load(path)
-    n = img.shape[-1]
-    keep = n - 20
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :keep], img.affine, img.header), path)
-    conf = Path(
-        str(path).replace(
-            "_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", "_desc-confounds_timeseries.tsv"
-        )
-    )
-    table = pd.read_csv(conf, sep="\t")
-    table.iloc[:keep].to_csv(conf, sep="\t", index=False, na_rep="n/a")
-    # Refused while planning, from the BOLD header: before any feature is extracted.
-    proc = snakemake(work, "-n", check=False)
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("brainshape:")]
-    assert lines == [
-        f"brainshape: story lighthouse, sub-03: the words run to {words_end(data):.1f} s but "
-        f"{path} covers word time up to {keep * 2.0:.1f} s ({keep} volumes at TR 2 s from offset "
-        "0 s); check that this is the right response file, TR and offset for the story"
-    ]
-    assert not (work / "results").exists()

@@ -106,6 +106,10 @@ def _describe(error: ValidationError, source: str) -> str:
             f"{source}: key '{key}' value {error.instance!r} does not match "
             f"{error.validator_value!r}"
         )
+    if error.validator == "uniqueItems" and isinstance(error.instance, list):
+        repeated = [v for i, v in enumerate(error.instance) if v in error.instance[:i]]
+        shown = ", ".join(map(repr, dict.fromkeys(repeated)))
+        return f"{source}: key '{key}' lists {shown} more than once; give each value once"
     if error.validator == "propertyNames":
         return f"{source}: name {error.instance!r} under '{key}' is not allowed: {error.message}"
     if error.validator == "anyOf" and all("required" in v for v in error.validator_value):

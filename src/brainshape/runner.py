@@ -12,6 +12,7 @@ import errno
 import gzip
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -78,21 +79,37 @@ def culprit(error: BaseException, inputs: Iterable[Any] = ()) -> Path | None:
     return found[0] if found else None
 
 
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no space: ENOSPC or EDQUOT, or the short write
+    numpy reports without an errno (``N requested and M written``)."""
+    if not isinstance(error, OSError):
+        return False
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return (
+        "Not enough free space" in text
+        or re.search(r"\d+ requested and \d+ written", text) is not None
+    )
+
+
 def explain(error: BaseException, rule: str, inputs: Iterable[Any] = ()) -> str:
     """One line for a failure that is not a :class:`BrainshapeError`: what failed, in which
     rule and file, and the likely fix."""
+    text = f"{type(error).__name__}: {error}".strip()
+    if disk_full(error):
+        # A failed write: the file a frame was reading says nothing about it.
+        return (
+            f"rule {rule} failed: {text}; the disk (or quota) is full; free space or point the "
+            "results elsewhere, then rerun"
+        )
     path = culprit(error, inputs)
     where = f" reading {path}" if path is not None else ""
-    text = f"{type(error).__name__}: {error}".strip()
     rerun = f"rerun the rule that wrote it (or fetch it again), then `snakemake` reruns {rule}"
     if isinstance(error, EOFError | gzip.BadGzipFile | zlib.error):
         fix = f"the file is truncated or corrupt; {rerun}"
     elif isinstance(error, ValueError) and "mmap length is greater than file size" in str(error):
         fix = f"the array file is shorter than its header says (truncated); {rerun}"
-    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "the disk (or quota) is full; free space or point the results elsewhere, then rerun"
-    elif isinstance(error, OSError) and "Not enough free space" in str(error):
-        fix = "the disk (or quota) is full; free space or point the results elsewhere, then rerun"
     elif isinstance(error, MemoryError):
         fix = f"the job ran out of memory; give it more (--set-resources {rule}:mem_mb=...)"
     else:

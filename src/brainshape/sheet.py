@@ -107,6 +107,13 @@ def rows_from_table(
             f"{source}: unknown column(s) {unknown}; a runs sheet has the columns "
             f"{', '.join(types)} (docs/datasets.md)"
         )
+    required = load_yaml(schema, "schema")["required"]
+    absent = [c for c in required if c not in table.columns]
+    if absent:
+        raise BrainshapeError(
+            f"{source} lacks the column(s) {', '.join(absent)}; a runs sheet needs the columns "
+            f"{', '.join(required)} (docs/datasets.md)"
+        )
     rows = []
     for i, record in enumerate(table.to_dict("records"), start=1):
         where = f"{source}, row {i}"

@@ -55,6 +55,11 @@ def _require_file(path: Path, what: str) -> None:
             f"{what} {path} does not exist; check the dataset's words.path in the config "
             "(relative to bids_root) or create the file"
         )
+    if path.stat().st_size == 0:
+        raise BrainshapeError(
+            f"{what} {path} is empty; an empty file stands in for data only while a study is "
+            "planned: put the story's word timings in it"
+        )
 
 
 def _table(words: list[str], onset, offset, aligned) -> pd.DataFrame:

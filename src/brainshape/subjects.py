@@ -193,7 +193,14 @@ def read_subject(directory: str | os.PathLike, *, mmap: bool = False) -> Subject
                 f"{path} is missing but {runs_path} lists story {story!r}; rerun the fmri "
                 "stage for this subject."
             )
-        array = np.load(path, mmap_mode="r" if mmap else None)
+        try:
+            array = np.load(path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError) as error:
+            verify_manifest(directory)  # a file changed since it was written: name the rule
+            raise BrainshapeError(
+                f"cannot read {path} as a .npy array ({error}); rerun the fmri stage for this "
+                "subject."
+            ) from None
         if array.ndim != 2 or array.shape[1] != len(targets):
             raise BrainshapeError(
                 f"{path} has shape {array.shape} but {targets_path} lists {len(targets)} "
