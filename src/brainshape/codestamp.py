@@ -52,9 +52,16 @@ def library_modules(script: str | Path) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        module = LIBRARY / f"{name}.py"
-        todo |= _imported_modules(module.read_text(), str(module)) - seen
+        todo |= _module_imports(name) - seen
     return sorted(seen)
+
+
+@cache
+def _module_imports(name: str) -> frozenset[str]:
+    """The library modules one library module imports (parsed once per process: every rule's
+    stamp walks the same modules)."""
+    module = LIBRARY / f"{name}.py"
+    return frozenset(_imported_modules(module.read_text(), str(module)))
 
 
 @cache
