@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import resources, scoring
+from brainshape import resources, scoring, stimuli
 from brainshape.ridge import DEFAULT_TARGET_CHUNK
 from brainshape.subjects import write_subject
 
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainshape import encoding, features
+from brainshape import encoding, features, stimuli
 from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
 
@@ -62,7 +62,7 @@ root = Path(sys.argv[1])
 settings = json.loads((root / "settings.json").read_text())
 base = rss_kib()
 start = time.perf_counter()
-words = pd.read_parquet(root / "words.parquet")
+words = stimuli.read_words_table(root / "words.parquet")
 feats = features.read_features(root / "features", settings["stories"])
 subjects = read_subjects(sorted((root / "fmri").iterdir()))
 with limit_threads(settings["threads"]):
@@ -122,12 +122,13 @@ def write_dataset(root: Path, shape: resources.EncodeShape, subjects: int, seed:
                     "word": "word",
                     "onset": mids - 0.15,
                     "offset": mids + 0.15,
+                    "aligned": True,
                 }
             )
         )
         feats = rng.standard_normal((shape.layers, n_words, shape.hidden)).astype(np.float32)
         np.save(root / "features" / f"{story}.npy", feats)
-    pd.concat(rows, ignore_index=True).to_parquet(root / "words.parquet")
+    stimuli.write_words_table(root / "words.parquet", pd.concat(rows, ignore_index=True))
     per_subject = shape.targets // subjects
     half = shape.trimmed // 2
     targets = pd.DataFrame(

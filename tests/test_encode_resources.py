@@ -25,6 +25,7 @@ from brainshape.study import Study
 def demo_config(**encoding) -> dict:
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["variants"] = "all"  # every model with its twin, whatever the demo leaves out
     cfg["encoding"].update(encoding)
     return cfg
 
@@ -356,12 +357,19 @@ def test_dry_run_jobs_carry_the_computed_resources(tmp_path):
     mems = {(j.wildcards["model"], j.wildcards["group"]): j.mem_mb for j in encode}
     assert mems[("smollm2-135m", "g1")] > mems[("smollm2-135m", "g2")]
     assert mems[("smollm2-135m", "g1")] > mems[("tiny-gpt2", "g1")]
+    # Baselines run per subject group too, without GPUs: sized by their group.
     baseline = [j for j in jobs if j.rule == "baseline"]
-    assert baseline and all(
+    assert len(baseline) == 2 * 2 and all(
         (j.gpus, j.mem_mb, j.runtime_min)
-        == (0, s.encode_mem_mb("demo", None), s.encode_runtime_min("demo", None))
+        == (
+            0,
+            s.encode_mem_mb("demo", None, j.wildcards["group"]),
+            s.encode_runtime_min("demo", None, j.wildcards["group"]),
+        )
         for j in baseline
     )
+    base_mem = {j.wildcards["group"]: j.mem_mb for j in baseline}
+    assert base_mem["g1"] > base_mem["g2"]  # 3 subjects' targets against 1
     diagrams = [j for j in jobs if j.rule == "layer_diagrams"]
     assert diagrams and all(
         j.mem_mb == s.layer_diagrams_mem_mb("demo", j.wildcards["model"]) for j in diagrams

@@ -13,6 +13,7 @@ from brainshape.study import Study
 def config(**encoding):
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
+    cfg["variants"] = "all"  # every model with its twin, whatever the demo leaves out
     cfg["datasets"]["demo"]["subjects"] = ["01", "02", "03", "04", "05"]
     cfg["encoding"].update(encoding)
     return cfg

@@ -487,8 +487,8 @@ def _cv_subject(root, rows, words, feats, roi, hemi, shift, alpha) -> float:
         files = (row.format, row.response, row.key, row.labels, row.confounds)
         y = _roi_mean(root, files, roi, hemi)
         times = row.offset + shift + (np.arange(len(y)) + 0.5) * row.tr
-        w = words[row.story]
-        x = lanczos_downsample(feats[row.story], demo.word_midpoints(w), times, window=3)
+        midpoints = stimuli.word_times(stimuli.stack_words({row.story: words[row.story]}))
+        x = lanczos_downsample(feats[row.story], midpoints[row.story], times, window=3)
         xs.append(_fir(_z(x)))
         ys.append(_z(y))
         groups.append(np.full(len(y), k))
