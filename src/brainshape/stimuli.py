@@ -557,31 +557,7 @@ def write_textgrid(words: pd.DataFrame, path: str | os.PathLike, duration: float
     if duration > t:
         intervals.append((t, duration, ""))
 
-    # repr() gives the shortest text that reads back as the same float.
-    lines = [
-        'File type = "ooTextFile"',
-        'Object class = "TextGrid"',
-        "",
-        "xmin = 0 ",
-        f"xmax = {duration!r} ",
-        "tiers? <exists> ",
-        "size = 1 ",
-        "item []: ",
-        "    item [1]:",
-        '        class = "IntervalTier" ',
-        '        name = "words" ',
-        "        xmin = 0 ",
-        f"        xmax = {duration!r} ",
-        f"        intervals: size = {len(intervals)} ",
-    ]
-    for k, (a, b, label) in enumerate(intervals, start=1):
-        lines += [
-            f"        intervals [{k}]:",
-            f"            xmin = {a!r} ",
-            f"            xmax = {b!r} ",
-            f"            text = {_praat_string(label)} ",
-        ]
-    save_text(path, "\n".join(lines) + "\n")
+    write_textgrid_tiers(path, [("words", intervals)], duration)
 
 
 # --- BIDS events -------------------------------------------------------------------------------
