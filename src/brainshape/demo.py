@@ -717,10 +717,14 @@ def save_nifti(path: str | os.PathLike, img: nib.Nifti1Image) -> None:
         tmp.write_bytes(data)
 
 
-def _image(data: np.ndarray, tr: float | None = None) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(data, AFFINE)
-    img.set_sform(AFFINE, code="mni")
-    img.set_qform(AFFINE, code="mni")
+def mni_image(
+    data: np.ndarray, tr: float | None = None, affine: np.ndarray = AFFINE
+) -> nib.Nifti1Image:
+    """A NIfTI image of ``data`` in MNI space (sform and qform), mm and s units, and with ``tr``
+    the repetition time as its fourth zoom: how the demo and the stand-ins write images."""
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code="mni")
+    img.set_qform(affine, code="mni")
     img.header.set_data_dtype(data.dtype)
     img.header.set_xyzt_units("mm", "sec")
     if tr is not None:
@@ -736,7 +740,7 @@ def _save_tsv(path: Path, table: pd.DataFrame, float_format: str | None = None) 
 
 
 def _write_atlas(root: Path, atlas: DemoAtlas) -> None:
-    save_nifti(root / ATLAS_IMAGE, _image(atlas.labels.astype(np.uint8)))
+    save_nifti(root / ATLAS_IMAGE, mni_image(atlas.labels.astype(np.uint8)))
     labels = pd.DataFrame({"index": np.arange(1, len(atlas.rois) + 1), "name": list(atlas.rois)})
     _save_tsv(root / ATLAS_LABELS, labels)
     save_json(
@@ -935,7 +939,7 @@ def _simulate_subject(
 ) -> dict[str, dict[tuple[str, str], float]]:
     """Write every run of one subject; return the subject's r values (see the manifest)."""
     baseline = _baseline(_rng(seed, 4, sub), atlas)
-    mask_img = _image(atlas.mask.astype(np.uint8))
+    mask_img = mni_image(atlas.mask.astype(np.uint8))
     truth: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in signals}
     clean: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in signals}
     cleaned: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in signals}
@@ -980,7 +984,7 @@ def _write_run(
     stem = f"sub-{sub}_task-{story}"
     volume = np.zeros((*GRID_SHAPE, n_trs), dtype=np.float32)
     volume[atlas.mask] = bold.T
-    save_nifti(func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz", _image(volume, tr))
+    save_nifti(func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz", mni_image(volume, tr))
     save_json(
         func / f"{stem}_space-{SPACE}_desc-preproc_bold.json",
         {"RepetitionTime": tr, "TaskName": story, "SkullStripped": False},

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -227,19 +226,8 @@ def grid() -> Grid:
     return Grid(inside.reshape(GRID), labels.reshape(GRID), voxels)
 
 
-def _image(data: np.ndarray, affine: np.ndarray, tr: float | None = None) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code="mni")
-    img.set_qform(affine, code="mni")
-    img.header.set_data_dtype(data.dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    if tr is not None:
-        img.header.set_zooms((VOXEL_MM, VOXEL_MM, VOXEL_MM, float(tr)))
-    return img
-
-
 def _write_atlas(root: Path, g: Grid) -> None:
-    demo.save_nifti(root / ATLAS_IMAGE, _image(g.labels.astype(np.uint8), AFFINE))
+    demo.save_nifti(root / ATLAS_IMAGE, demo.mni_image(g.labels.astype(np.uint8), affine=AFFINE))
     table = pd.DataFrame({"index": range(1, len(Grid.rois) + 1), "name": list(Grid.rois)})
     _save_tsv(root / ATLAS_LABELS, table)
 
@@ -604,7 +592,7 @@ def _narratives_run(
     )
     func = root / "derivatives" / "fmriprep" / f"sub-{run.subject}" / "func"
     name = f"{stem}_space-{SPACE}_res-native_desc-preproc_bold.nii.gz"
-    demo.save_nifti(func / name, _image(bold, AFFINE, NARRATIVES_TR))
+    demo.save_nifti(func / name, demo.mni_image(bold, NARRATIVES_TR, AFFINE))
     confounds["global_signal"] = bold[g.mask].mean(axis=0)
     motion = confounds[["trans_x", "trans_y", "trans_z"]].diff().abs().sum(axis=1)
     confounds["framewise_displacement"] = motion.where(confounds.index > 0)
@@ -666,7 +654,7 @@ def narratives(root: Path, words, features, seed: int, snr: float, ar1: float) -
     runs = _narratives_runs(words)
     plant(runs, words, features, ROI_SIZES[PLANTED["roi"]], NARRATIVES_TR, seed)
     _write_atlas(root, g)
-    mask = _image(g.mask.astype(np.uint8), AFFINE)
+    mask = demo.mni_image(g.mask.astype(np.uint8), affine=AFFINE)
     for task in NARRATIVES_TASKS:
         name = f"tpl-{SPACE}_res-{task}_desc-brain_mask.nii.gz"
         demo.save_nifti(root / "derivatives" / "afni-nosmooth" / f"tpl-{SPACE}" / name, mask)
@@ -771,7 +759,7 @@ def _alice_subject(root: Path, g: Grid, run: Run, seed: int, snr: float, ar1: fl
     affine = AFFINE.copy()
     affine[:3, 3] -= VOXEL_MM * np.array([lx, ly, lz])
     path = root / "derivatives" / sub / f"{sub}_task-alice_bold_preprocessed.nii.gz"
-    demo.save_nifti(path, _image(padded, affine, ALICE_TR))
+    demo.save_nifti(path, demo.mni_image(padded, ALICE_TR, affine))
     return seen
 
 
