@@ -152,10 +152,18 @@ def with_registries(schema: Any) -> Any:
     return schema
 
 
+def load_schema(schema_path: str | Path) -> Any:
+    """A schema file, parsed once per version of it (a runs sheet validates thousands of rows
+    against one schema). Shared between callers: read it, never change it
+    (:func:`with_registries` copies)."""
+    path = Path(schema_path)
+    if not path.is_file():
+        load_yaml(path, "schema")  # the missing-file message
+    return _parsed_schema(str(path.resolve()), path.stat().st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=16)
 def _parsed_schema(path: str, mtime_ns: int) -> Any:
-    """A schema file parsed once per version of it (a runs sheet validates thousands of rows
-    against one schema). Callers must not change it: :func:`with_registries` copies."""
     return load_yaml(path, "schema")
 
 
@@ -165,10 +173,7 @@ def validate(data: Any, schema_path: str | Path, source: str) -> Any:
     Returns ``data``. Raises BrainshapeError with one line naming ``source`` (the file the data
     came from) and the offending key.
     """
-    path = Path(schema_path)
-    if not path.is_file():
-        load_yaml(path, "schema")  # the missing-file message
-    schema = with_registries(_parsed_schema(str(path.resolve()), path.stat().st_mtime_ns))
+    schema = with_registries(load_schema(schema_path))
     if data is None:
         data = {}
     errors = list(_FillingValidator(schema).iter_errors(data))

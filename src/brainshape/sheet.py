@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from brainshape.config import SCHEMAS, load_yaml, validate
+from brainshape.config import SCHEMAS, load_schema, validate
 from brainshape.errors import BrainshapeError
 
 #: The sheet's schema beside the library; the workflow passes its own (``workflow/schemas``).
@@ -42,12 +42,12 @@ _FALSE = {"false", "no", "0"}
 
 def columns(schema: str | os.PathLike = RUNS_SCHEMA) -> list[str]:
     """The sheet's columns, in the schema's order."""
-    return list(load_yaml(schema, "schema")["properties"])
+    return list(load_schema(schema)["properties"])
 
 
 def _types(schema: str | os.PathLike) -> dict[str, tuple[str, bool]]:
     """Column -> (type, whether it may be null)."""
-    props = load_yaml(schema, "schema")["properties"]
+    props = load_schema(schema)["properties"]
     out = {}
     for name, prop in props.items():
         kinds = prop.get("type", "string")
@@ -107,7 +107,7 @@ def rows_from_table(
             f"{source}: unknown column(s) {unknown}; a runs sheet has the columns "
             f"{', '.join(types)} (docs/datasets.md)"
         )
-    required = load_yaml(schema, "schema")["required"]
+    required = load_schema(schema)["required"]
     absent = [c for c in required if c not in table.columns]
     if absent:
         raise BrainshapeError(

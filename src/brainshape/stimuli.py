@@ -44,6 +44,8 @@ SILENCE_LABELS = frozenset({"", "sp", "sil", "<sil>", "SIL", "{SL}"})
 _ORDER_TOLERANCE = 1e-6
 
 _TABLE_COLUMNS = ("word", "onset", "offset", "aligned")
+#: Columns of the words table, in order (``words.parquet``: docs/outputs.md).
+WORDS_TABLE_COLUMNS = ("story", "word_index", *_TABLE_COLUMNS)
 
 
 # --- shared checks -----------------------------------------------------------------------------
@@ -981,11 +983,7 @@ def stack_words(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             "offset": np.float64,
             "aligned": bool,
         }
-    )[["story", "word_index", *_TABLE_COLUMNS]]
-
-
-#: Columns of the words table, in order (``words.parquet``: docs/outputs.md).
-WORDS_TABLE_COLUMNS = ("story", "word_index", *_TABLE_COLUMNS)
+    )[list(WORDS_TABLE_COLUMNS)]
 
 
 def write_words_table(path: str | os.PathLike, table: pd.DataFrame) -> None:

@@ -229,8 +229,9 @@ class Study:
         # Asked once per job while Snakemake plans (thousands of times): one pass, kept.
         key = ("stories_by_subject", ds)
         if key not in self._memo:
+            runs = self.runs(ds)
             heard: dict[str, dict[str, None]] = {}
-            for sub, story in zip(self.runs(ds)["subject"], self.runs(ds)["story"], strict=True):
+            for sub, story in zip(runs["subject"], runs["story"], strict=True):
                 heard.setdefault(sub, {})[story] = None
             self._memo[key] = {sub: list(stories) for sub, stories in heard.items()}
         return self._memo[key]
@@ -293,7 +294,7 @@ class Study:
         key = ("subject_groups", ds)
         if key not in self._memo:
             self._memo[key] = self._subject_groups(ds)
-        return dict(self._memo[key])
+        return {group: list(subs) for group, subs in self._memo[key].items()}
 
     def _subject_groups(self, ds: str) -> dict[str, list[str]]:
         size = self.config["encoding"]["group_size"]
