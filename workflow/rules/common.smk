@@ -23,7 +23,10 @@ try:
     check_planted(config["demo"]["planted"], REGISTRY, source=_source)
     STUDY = Study(config, REGISTRY, source=_source, schemas=SCHEMAS)
     SIZING = JobSizing(STUDY)
-    check_study(STUDY, SIZING)
+    # The checks read every run's header and word timings: once, where the workflow is planned,
+    # not again in each job that a cluster executor starts from this Snakefile.
+    if workflow.is_main_process:
+        check_study(STUDY, SIZING)
 except BrainshapeError as _error:
     # One line for the user instead of a traceback through the Snakefile.
     raise SystemExit(f"brainshape: {_error}")
