@@ -8,7 +8,8 @@ import pytest
 
 from brainshape import analysis
 from brainshape.baselines import baseline_features, encode_baseline, inter_subject_ceiling
-from brainshape.encoding import add_delays, encode_variant, lanczos_matrix, tr_times
+from brainshape.clock import tr_times
+from brainshape.encoding import add_delays, encode_variant, lanczos_matrix
 from brainshape.errors import BrainshapeError
 from brainshape.subjects import SubjectData
 

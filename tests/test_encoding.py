@@ -6,12 +6,12 @@ import pytest
 from scipy.integrate import quad
 
 from brainshape import ridge, scoring
+from brainshape.clock import tr_times
 from brainshape.encoding import (
     add_delays,
     encode_variant,
     lanczos_downsample,
     lanczos_matrix,
-    tr_times,
 )
 from brainshape.errors import BrainshapeError
 from brainshape.subjects import SubjectData

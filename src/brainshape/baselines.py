@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from brainshape.ceilings import single_subject_ceiling
+from brainshape.clock import kept_times
 from brainshape.encoding import check_subject, encode_variant
 from brainshape.errors import BrainshapeError
 from brainshape.subjects import SubjectData, subject_label
@@ -148,11 +149,7 @@ def _add_story(subjects, keys, moments, group: list[str], story: str) -> None:
     """Add one story's sums (x, y, x^2, y^2, x y, count, others) of each subject of ``group``
     against the mean of the others, volumes matched on the word clock."""
     tr = float(subjects[group[0]].runs[story]["tr"])
-    starts = {}
-    for sub in group:
-        run = subjects[sub].runs[story]
-        first = run.get("offset", 0.0) + (run["trim_start"] + 0.5) * tr
-        starts[sub] = first
+    starts = {sub: float(kept_times(subjects[sub].runs[story])[0]) for sub in group}
     origin = min(starts.values())
     rows = {s: int(round((starts[s] - origin) / tr)) for s in group}
     n_rows = max(rows[s] + len(subjects[s].data[story]) for s in group)

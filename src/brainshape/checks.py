@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from brainshape import responses
+from brainshape.clock import scan_end
 from brainshape.errors import BrainshapeError
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
@@ -168,7 +169,9 @@ def check_runs_cover_words(study: Study, ds: str) -> None:
             continue
         found = responses.shape(path, row.format, row.key)
         tr = _run_tr(study, ds, row, found.tr, config_tr, path)
-        covered = row.offset + (found.rows + row.removed_end) * tr
+        covered = scan_end(
+            {"offset": row.offset, "n_trs": found.rows, "removed_end": row.removed_end, "tr": tr}
+        )
         if ends[row.story] > covered + 1e-6:
             raise BrainshapeError(
                 f"story {row.story}, sub-{row.subject}: the words run to {ends[row.story]:.1f} s "

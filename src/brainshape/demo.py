@@ -51,7 +51,8 @@ import scipy.stats
 
 from brainshape import __version__, scoring
 from brainshape import stimuli as stim
-from brainshape.encoding import lanczos_downsample, tr_times
+from brainshape.clock import tr_times
+from brainshape.encoding import lanczos_downsample
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_text
 from brainshape.subjects import zscore

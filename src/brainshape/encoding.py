@@ -10,7 +10,8 @@ a group in four steps:
 2. **design** (``_groups``, ``_design``): subjects who heard the same stories with the same runs
    share one design and their targets are stacked. Word features, stamped at the middle of each
    word (``stimuli.word_times``), are Lanczos-resampled at the volume times of each run
-   (``lanczos_matrix``, ``tr_times``: volume k sits at ``k * tr + tr / 2`` seconds), delayed by
+   (``lanczos_matrix``; :mod:`brainshape.clock` places volume k of a run at word time ``offset +
+   (k + 1/2) tr``), delayed by
    finite-impulse-response delays in TRs (``add_delays``, per run, so nothing leaks across
    stories) and trimmed to the kept volumes.
 3. **solve** (``_solve``): ``ridge.cross_validate``, outer folds holding out one story or one
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from brainshape import ridge, scoring
+from brainshape.clock import kept_rows, scan_end, volume_times
 from brainshape.errors import BrainshapeError
 from brainshape.stimuli import word_times
 from brainshape.subjects import ALL_RUN_KEYS, RUN_DEFAULTS, SubjectData, subject_label
@@ -42,19 +44,6 @@ DEFAULT_ALPHAS = np.logspace(0, 6, 13)
 
 
 # --- time axis and resampling ---------------------------------------------------------------
-
-
-def tr_times(n_trs: int, tr: float) -> np.ndarray:
-    """Times in seconds of the volumes of one run, shape (n_trs,).
-
-    Volume k is stamped at ``k * tr + tr / 2``: the middle of its acquisition, measured from
-    the start of the run (the same clock as the onsets in the words table).
-    """
-    if isinstance(n_trs, bool) or int(n_trs) != n_trs or n_trs < 0:
-        raise BrainshapeError(f"n_trs must be a non-negative whole number of volumes, got {n_trs}.")
-    if not (math.isfinite(tr) and tr > 0):
-        raise BrainshapeError(f"tr must be a positive number of seconds, got {tr}.")
-    return np.arange(int(n_trs), dtype=np.float64) * float(tr) + float(tr) / 2
 
 
 def lanczos_matrix(
@@ -83,7 +72,7 @@ def lanczos_matrix(
     if not spacing > 0:
         raise BrainshapeError(
             "new_times must increase (median spacing is not positive); pass the volume times "
-            "of one run in order, e.g. tr_times(n_trs, tr)."
+            "of one run in order, e.g. brainshape.clock.volume_times(run)."
         )
     if not (math.isfinite(window) and window > 0):
         raise BrainshapeError(f"Lanczos window must be a positive number of lobes, got {window}.")
@@ -285,12 +274,12 @@ def _check_scan_covers_words(words: pd.DataFrame, subjects: Mapping[str, Subject
     story_end = words.groupby("story")["offset"].max()
     for sub in subjects:
         for story, run in subjects[sub].runs.items():
-            scan_end = run["offset"] + (run["n_trs"] + run["removed_end"]) * run["tr"]
-            if story_end[story] > scan_end + 1e-6:
+            covered = scan_end(run)
+            if story_end[story] > covered + 1e-6:
                 raise BrainshapeError(
                     f"story {story}, {subject_label(sub)}: the words run to "
                     f"{story_end[story]:.1f} s but the BOLD run covers word time up to "
-                    f"{scan_end:.1f} s ({run['n_trs']} volumes at TR {run['tr']:g} s from offset "
+                    f"{covered:.1f} s ({run['n_trs']} volumes at TR {run['tr']:g} s from offset "
                     f"{run['offset']:g} s); check that this is the right BOLD file, TR and offset "
                     "for the story."
                 )
@@ -334,7 +323,8 @@ def _groups(
     for key, subs in keys.items():
         run_list = [dict(zip(("story", *ALL_RUN_KEYS), entry, strict=True)) for entry in key]
         resamplers = [
-            lanczos_matrix(times[r["story"]], run_times(r), window=options.window) for r in run_list
+            lanczos_matrix(times[r["story"]], volume_times(r), window=options.window)
+            for r in run_list
         ]
         labels = ", ".join(subject_label(s) for s in subs)
         segments, test = segments_of(run_list, options, labels)
@@ -349,11 +339,6 @@ def _groups(
         widths = np.cumsum([0] + [len(subjects[sub].targets) for sub in subs])
         groups.append(Group(subs, run_list, resamplers, Y, m, widths, segments, test))
     return groups
-
-
-def run_times(run: Mapping) -> np.ndarray:
-    """Word-clock times (s) of the volumes of one run: ``offset + tr_times(n_trs, tr)``."""
-    return float(run.get("offset", 0.0)) + tr_times(run["n_trs"], run["tr"])
 
 
 def segments_of(
@@ -422,7 +407,7 @@ def _design(features: Mapping[str, np.ndarray], layer: int, group: Group, delays
     for r, resampler in zip(group.runs, group.resamplers, strict=True):
         layer_features = np.asarray(features[r["story"]][layer], dtype=np.float64)
         delayed = add_delays(resampler @ layer_features, delays)
-        X_runs.append(delayed[r["trim_start"] : r["n_trs"] - r["trim_end"]])
+        X_runs.append(delayed[kept_rows(r)])
     return np.concatenate(X_runs)
 
 

@@ -43,7 +43,8 @@ import pandas as pd
 from scipy.stats import rankdata
 from scipy.stats import t as student_t
 
-from brainshape.encoding import lanczos_matrix, tr_times
+from brainshape.clock import kept_rows, kept_times, run_start, volume_times
+from brainshape.encoding import lanczos_matrix
 from brainshape.errors import BrainshapeError
 from brainshape.io import atomic_path, save_json, save_parquet
 from brainshape.stimuli import word_times
@@ -88,16 +89,15 @@ class TimeBase:
 
     def kept_times(self, story: str) -> np.ndarray:
         """Seconds of the kept volumes of ``story`` (one per row of its fMRI array)."""
-        r = self.runs[story]
-        times = float(r.get("offset", 0.0)) + tr_times(int(r["n_trs"]), float(r["tr"]))
-        return times[int(r["trim_start"]) : int(r["n_trs"]) - int(r["trim_end"])]
+        return kept_times(self.runs[story])
 
     def brain_rows(self, story: str) -> np.ndarray:
         """Rows of the story's kept-volume array that enter the clouds."""
         t = self.kept_times(story)
         if t.size == 0:
             return np.zeros(0, dtype=np.int64)
-        ok = (t - t[0] >= self.history_s - 1e-9) & (t - self.delay_s >= 0)
+        start = run_start(self.runs[story])
+        ok = (t - t[0] >= self.history_s - 1e-9) & (t - self.delay_s >= start)
         return np.flatnonzero(ok)
 
     def brain_times(self, story: str) -> np.ndarray:
@@ -265,9 +265,9 @@ def _resamplers(
             )
         run = base.runs[story]
         # The cut-off comes from the whole run's volume spacing; only the paired rows are kept.
-        times = tr_times(int(run["n_trs"]), float(run["tr"])) - base.delay_s
+        times = volume_times(run) - base.delay_s
         weights = lanczos_matrix(words[story], times, window=window)
-        out[story] = weights[int(run["trim_start"]) + base.brain_rows(story)]
+        out[story] = weights[kept_rows(run)][base.brain_rows(story)]
     return out
 
 
