@@ -433,3 +433,33 @@ def test_bad_images_and_trims(tmp_path):
         BrainshapeError, match=r"bold.nii.gz has shape \(10, 12, 8\); expected a 4-D"
     ):
         fmri.preprocess_run(paths, tmap, t_r=TR, **CLEAN)
+
+
+def test_a_damaged_gzip_is_named_in_words_that_do_not_depend_on_its_bytes(tmp_path):
+    """Python's gzip messages quote checksums and header bytes, which differ between copies of
+    the data; the error says what is wrong instead."""
+    import gzip
+
+    good = tmp_path / "bold.nii.gz"
+    good.write_bytes(gzip.compress(bytes(range(256)) * 4000, mtime=0))
+    fmri.verify_gzip(good)
+    raw = good.read_bytes()
+    cases = {
+        "damaged.nii.gz": raw[:100] + bytes(b ^ 0xFF for b in raw[100:116]) + raw[116:],
+        "cut.nii.gz": raw[: len(raw) // 2],
+        "plain.nii.gz": b"not compressed at all, only named so",
+    }
+    problems = {
+        "damaged.nii.gz": "its compressed data are damaged",
+        "cut.nii.gz": "the file ends before its end-of-stream marker",
+        "plain.nii.gz": "the file does not start with a gzip header",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(BrainshapeError) as err:
+            fmri.verify_gzip(path)
+        assert str(err.value) == (
+            f"{path} is corrupt or truncated (its gzip check fails: {problems[name]}); fetch or "
+            "regenerate the file"
+        )

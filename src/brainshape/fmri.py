@@ -484,9 +484,21 @@ def verify_gzip(path: str | os.PathLike) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as error:
         raise BrainshapeError(
-            f"{path} is corrupt or truncated (its gzip check fails: {error}); fetch or "
-            "regenerate the file"
-        ) from None
+            f"{path} is corrupt or truncated (its gzip check fails: "
+            f"{_gzip_problem(path, error)}); fetch or regenerate the file"
+        ) from error
+
+
+def _gzip_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a ``.gz`` file, in words that do not depend on its bytes: Python's own
+    messages quote checksums and header bytes, and which of them a damaged stream gives
+    depends on the bytes damaged, which differ from one copy of the data to the next."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            return "the file does not start with a gzip header"
+    if isinstance(error, EOFError):
+        return "the file ends before its end-of-stream marker"
+    return "its compressed data are damaged"
 
 
 def _clean(signals, confounds, detrend, high_pass, t_r) -> np.ndarray:
