@@ -162,3 +162,13 @@ def test_story_folds_refuse_subjects_with_too_few_stories_while_planning(tmp_pat
     # finds the response files missing: planning went past the folds.)
     with pytest.raises(BrainshapeError, match="input file"):
         check(study(tmp_path, dataset=sheet, encoding={"folds": "blocks"}))
+
+
+def test_a_configured_tr_outside_seconds_is_refused(tmp_path):
+    make_dataset(tmp_path)
+    with pytest.raises(BrainshapeError) as error:
+        check(study(tmp_path, dataset={"tr": 1500}, fmri={"confounds": []}))
+    assert str(error.value) == (
+        "study.yaml: datasets.real: tr is 1500 s, outside the 0.3-5 s a repetition time can be; "
+        "write it in seconds"
+    )

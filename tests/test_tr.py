@@ -48,7 +48,8 @@ def test_disagreement_beyond_two_percent_needs_the_override(tmp_path):
     spm_one = image(tmp_path / "one.nii.gz", 1.0)  # SPM's other placeholder is in range
     given = responses.configured_tr(2.0)
     with pytest.raises(BrainshapeError) as error:
-        responses.run_tr(spm_one, 1.0, given, override="datasets.alice.tr_overrides_header")
+        override = "set datasets.alice.tr_overrides_header: true"
+        responses.run_tr(spm_one, 1.0, given, override=override)
     assert str(error.value) == (
         f"{spm_one}: its header says TR 1 s but the config (or runs sheet) says 2 s; remove the "
         "configured tr to use the header's, or, if the header is wrong, set "
@@ -70,7 +71,7 @@ def test_fmriprep_sidecar_beside_the_image_is_a_source(tmp_path):
     assert responses.run_tr(bold, header_tr(bold)) == 1.5
     image(bold, 2.0)
     with pytest.raises(BrainshapeError) as error:
-        responses.run_tr(bold, header_tr(bold), override="datasets.x.tr_overrides_header")
+        responses.run_tr(bold, header_tr(bold), override="set datasets.x.tr_overrides_header: true")
     assert str(error.value) == (
         f"{bold}: its header says TR 2 s but its sidecar {side} says 1.5 s; correct "
         f"RepetitionTime in {side.name} to use the header's, or, if the header is wrong, set "

@@ -214,7 +214,7 @@ def _run_tr(study: Study, ds: str, row, header_tr: float | None, config_tr, path
         header_tr,
         responses.configured_tr(given),
         overrides_header=study.dataset(ds)["tr_overrides_header"],
-        override=f"datasets.{ds}.tr_overrides_header",
+        override=f"set datasets.{ds}.tr_overrides_header: true",
         missing=f"give it in the runs sheet's tr column (or datasets.{ds}.tr)",
     )
 

@@ -47,6 +47,17 @@ def plausible_tr(tr: float | None) -> bool:
     return tr is not None and TR_RANGE[0] <= tr <= TR_RANGE[1]
 
 
+def check_tr(tr: float | None, where: str) -> None:
+    """Raise unless ``tr`` (s; None: not given) can be a repetition time; ``where`` names the
+    file, row or key that gives it."""
+    if tr is not None and not plausible_tr(tr):
+        low, high = TR_RANGE
+        raise BrainshapeError(
+            f"{where}: tr is {tr:g} s, outside the {low:g}-{high:g} s a repetition time can be; "
+            "write it in seconds"
+        )
+
+
 def trs_agree(a: float, b: float) -> bool:
     """Whether two TRs of one run agree within :data:`TR_AGREEMENT`."""
     return abs(a - b) <= TR_AGREEMENT * max(a, b)
@@ -100,7 +111,7 @@ def run_tr(
     given: GivenTR | None = None,
     *,
     overrides_header: bool = False,
-    override: str = "the dataset's tr_overrides_header",
+    override: str = "set the dataset's tr_overrides_header: true",
     missing: str = "give it in the runs sheet's tr column (or the dataset's tr)",
 ) -> float:
     """The TR (s) of one NIfTI run, from its header and a TR given elsewhere.
@@ -110,7 +121,7 @@ def run_tr(
     except that a header's is only set aside (another source must then give the TR): SPM writes
     0 into its 4-D images, and a header whose unit was lost says 1500 for 1.5 s. A header and a
     given TR further apart than :data:`TR_AGREEMENT` stop with an error unless
-    ``overrides_header`` (the key or option ``override`` names it) says the given TR wins.
+    ``overrides_header`` says the given TR wins (``override`` says how to set it).
     Within that, the given TR is used. ``missing``: how to give a TR where none is usable.
     """
     if given is None:
@@ -140,7 +151,7 @@ def run_tr(
         raise BrainshapeError(
             f"{image}: its header says TR {header_tr:g} s but {given.source} says "
             f"{given.value:g} s; {given.remove} to use the header's, or, if the header is "
-            f"wrong, set {override}: true"
+            f"wrong, {override}"
         )
     return given.value
 

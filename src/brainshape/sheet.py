@@ -167,12 +167,7 @@ def _check_rows(runs: pd.DataFrame, source: str) -> None:
         where = f"{source}, row {i + 1} (subject {row.subject}, story {row.story})"
         if row.format == "hdf5" and row.tr is None:
             raise BrainshapeError(f"{where}: an hdf5 response needs tr (seconds between rows)")
-        if row.tr is not None and not responses.plausible_tr(row.tr):
-            low, high = responses.TR_RANGE
-            raise BrainshapeError(
-                f"{where}: tr is {row.tr:g} s, outside the {low:g}-{high:g} s a repetition time "
-                "can be; write it in seconds"
-            )
+        responses.check_tr(row.tr, where)
         if row.format == "fmriprep" and row["mask"] is None:
             raise BrainshapeError(
                 f"{where}: an fmriprep response needs its brain mask (column mask); fMRIPrep "
