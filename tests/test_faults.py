@@ -183,8 +183,10 @@ def cut_run(work: Path, data: Path, sub: str = "02", story: str = "lighthouse") 
 
 
 def lost_tr_unit(work: Path, data: Path) -> None:
-    """A header that says TR 2000 in seconds (its msec unit lost), and no TR in the config."""
+    """A header that says TR 2000 in seconds (its msec unit lost), and no TR in the config nor
+    in fMRIPrep's sidecar beside the image (a copy without the sidecars)."""
     edit_yaml(work / "config.yaml", lambda c: study(c).pop("tr"))
+    (data / bold("01", "lighthouse").replace(".nii.gz", ".json")).unlink()
     img = nib.load(data / bold("01", "lighthouse"))
     img.header.set_zooms(img.header.get_zooms()[:3] + (2000.0,))
     img.header.set_xyzt_units("mm", "sec")
