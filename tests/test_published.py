@@ -3,6 +3,7 @@ with their small files as published (tests/data/published, see its SOURCE) and t
 response matrices only where an importer opens one."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from brainshape.errors import BrainshapeError
 from brainshape.narratives import narratives
 
 PUBLISHED = Path(__file__).parent / "data" / "published"
+DOC = Path(__file__).parent.parent / "docs" / "troubleshooting.md"
+
+
+def doc_message(entry: str, root: Path) -> str:
+    """The message docs/troubleshooting.md quotes under ``#### entry``, with ``<root>`` filled."""
+    block = DOC.read_text().split(f"#### {entry}\n", 1)[1]
+    quoted = re.search(r"^```\n(.*?)\n```$", block, flags=re.M | re.S).group(1)
+    return quoted.replace("<root>", str(root))
 
 
 def tree(dataset: str) -> pd.DataFrame:
@@ -110,13 +119,15 @@ def test_alice_spm_header_of_one_second_needs_the_override(alice_root, tmp_path,
     image(bold, 1.0)
     out = tmp_path / "runs.tsv"
     assert cli.main(["sheet", "alice", str(alice_root), "-o", str(out)]) == 1
-    assert capsys.readouterr().err == (
+    err = capsys.readouterr().err
+    assert err == (
         f"brainshape: {bold}: its header says TR 1 s but its sidecar "
         "sub-41/sub-41_task-alice_bold.json says 2 s; correct RepetitionTime in "
         "sub-41/sub-41_task-alice_bold.json to use the header's, or, if the header is wrong, "
         "rerun with --tr-overrides-header (and set datasets.alice.tr_overrides_header: true in "
         "the config)\n"
     )
+    assert err == f"brainshape: {doc_message('header-tr-disagrees-with-sidecar', alice_root)}\n"
     assert not out.exists()
     args = ["sheet", "alice", str(alice_root), "-o", str(out), "--tr-overrides-header"]
     assert cli.main(args) == 0
@@ -206,12 +217,14 @@ def test_narratives_without_the_exclusion_list(narratives_root, tmp_path, capsys
     (narratives_root / "code/scan_exclude.json").unlink()
     out = tmp_path / "runs.tsv"
     assert cli.main(["sheet", "narratives", str(narratives_root), "-o", str(out)]) == 1
-    assert capsys.readouterr().err == (
+    err = capsys.readouterr().err
+    assert err == (
         f"brainshape: {narratives_root / 'code/scan_exclude.json'} does not exist; it lists the "
         "scans the dataset's authors left out (wrong story onsets, low intersubject "
         "correlation): fetch it (datalad get code/scan_exclude.json; it is also in "
         "github.com/snastase/narratives), or rerun with --without-scan-exclude to exclude none\n"
     )
+    assert err == f"brainshape: {doc_message('scan-exclude-missing', narratives_root)}\n"
     imported = narratives(narratives_root, scan_exclude=False)
     excluded = imported.runs[imported.runs.exclude]
     # The runs whose story row was moved are still kept out: their first row is not the audio.

@@ -276,6 +276,12 @@ def _add_sheet(sub) -> None:
     sheet.add_argument(
         "-o", "--output", default="runs.tsv", help="runs sheet to write (default: %(default)s)"
     )
+    _add_sheet_options(sheet)
+    sheet.set_defaults(func=_sheet)
+
+
+def _add_sheet_options(sheet) -> None:
+    """The options of ``brainshape sheet`` for one dataset or another."""
     lebel = sheet.add_argument_group("ds003020")
     lebel.add_argument(
         "--test-story",
@@ -348,7 +354,6 @@ def _add_sheet(sub) -> None:
         metavar="SUBJECT=SECONDS",
         help="audio onset (s into the scan) of a subject whose events.tsv says n/a (repeatable)",
     )
-    sheet.set_defaults(func=_sheet)
 
 
 def _add_standin(sub) -> None:
