@@ -2,9 +2,12 @@
 
 :func:`generate` writes, for ds003020 (LeBel et al. 2023), Narratives (ds002345) or Alice
 (ds002322), a dataset folder with the names, folders, formats and quirks the published one has
-(see docs/datasets.md), small enough for a test: a few subjects, stories of about 100-250
-volumes cut from the packaged demo stories and named after real stories, tens to a few hundred
-voxels. What the importers never read is not written (audio, raw images, anatomy).
+(see docs/datasets.md), small enough for a test: a few subjects and runs named after real ones,
+stories of about 100-250 volumes cut from the packaged demo stories and named after real stories,
+tens to a few hundred voxels. The small files the importers read (sidecars, events onsets,
+scans and participants tables, Narratives' code/scan_exclude.json) are the published ones,
+carried in ``data/published`` (:data:`PUBLISHED`). What the importers never read is not written
+(audio, raw images, anatomy).
 
 Planted signal: one layer of a language model (by default layer 2 of ``tiny-gpt2``, the demo's
 planted model) drives one ROI x hemisphere (``STG`` left). Words are placed on the scan clock
@@ -344,7 +347,7 @@ LEBEL_REPEATS = {"UTS01": 3, "UTS02": 3, "UTS03": 2, "UTS04": 2}
 #: annexed); the importer takes any 3-D dataset of repeats x rows x voxels.
 LEBEL_REPEATS_KEY = "individual_repeats"
 #: Stories respdict.json lists that no stand-in subject has (the real one lists many).
-LEBEL_UNFETCHED = {"haveyoumethimyet": 507, "inamoment": 181}
+LEBEL_UNFETCHED = {"haveyoumethimyet": 516, "inamoment": 225}  # their published counts
 LEBEL_COLUMNS = {"UTS01": 120, "UTS02": 136, "UTS03": 112, "UTS04": 128}
 _MARKERS = ("sp", "SP", "{BR}", "{br}", "{LG}", "{NS}", "{LS}", "br", "ns", "lg", "ls", "Sp")
 
