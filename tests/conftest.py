@@ -135,7 +135,7 @@ def small_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory):
     """The stand-ins of the published datasets (``brainshape standin``), each generated once per
-    session: ``standin(name)`` -> (root, ground truth); ``standin.model_root`` holds the planted
+    test run: ``standin(name)`` -> (root, ground truth); ``standin.model_root`` holds the planted
     model."""
     from brainshape import standins
 
