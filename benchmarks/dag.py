@@ -114,19 +114,6 @@ def write_study(work: Path, registry: Path | None, n_subjects: int, n_stories: i
             }
         },
     }
-    # No demo dataset here, but planted entries must name registry models.
-    first = next(iter(yaml.safe_load(Path(registry).read_text())["models"].items()))
-    config["demo"] = {
-        "planted": [
-            {
-                "roi": "STG",
-                "hemisphere": "L",
-                "model": first[0],
-                "variant": next(iter(first[1]["variants"])),
-                "layer": 0,
-            }
-        ]
-    }
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -132,6 +132,28 @@ def small_run(tmp_path_factory):
     return workdir
 
 
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory):
+    """The stand-ins of the published datasets (``brainshape standin``), each generated once per
+    test run: ``standin(name)`` -> (root, ground truth); ``standin.model_root`` holds the planted
+    model."""
+    from brainshape import standins
+
+    made = {}
+    model_root = tmp_path_factory.mktemp("standin-models")
+
+    def get(name: str):
+        if name not in made:
+            root = tmp_path_factory.mktemp("standins") / name
+            registry = REPO / "config" / "models.demo.yaml"
+            truth = standins.generate(name, root, registry_path=registry, model_root=model_root)
+            made[name] = (root, truth)
+        return made[name]
+
+    get.model_root = model_root
+    return get
+
+
 def pytest_collection_modifyitems(config, items):
     """Run the SLURM tests last: once slurm-wlm is installed, every snakemake start probes the
     SLURM tools, and without a controller that probe waits (~9 s per call)."""

@@ -135,3 +135,40 @@ def test_delays_out_of_order_and_placeholders(tmp_path):
         if path.is_file():
             path.write_bytes(b"")
     check(study(tmp_path, fmri={"confounds": ["csf"], "rois": ["A"]}))
+
+
+def test_story_folds_refuse_subjects_with_too_few_stories_while_planning(tmp_path):
+    """Leave-one-story-out needs 3 stories per subject (2 beside a test story): a subject with
+    fewer is refused while planning, not by its encode job after the GPU jobs ran."""
+    heard = {"01": "abc", "02": "ab", "03": "aT", "04": "abT"}  # T: the test story
+    lines = ["subject\tstory\tresponse\tformat\twords\twords_format\ttr\tsplit"]
+    for sub, stories in heard.items():
+        for x in stories:
+            split = "test" if x == "T" else "train"
+            row = [sub, f"story{x}", f"{sub}/{x}.hf5", "hdf5", f"g/{x}.TextGrid", "textgrid", "2"]
+            lines.append("\t".join([*row, split]))
+    (tmp_path / "runs.tsv").write_text("\n".join(lines) + "\n")
+    stories = ["storya", "storyb", "storyc", "storyT"]
+    sheet = {"runs": str(tmp_path / "runs.tsv"), "subjects": list(heard), "stories": stories}
+    with pytest.raises(BrainshapeError) as error:
+        check(study(tmp_path, dataset=sheet))
+    assert str(error.value) == (
+        "study.yaml: encoding.folds: stories needs 3 stories per subject (or 2 beside a test "
+        "story), and datasets.real has 2 subject(s) with fewer: 02 (storya, storyb); 03 (storya, "
+        "storyT (test)); set encoding.folds: blocks, or leave them out (datasets.real.subjects, "
+        "or exclude their rows in the runs sheet)"
+    )
+    # Blocks cut folds within a subject's runs: one story is enough. (The check that follows
+    # finds the response files missing: planning went past the folds.)
+    with pytest.raises(BrainshapeError, match="input file"):
+        check(study(tmp_path, dataset=sheet, encoding={"folds": "blocks"}))
+
+
+def test_a_configured_tr_outside_seconds_is_refused(tmp_path):
+    make_dataset(tmp_path)
+    with pytest.raises(BrainshapeError) as error:
+        check(study(tmp_path, dataset={"tr": 1500}, fmri={"confounds": []}))
+    assert str(error.value) == (
+        "study.yaml: datasets.real: tr is 1500 s, outside the 0.3-5 s a repetition time can be; "
+        "write it in seconds"
+    )

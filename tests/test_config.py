@@ -7,7 +7,7 @@ from conftest import REPO, SCHEMAS, snakemake, write_config
 
 from brainshape import params
 from brainshape.checks import check_study
-from brainshape.config import check_schema, load_registry_dict, validate
+from brainshape.config import check_planted, check_schema, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
@@ -94,6 +94,23 @@ def test_registry_with_bad_variant_kind(tmp_path):
     path.write_text(yaml.safe_dump(reg))
     with pytest.raises(BrainshapeError, match=r"models.tiny-gpt2.variants.fp32.kind' is 'fp8'"):
         load_registry_dict(path, MODELS_SCHEMA)
+
+
+def test_planted_models_are_checked_only_where_a_dataset_is_a_demo():
+    """The demo section has defaults (tiny-gpt2, ...) in every config; a study of published
+    data whose registry lacks the demo's models must not trip over them."""
+    study_registry = load_registry_dict(REPO / "config" / "models.yaml", MODELS_SCHEMA)
+    cfg = validate(
+        yaml.safe_load((REPO / "config" / "datasets" / "narratives.yaml").read_text()),
+        CONFIG_SCHEMA,
+        "narratives.yaml",
+    )
+    assert {e["model"] for e in cfg["demo"]["planted"]} - set(study_registry["models"])
+    check_planted(cfg, study_registry, "narratives.yaml")  # no demo dataset: nothing to check
+    demo = validate(demo_config(), CONFIG_SCHEMA, "demo.yaml")
+    check_planted(demo, registry(), "demo.yaml")
+    with pytest.raises(BrainshapeError, match=r"^demo.yaml: demo.planted\[\d\]\.(model|variant) "):
+        check_planted(demo, study_registry, "demo.yaml")
 
 
 def study(cfg=None):

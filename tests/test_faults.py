@@ -178,6 +178,18 @@ def cut_run(work: Path, data: Path, sub: str = "02", story: str = "lighthouse") 
     table.iloc[:keep].to_csv(data / confounds(sub, story), sep="\t", index=False, na_rep="n/a")
 
 
+def lost_tr_unit(work: Path, data: Path) -> None:
+    """A header that says TR 2000 in seconds (its msec unit lost), and no TR in the config nor
+    in fMRIPrep's sidecar beside the image (a copy without the sidecars)."""
+    edit_yaml(work / "config.yaml", lambda c: study(c).pop("tr"))
+    (data / bold("01", "lighthouse").replace(".nii.gz", ".json")).unlink()
+    img = nib.load(data / bold("01", "lighthouse"))
+    img.header.set_zooms(img.header.get_zooms()[:3] + (2000.0,))
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header),
+             data / bold("01", "lighthouse"))  # fmt: skip
+
+
 def words_end(data: Path, story: str) -> float:
     return float(stimuli.read_gentle(data / align(story))["offset"].max())
 
@@ -488,6 +500,33 @@ FAULTS = [
             f"{d(bold('01', 'lighthouse'))}: its header says TR {TR:g} s but the config (or runs "
             "sheet) says 2.5 s; remove the configured tr to use the header's, or, if the header "
             "is wrong, set datasets.study.tr_overrides_header: true"
+        ),
+    ),
+    planning(
+        "tr-header-implausible",
+        "a BOLD header's TR is outside 0.3-5 s (a TR in ms whose unit was lost, or SPM's 0) and "
+        "neither the config, the runs sheet nor a sidecar gives the TR",
+        "give the TR (the dataset's `tr`, or the runs sheet's `tr` column); the header's is then "
+        "set aside",
+        lost_tr_unit,
+        lambda w: (
+            f"{d(bold('01', 'lighthouse'))} says TR 2000 s in its header, outside the 0.3-5 s a "
+            "repetition time can be (a TR in ms whose unit was lost, or a placeholder); give it "
+            "in the runs sheet's tr column (or datasets.study.tr)"
+        ),
+        rerun=True,
+    ),
+    planning(
+        "too-few-stories-for-story-folds",
+        "`encoding.folds: stories` with a subject who heard fewer than 3 stories (2 beside a test "
+        "story)",
+        "set `encoding.folds: blocks`, or leave the subject out",
+        edit_config(lambda c: study(c).update(stories=STORIES[:2])),
+        lambda w: (
+            f"{w}/config.yaml: encoding.folds: stories needs 3 stories per subject (or 2 beside a "
+            "test story), and datasets.study has 2 subject(s) with fewer: 01 (lighthouse, "
+            "orchard); 02 (lighthouse, orchard); set encoding.folds: blocks, or leave them out "
+            "(datasets.study.subjects, or exclude their rows in the runs sheet)"
         ),
     ),
     planning(

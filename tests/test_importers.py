@@ -30,29 +30,23 @@ def exactly(message: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def model_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-def _standin(tmp_path_factory, model_root, name):
-    root = tmp_path_factory.mktemp("standins") / name
-    truth = standins.generate(name, root, registry_path=REGISTRY, model_root=model_root)
-    return root, truth
+def model_root(standin):
+    return standin.model_root
 
 
 @pytest.fixture(scope="session")
-def lebel(tmp_path_factory, model_root):
-    return _standin(tmp_path_factory, model_root, "ds003020")
+def lebel(standin):
+    return standin("ds003020")
 
 
 @pytest.fixture(scope="session")
-def narratives(tmp_path_factory, model_root):
-    return _standin(tmp_path_factory, model_root, "narratives")
+def narratives(standin):
+    return standin("narratives")
 
 
 @pytest.fixture(scope="session")
-def alice(tmp_path_factory, model_root):
-    return _standin(tmp_path_factory, model_root, "alice")
+def alice(standin):
+    return standin("alice")
 
 
 def truth_runs(truth) -> pd.DataFrame:
@@ -87,8 +81,9 @@ def test_ds003020_sheet(lebel):
     test = runs[runs.split == "test"]
     assert sorted(test.subject) == ["UTS01", "UTS02", "UTS03", "UTS04"]
     assert set(test.story) == {"wheretheressmoke"}
-    repeats = runs.repeats_key.where(runs.repeats_key.notna(), None)
-    assert sorted(runs.subject[repeats == "individual_repeats"]) == ["UTS01", "UTS02"]
+    # As published, every subject's test story holds its individual repeats.
+    assert set(test.repeats_key) == {standins.LEBEL_REPEATS_KEY}
+    assert runs[runs.split == "train"].repeats_key.isna().all()
     assert runs.labels.tolist() == [f"standin/labels/{s}.tsv" for s in runs.subject]
     assert not runs.exclude.any()
     for row in runs.itertuples():
@@ -102,13 +97,15 @@ def test_ds003020_sheet(lebel):
     assert report.startswith(
         f"ds003020 at {root}: 4 subjects, 7 stories, 17 runs kept (4 test), 0 excluded\nfound:\n"
         "  UTS01: 5 stories (alternateithicatom, avatar, legacy, souls, wheretheressmoke "
-        "[test, 3 repeats])\n"
+        "[test, repeats in 'individual_repeats'])\n"
     )
-    assert "  UTS04: 3 stories (souls, undertheinfluence, wheretheressmoke [test])\n" in report
     assert (
         "2 stories of respdict.json have no response file here (not fetched, or not heard by "
         "these subjects): haveyoumethimyet, inamoment" in report
     )
+    # The published root files come along: the task sidecars say 2 s, as the sheet does.
+    sidecar = json.loads((root / "task-wheretheressmoke_bold.json").read_text())
+    assert sidecar["RepetitionTime"] == 2 and (root / "participants.tsv").is_file()
 
 
 def test_ds003020_without_labels_or_test_story(lebel):
@@ -119,83 +116,104 @@ def test_ds003020_without_labels_or_test_story(lebel):
 
 def test_narratives_sheet(narratives):
     root, truth = narratives
-    imported = importers.narratives(root)
+    imported = importers.run("narratives", root)
     runs = imported.runs
     expected = truth_runs(truth).set_index(["subject", "story", "run"])
-    assert len(runs) == len(expected) == 15
-    onsets = {"pieman": 0.0, "tunnel": 3.0, "merlin": 4.5, "milkyway": 0.0, "black": 12.0}
+    assert len(runs) == len(expected) == 16
     for row in runs.itertuples():
         truth_row = expected.loc[(row.subject, row.story, row.run)]
         task = "milkyway" if row.story.startswith("milkyway") else row.story
         if not row.exclude:
-            assert row.offset == -onsets[task] == truth_row.offset
+            assert row.offset == truth_row.offset == -truth_row.audio_onset
+            assert row.words == f"stimuli/gentle/{row.story}/align.json"
+            assert row.mask == (
+                "derivatives/afni-nosmooth/tpl-MNI152NLin2009cAsym/"
+                f"tpl-MNI152NLin2009cAsym_res-{task}_desc-brain_mask.nii.gz"
+            )
+        assert bool(row.exclude) == isinstance(truth_row.excluded, str)
         assert row.tr == 1.5 and row.format == "fmriprep" and row.words_format == "gentle"
-        assert row.words == f"stimuli/gentle/{row.story}/align.json"
-        assert row.mask == (
-            "derivatives/afni-nosmooth/tpl-MNI152NLin2009cAsym/"
-            f"tpl-MNI152NLin2009cAsym_res-{task}_desc-brain_mask.nii.gz"
-        )
         assert row.confounds.endswith("_desc-confounds_regressors.tsv")
         assert "_res-native_desc-preproc_bold.nii.gz" in row.response
-    # milkyway's condition selects the transcript: one story id per condition.
+    # The audio the story row names is the story: milkyway's condition picks its transcript.
     milky = runs[runs.story.str.startswith("milkyway")]
     assert dict(zip(milky.subject, milky.story, strict=True)) == {
-        "003": "milkywayoriginal", "005": "milkywayoriginal", "006": "milkywayvodka",
-        "007": "milkywayvodka",
+        "038": "milkywayvodka", "116": "milkywaysynonyms", "127": "milkywaysynonyms",
     }  # fmt: skip
-    pieman = runs[(runs.subject == "001") & (runs.story == "pieman")]
-    assert pieman.run.tolist() == [1, 2]
+    pieman = runs[(runs.subject == "002") & (runs.story == "pieman")]
+    assert pieman.run.tolist() == [1, 2] and not pieman.exclude.any()
     assert pieman.response.str.contains("_run-1_|_run-2_").all()
     excluded = runs[runs.exclude]
-    assert excluded[["subject", "story", "reason"]].values.tolist() == [
-        ["004", "tunnel", "listed in code/scan_exclude.json (sub-004_task-tunnel)"]
+    assert excluded[["subject", "story", "run", "reason"]].values.tolist() == [
+        ["001", "pieman", 1, "listed in code/scan_exclude.json (sub-001_task-pieman_run-1)"],
+        ["001", "pieman", 2, "listed in code/scan_exclude.json (sub-001_task-pieman_run-2)"],
+        ["038", "milkywayvodka", 1, "listed in code/scan_exclude.json (sub-038_task-milkyway)"],
+        ["038", "pieman", 1, "listed in code/scan_exclude.json (sub-038_task-pieman)"],
+        ["038", "prettymouth", 1, "listed in code/scan_exclude.json (sub-038_task-prettymouth)"],
+        ["049", "schema", 1, "the run holds several stories and movie clips (task schema)"],
+        ["053", "lucy", 1, "listed in code/scan_exclude.json (sub-053_task-lucy)"],
     ]
-    assert runs[runs.subject == "008"].story.tolist() == ["black"]  # nobody else heard it
     assert imported.notes == [
-        "sub-002_task-tunnel: sub-002/func/sub-002_task-tunnel_bold.json says RepetitionTime "
-        "1.52 s, the image header 1.5 s; the sheet takes the data's 1.5 s"
+        "sub-038_task-milkyway: the story row is 15 s after the first row of its events.tsv, "
+        "where 2 of the 3 milkyway runs have 21 s (listed in code/scan_exclude.json)",
+        "2 run(s) whose image headers say TR 1.5 s where their sidecars say RepetitionTime "
+        "1.52 s (sub-116_task-milkyway, sub-127_task-milkyway): the sheet takes the headers' "
+        "1.5 s",
+        "lucy: the audio starts at 3 s, as ds002345 corrected it in version 1.1.3 (copies "
+        "fetched before say 2 s)",
     ]
     report = imported.report()
-    assert "excluded:\n  004 tunnel run 1: listed in code/scan_exclude.json" in report
-    assert "  001: 3 runs (pieman, pieman run 2, tunnel)\n" in report
-    assert "  008: 1 run (black)\n" in report
+    assert "excluded:\n  001 pieman run 1: listed in code/scan_exclude.json" in report
+    assert "  002: 2 runs (pieman, pieman run 2)\n" in report
+    assert "  146: 1 run (merlin)\n" in report
+    # The raw runs' sidecars and events, and the scans tables, are the published files.
+    published = standins.PUBLISHED / "ds002345"
+    for rel in ("sub-116/func/sub-116_task-milkyway_bold.json", "sub-038/sub-038_scans.tsv",
+                "code/scan_exclude.json"):  # fmt: skip
+        assert (root / rel).read_bytes() == (published / rel).read_bytes()
+    assert not list(root.glob("task-*_bold.json"))  # no dataset-level sidecar, as published
 
 
 def test_narratives_tasks_filter(narratives):
     root, _ = narratives
-    runs = importers.narratives(root, tasks=["milkyway", "black"]).runs
-    assert sorted(set(runs.story)) == ["black", "milkywayoriginal", "milkywayvodka"]
+    runs = importers.run("narratives", root, tasks=["milkyway", "black"]).runs
+    assert sorted(set(runs.story)) == ["black", "milkywaysynonyms", "milkywayvodka"]
 
 
 def test_alice_sheet(alice):
     root, truth = alice
-    imported = importers.alice(root)
+    imported = importers.alice(root, tr_overrides_header=True)
     runs = imported.runs
     onsets = {r["subject"]: r["audio_onset"] for r in truth["runs"]}
-    assert runs.subject.tolist() == ["18", "22", "23", "24", "26", "28"]
+    assert runs.subject.tolist() == ["18", "22", "23", "39", "41", "42"]
     assert set(runs.story) == {"alice"} and set(runs.format) == {"nifti"}
     assert (runs.removed_start == 10).all() and (runs.removed_end == 0).all()
     assert set(runs.words) == {"code/annotations.tsv"} and set(runs.words_format) == {"annotations"}
-    for row in kept(runs).itertuples():
+    for row in runs.itertuples():
         assert row.offset == 10 * 2.0 - onsets[row.subject] and row.tr == 2.0
-    assert runs["mask"].isna().all() and runs.confounds.isna().all()
-    excluded = runs[runs.exclude]
-    assert excluded.subject.tolist() == ["23", "28"]
-    assert excluded.reason.tolist() == [
-        f"the audio onset is n/a in sub-{s}/func/sub-{s}_task-alice_events.tsv; give it with "
-        f"--onset {s}=SECONDS to keep the subject"
-        for s in ("23", "28")
-    ]
+    assert onsets["18"] == 0.657  # the published onsets
+    assert runs["mask"].isna().all() and runs.confounds.isna().all() and not runs.exclude.any()
+    assert imported.left_out == [f"sub-{s}: raw data, " + why for s, why in [
+        ("38", "derivatives/sub-38 holds no preprocessed image (only sub-38_preprocess.mat)"),
+        ("46", "no preprocessed image (no derivatives/sub-46); its events onset is n/a too "
+               "(sub-46/sub-46_task-alice_events.tsv)"),
+        ("52", "no preprocessed image (no derivatives/sub-52); its events onset is n/a too "
+               "(sub-52/sub-52_task-alice_events.tsv)"),
+    ]]  # fmt: skip
     assert imported.notes == [
-        "voxel grids differ between subjects (5 grids: 10x8x6: 18, 23; 11x9x6: 22; 12x9x7: 24; "
-        "13x8x7: 26; 12x10x6: 28)"
+        "2 run(s) whose image headers state no TR where their sidecars say RepetitionTime 2 s "
+        "(sub-23, sub-39): the sheet takes the sidecars' 2 s",
+        "2 run(s) whose image headers say TR 1 s where their sidecars say RepetitionTime 2 s "
+        "(sub-41, sub-42): the sheet takes the sidecars' 2 s (--tr-overrides-header: set "
+        "datasets.alice.tr_overrides_header: true in the config too)",
+        "voxel grids differ between subjects (5 grids: 10x8x6: 18, 42; 11x9x6: 22; 12x9x7: 23; "
+        "13x8x7: 39; 12x10x6: 41)",
     ]
-    # The onset given on the command line keeps the subject, on the true clock.
-    given = importers.alice(root, onsets={"23": onsets["23"], "28": onsets["28"]}).runs
-    assert not given.exclude.any()
-    assert given.set_index("subject").offset.to_dict() == {
-        s: 20.0 - onsets[s] for s in given.subject
-    }
+    # The layout as published: events and sidecars in sub-XX/, no func/, no root sidecar.
+    assert not list(root.glob("sub-*/func")) and not (root / "task-alice_bold.json").exists()
+    # An onset given on the command line replaces the events' (and is said so).
+    given = importers.alice(root, onsets={"23": 1.5}, tr_overrides_header=True)
+    assert given.runs.set_index("subject").offset["23"] == 18.5
+    assert "sub-23: --onset 1.5 s replaces the events' 0.282 s" in given.notes
 
 
 def test_fmriprep_generic(narratives, tmp_path):
@@ -203,15 +221,15 @@ def test_fmriprep_generic(narratives, tmp_path):
     root, _ = narratives
     data = tmp_path / "bids"
     shutil.copytree(root, data)
-    func = data / "derivatives" / "fmriprep" / "sub-002" / "func"
-    # sub-002 heard pieman in two sessions: runs 1 and 2 of the sheet.
+    func = data / "derivatives" / "fmriprep" / "sub-053" / "func"
+    # sub-053 heard pieman in two sessions: runs 1 and 2 of the sheet.
     for ses in ("1", "2"):
-        folder = data / "derivatives" / "fmriprep" / "sub-002" / f"ses-{ses}" / "func"
+        folder = data / "derivatives" / "fmriprep" / "sub-053" / f"ses-{ses}" / "func"
         folder.mkdir(parents=True)
-        for path in func.glob("sub-002_task-pieman_*"):
-            name = path.name.replace("sub-002_task-pieman", f"sub-002_ses-{ses}_task-pieman")
+        for path in func.glob("sub-053_task-pieman_*"):
+            name = path.name.replace("sub-053_task-pieman", f"sub-053_ses-{ses}_task-pieman")
             shutil.copy(path, folder / name)
-    for path in func.glob("sub-002_task-pieman_*"):
+    for path in func.glob("sub-053_task-pieman_*"):
         path.unlink()
     for bold in (data / "derivatives" / "fmriprep").rglob("*_desc-preproc_bold.nii.gz"):
         mask = bold.name.replace("_desc-preproc_bold", "_desc-brain_mask")
@@ -220,18 +238,18 @@ def test_fmriprep_generic(narratives, tmp_path):
             "tpl-MNI152NLin2009cAsym_res-pieman_desc-brain_mask.nii.gz",
             bold.parent / mask,
         )
-    (func / "sub-002_task-tunnel_desc-confounds_regressors.tsv").rename(
-        func / "sub-002_task-tunnel_desc-confounds_timeseries.tsv"
+    (func / "sub-053_task-tunnel_desc-confounds_regressors.tsv").rename(
+        func / "sub-053_task-tunnel_desc-confounds_timeseries.tsv"
     )
     imported = importers.fmriprep(
         data, tasks=["pieman", "tunnel"], words="stimuli/gentle/{story}/align.json"
     )
     runs = imported.runs
-    sub2 = runs[runs.subject == "002"]
-    assert sub2[["story", "run"]].values.tolist() == [["pieman", 1], ["pieman", 2], ["tunnel", 1]]
-    assert sub2.response.str.contains("ses-1").tolist() == [True, False, False]
-    assert sub2.confounds.iloc[2].endswith("_desc-confounds_timeseries.tsv")
-    assert sub2["mask"].str.endswith("_res-native_desc-brain_mask.nii.gz").all()
+    sub = runs[runs.subject == "053"]
+    assert sub[["story", "run"]].values.tolist() == [["pieman", 1], ["pieman", 2], ["tunnel", 1]]
+    assert sub.response.str.contains("ses-1").tolist() == [True, False, False]
+    assert sub.confounds.iloc[2].endswith("_desc-confounds_timeseries.tsv")
+    assert sub["mask"].str.endswith("_res-native_desc-brain_mask.nii.gz").all()
     assert (runs.offset == 0.0).all() and not runs.exclude.any()
     from_events = importers.fmriprep(
         data, tasks=["tunnel"], words="stimuli/gentle/{story}/align.json", onset_from_events=True
@@ -270,20 +288,21 @@ def test_lebel_textgrids_hold_markers_that_never_reach_the_words(lebel):
     assert formats == {True, False}  # long and short TextGrids in one dataset
 
 
-def test_alice_annotations_have_untimed_clitics(alice):
+def test_alice_annotations_as_published(alice):
+    """code/annotations.tsv with the published columns and CRLF line ends; clitics untimed and
+    written as the published file writes them (``would`` ``nt``, ``what`` ``’s``)."""
     root, truth = alice
-    table = pd.read_csv(
-        root / "code" / "annotations.tsv",
-        sep="\t",
-        dtype=str,
-        keep_default_na=False,
-        quoting=csv.QUOTE_NONE,
-    )
-    assert list(table.columns) == ["Words", "Word Onset", "Word Offset"]
+    path = root / "code" / "annotations.tsv"
+    assert path.read_bytes().count(b"\r\n") == len(path.read_bytes().splitlines())
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    header = (standins.PUBLISHED / "ds002322/code/annotations_header.tsv").read_text()
+    assert list(table.columns) == header.strip().split("\t")
+    assert list(table.columns[:3]) == ["Words", "Word Onset", "Word Offset"]
     untimed = table[table["Word Onset"] == ""]
     assert len(untimed) == truth["untimed_words"] > 5
-    assert all(w.startswith("'") or w.lower().startswith("n't") for w in untimed.Words)
-    words = stimuli.read_words(root / "code" / "annotations.tsv", "annotations")
+    assert not untimed.Words.str.contains("'").any()
+    assert untimed.Words.str.startswith("’").any() and untimed.Words.isin(["nt", "s"]).any()
+    words = stimuli.read_words(path, "annotations")
     assert (~words.aligned).sum() == len(untimed)
     assert words.onset.iloc[0] >= 20.0  # 20 s of silence lead the audio
 
@@ -346,9 +365,9 @@ def test_row_whose_file_is_missing(lebel, tmp_path, capsys):
 
 def test_unknown_task(narratives, tmp_path, capsys):
     root, _ = narratives
-    assert run_cli(["narratives", root, "--task", "lucy"], tmp_path, capsys) == (
-        f"{root / 'derivatives/fmriprep'} has no run of task(s) lucy; its tasks are black, merlin, "
-        "milkyway, pieman, tunnel: fix --task"
+    assert run_cli(["narratives", root, "--task", "sherlock"], tmp_path, capsys) == (
+        f"{root / 'derivatives/fmriprep'} has no run of task(s) sherlock; its tasks are black, "
+        "lucy, merlin, milkyway, pieman, prettymouth, schema, tunnel: fix --task"
     )
 
 
@@ -356,7 +375,7 @@ def test_onset_na_that_cannot_be_excluded(narratives, alice, tmp_path, capsys):
     root, _ = narratives
     data = tmp_path / "narratives"
     shutil.copytree(root, data)
-    events = data / "sub-002/func/sub-002_task-tunnel_events.tsv"
+    events = data / "sub-001/func/sub-001_task-tunnel_events.tsv"
     events.write_text(events.read_text().replace("\n3.0\t", "\nn/a\t", 1))
     assert run_cli(["narratives", data], tmp_path, capsys) == (
         f"{events}: the first row's onset is n/a, so the audio onset of the run is unknown; "
@@ -365,49 +384,52 @@ def test_onset_na_that_cannot_be_excluded(narratives, alice, tmp_path, capsys):
     root, _ = alice
     data = tmp_path / "alice"
     shutil.copytree(root, data)
-    for sub in ("18", "22", "24", "26"):
-        path = data / f"sub-{sub}/func/sub-{sub}_task-alice_events.tsv"
+    for sub in standins.ALICE_HEADER_TR:
+        path = data / f"sub-{sub}/sub-{sub}_task-alice_events.tsv"
         lines = path.read_text().splitlines()
         lines[1] = "n/a\t" + lines[1].split("\t", 1)[1]
         path.write_text("\n".join(lines) + "\n")
-    message = run_cli(["alice", data], tmp_path, capsys)
+    message = run_cli(["alice", data, "--tr-overrides-header"], tmp_path, capsys)
     assert message == (
         f"runs sheet of {data}: every run is excluded (the audio onset is n/a in "
-        "sub-18/func/sub-18_task-alice_events.tsv; give it with --onset 18=SECONDS to keep the "
+        "sub-18/sub-18_task-alice_events.tsv; give it with --onset 18=SECONDS to keep the "
         "subject, ...); nothing is left to analyse: fix the first reason, or check the options"
     )
-    assert run_cli(["alice", data, "--onset", "99=1"], tmp_path, capsys) == (
-        f"--onset names subject(s) 99, which {data / 'derivatives'} does not hold; fix --onset"
-    )
+    assert run_cli(
+        ["alice", data, "--onset", "99=1", "--tr-overrides-header"], tmp_path, capsys
+    ) == (f"--onset names subject(s) 99, which {data / 'derivatives'} does not hold; fix --onset")
 
 
 def test_duplicate_runs(narratives, tmp_path, capsys):
     root, _ = narratives
     data = tmp_path / "narratives"
     shutil.copytree(root, data)
-    func = data / "derivatives/fmriprep/sub-007/func"
+    func = data / "derivatives/fmriprep/sub-146/func"
     bold = next(func.glob("*_desc-preproc_bold.nii.gz"))
     shutil.copy(bold, func / bold.name.replace("res-native", "res-2"))
     assert run_cli(["fmriprep", data], tmp_path, capsys) == (
-        f"{func}: one run has several preprocessed images (sub-007_task-milkyway_space-"
-        "MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz, sub-007_task-milkyway_space-"
+        f"{func}: one run has several preprocessed images (sub-146_task-merlin_space-"
+        "MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz, sub-146_task-merlin_space-"
         "MNI152NLin2009cAsym_res-native_desc-preproc_bold.nii.gz); choose one with --space and "
         "--res"
     )
     # A written sheet with a run twice stops with the rows (brainshape.sheet).
-    runs = importers.narratives(root).runs
+    runs = importers.run("narratives", root).runs
     path = tmp_path / "twice.tsv"
     sheet.write_sheet(path, pd.concat([runs, runs.iloc[[3]]], ignore_index=True))
-    with pytest.raises(BrainshapeError, match=r"rows 4, 16 are the same run \(subject 002"):
+    with pytest.raises(BrainshapeError, match=rf"rows 4, {len(runs) + 1} are the same run \(subj"):
         sheet.read_sheet(path)
 
 
 def test_cli_writes_the_sheet_and_prints_the_report(alice, tmp_path, capsys):
     root, _ = alice
     out = tmp_path / "sheets" / "alice.tsv"
-    assert cli.main(["sheet", "alice", str(root), "-o", str(out), "--onset", "sub-23=1.5"]) == 0
+    args = ["sheet", "alice", str(root), "-o", str(out), "--tr-overrides-header"]
+    assert cli.main([*args, "--onset", "sub-23=1.5"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"alice at {root}: 5 subjects, 1 stories, 5 runs kept (0 test), 1 ")
+    assert printed.startswith(
+        f"alice at {root}: 6 subjects, 1 stories, 6 runs kept (0 test), 0 excluded, 3 left out\n"
+    )
     assert printed.endswith(f"runs sheet written to {out} (paths relative to {root}: bids_root)\n")
     runs = sheet.read_sheet(out)
     assert runs.set_index("subject").loc["23", "offset"] == 18.5
@@ -508,8 +530,8 @@ def _cv_subject(root, rows, words, feats, roi, hemi, shift, alpha) -> float:
 @pytest.mark.parametrize("name", ["ds003020", "narratives", "alice"])
 def test_planted_signal_sits_at_the_sheets_offset(name, request, model_root):
     root, truth = request.getfixturevalue({"ds003020": "lebel"}.get(name, name))
-    kw = {"labels": LABELS} if name == "ds003020" else {}
-    runs = getattr(importers, name)(root, **kw).runs
+    kw = {"ds003020": {"labels": LABELS}, "alice": {"tr_overrides_header": True}}.get(name, {})
+    runs = importers.run(name, root, **kw).runs
     first = kept(runs).drop_duplicates("story")
     words = {
         r.story: stimuli.read_words(root / r.words, r.words_format,
@@ -553,17 +575,24 @@ def test_standins_are_deterministic(alice, model_root, tmp_path, capsys):
 
 
 def test_milkyway_condition_from_participants_or_excluded(narratives, tmp_path):
+    """Where the events name no audio file, milkyway's condition selects the transcript: the
+    subject's scans.tsv, else participants.tsv; with neither the run is excluded."""
     root, _ = narratives
     data = tmp_path / "narratives"
     shutil.copytree(root, data)
-    for sub in ("006", "007"):
+    for sub in ("116", "127"):
+        events = data / f"sub-{sub}/func/sub-{sub}_task-milkyway_events.tsv"
+        table = pd.read_csv(events, sep="\t", dtype=str)
+        table.drop(columns="stim_file").to_csv(events, sep="\t", index=False)
         (data / f"sub-{sub}" / f"sub-{sub}_scans.tsv").unlink()
     participants = data / "participants.tsv"
-    text = participants.read_text()
-    participants.write_text(text.replace("sub-007\tmilkyway\tvodka", "sub-007\tmilkyway\tn/a"))
-    runs = importers.narratives(data, tasks=["milkyway"]).runs.set_index("subject")
-    assert runs.loc["006", "story"] == "milkywayvodka" and not runs.loc["006", "exclude"]
-    assert runs.loc["007", "exclude"] and runs.loc["007", "reason"] == (
+    table = pd.read_csv(participants, sep="\t", dtype=str, keep_default_na=False)
+    row = table.participant_id == "sub-127"
+    table.loc[row, "condition"] = table.loc[row, "condition"].str.replace("synonyms", "n/a")
+    table.to_csv(participants, sep="\t", index=False)
+    runs = importers.run("narratives", data, tasks=["milkyway"]).runs.set_index("subject")
+    assert runs.loc["116", "story"] == "milkywaysynonyms" and not runs.loc["116", "exclude"]
+    assert runs.loc["127", "exclude"] and runs.loc["127", "reason"] == (
         "no condition for milkyway in the subject's _scans.tsv or participants.tsv; the "
         "condition (original, vodka, synonyms) selects the transcript"
     )

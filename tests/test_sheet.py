@@ -24,6 +24,8 @@ def test_rows_are_typed_and_defaults_filled(tmp_path):
     runs = sheet.read_sheet(write(tmp_path, row(), row(story="life", run="2", offset="")))
     assert list(runs.columns) == sheet.columns()
     first, second = runs.iloc[0], runs.iloc[1]
+    # A TR per row: ds003020's reference code simulates 2.0 s, its TR files average 2.0045 s.
+    assert sheet.read_sheet(write(tmp_path, row(tr="2.0045"))).tr.tolist() == [2.0045]
     assert (first.run, first.offset, first.tr, first.key) == (1, 10.0, 2.0, "data")
     assert (second.run, second.offset) == (2, 0.0)  # an empty cell takes the default
     assert first.split == "train" and not first.exclude and first["mask"] is None
@@ -50,6 +52,11 @@ def test_written_sheet_reads_back(tmp_path):
         ),
         ([row(offset="ten")], "row 1: column offset is 'ten', not a number"),
         ([row(tr="")], "row 1 (subject 01, story souls): an hdf5 response needs tr"),
+        (
+            [row(tr="1500")],
+            "row 1 (subject 01, story souls): tr is 1500 s, outside the 0.3-5 s a repetition "
+            "time can be; write it in seconds",
+        ),
         ([row(sub="sub-01")], "row 1: key 'subject' value 'sub-01' does not match"),
         ([row(fmt="afni")], "row 1: key 'format' is 'afni'; choose one of: fmriprep, nifti, hdf5"),
     ],

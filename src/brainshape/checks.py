@@ -38,6 +38,7 @@ def check_study(study: Study, sizing: JobSizing) -> None:
     check_encoding(study)
     topology.check_settings(study.config["topology"], study.config["fmri"]["targets"])
     for ds in study.datasets:
+        check_story_folds(study, ds)
         if not study.is_demo(ds):
             check_dataset_inputs(study, ds)
             check_rois(study, ds)
@@ -91,6 +92,30 @@ def check_encoding(study: Study) -> None:
         raise BrainshapeError(
             f"{study.source}: encoding.delays {delays} must be in increasing order; write "
             f"{sorted(delays)}"
+        )
+
+
+def check_story_folds(study: Study, ds: str) -> None:
+    """With ``encoding.folds: stories`` every subject needs 3 stories (one held out, two to
+    choose alphas), or 2 beside a fixed test story (``split: test``): the encode and baseline
+    jobs would refuse the subject after the GPU jobs ran; refuse it here."""
+    if study.config["encoding"]["folds"] != "stories":
+        return
+    runs = study.runs(ds)
+    short = []
+    for sub, rows in runs.groupby("subject", sort=False):
+        train = list(dict.fromkeys(rows.loc[rows["split"] != "test", "story"]))
+        test = list(dict.fromkeys(rows.loc[rows["split"] == "test", "story"]))
+        if len(train) < (2 if test else 3):
+            heard = ", ".join(train + [f"{t} (test)" for t in test])
+            short.append(f"{sub} ({heard})")
+    if short:
+        raise BrainshapeError(
+            f"{study.source}: encoding.folds: stories needs 3 stories per subject (or 2 beside "
+            f"a test story), and datasets.{ds} has {len(short)} subject(s) with fewer: "
+            f"{'; '.join(short[:5])}{' and more' if len(short) > 5 else ''}; set encoding.folds: "
+            f"blocks, or leave them out (datasets.{ds}.subjects, or exclude their rows in the "
+            "runs sheet)"
         )
 
 
@@ -182,24 +207,19 @@ def check_runs_cover_words(study: Study, ds: str) -> None:
 
 
 def _run_tr(study: Study, ds: str, row, header_tr: float | None, config_tr, path) -> float:
-    """The TR of one run: the header's, unless the sheet or config gives one. A given TR that
-    disagrees with the header's is an error unless ``tr_overrides_header`` says so."""
+    """The TR of one run: an hdf5 response's from the sheet; a NIfTI image's from its header
+    and the TR the sheet or config gives (:func:`brainshape.responses.run_tr`)."""
     given = row.tr if row.tr is not None else config_tr
-    if given is None:
-        if header_tr is None:
-            raise BrainshapeError(
-                f"{path} states no TR in its header; give it in the runs sheet's tr column (or "
-                f"datasets.{ds}.tr)"
-            )
-        return header_tr
-    override = study.dataset(ds)["tr_overrides_header"]
-    if header_tr is not None and abs(header_tr - given) > 0.01 * given and not override:
-        raise BrainshapeError(
-            f"{path}: its header says TR {header_tr:g} s but the config (or runs sheet) says "
-            f"{given:g} s; remove the configured tr to use the header's, or, if the header is "
-            f"wrong, set datasets.{ds}.tr_overrides_header: true"
-        )
-    return float(given)
+    if row.format == "hdf5":
+        return float(given)
+    return responses.run_tr(
+        path,
+        header_tr,
+        responses.configured_tr(given),
+        overrides_header=study.dataset(ds)["tr_overrides_header"],
+        override=f"set datasets.{ds}.tr_overrides_header: true",
+        missing=f"give it in the runs sheet's tr column (or datasets.{ds}.tr)",
+    )
 
 
 def _read_tsv(path: Path, what: str):

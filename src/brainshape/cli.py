@@ -72,11 +72,19 @@ def _pin_revisions(args: argparse.Namespace) -> None:
 def _sheet(args: argparse.Namespace) -> None:
     from brainshape import importers, sheet
 
+    overrides = args.tr_overrides_header or None
     options = {
-        "ds003020": {"labels": args.labels},
-        "narratives": {"tasks": args.task, "space": args.space, "fmriprep_dir": args.fmriprep_dir},
-        "alice": {"onsets": _onsets(args.onset)},
+        "ds003020": {"labels": args.labels, "tr": args.tr},
+        "narratives": {
+            "tasks": args.task,
+            "space": args.space,
+            "fmriprep_dir": args.fmriprep_dir,
+            "scan_exclude": False if args.without_scan_exclude else None,
+            "tr_overrides_header": overrides,
+        },
+        "alice": {"onsets": _onsets(args.onset), "tr_overrides_header": overrides},
         "fmriprep": {
+            "tr_overrides_header": overrides,
             "fmriprep_dir": args.fmriprep_dir,
             "space": args.space,
             "res": args.res,
@@ -268,6 +276,12 @@ def _add_sheet(sub) -> None:
     sheet.add_argument(
         "-o", "--output", default="runs.tsv", help="runs sheet to write (default: %(default)s)"
     )
+    _add_sheet_options(sheet)
+    sheet.set_defaults(func=_sheet)
+
+
+def _add_sheet_options(sheet) -> None:
+    """The options of ``brainshape sheet`` for one dataset or another."""
     lebel = sheet.add_argument_group("ds003020")
     lebel.add_argument(
         "--test-story",
@@ -275,12 +289,32 @@ def _add_sheet(sub) -> None:
         help="story held out as the fixed test set; '' for none (default: wheretheressmoke)",
     )
     lebel.add_argument(
+        "--tr",
+        type=float,
+        default=None,
+        help="seconds between rows; the offset follows it (default: 2.0, as the reference code "
+        "simulates; its TR files average 2.0045: docs/datasets.md)",
+    )
+    lebel.add_argument(
         "--labels",
         default=None,
         help="per-subject column table (column, roi, hemisphere), relative to ROOT, with "
         "{subject} (e.g. rois/{subject}.tsv); without it each response is one target set",
     )
+    sheet.add_argument(
+        "--tr-overrides-header",
+        action="store_true",
+        help="narratives, alice, fmriprep: where an image header's TR and its sidecar's differ "
+        "by more than 2%%, take the sidecar's (set datasets.<name>.tr_overrides_header: true in "
+        "the config too)",
+    )
     bids = sheet.add_argument_group("narratives and fmriprep")
+    bids.add_argument(
+        "--without-scan-exclude",
+        action="store_true",
+        help="narratives: proceed without code/scan_exclude.json (the authors' list of scans "
+        "to leave out), excluding none of them",
+    )
     bids.add_argument("--task", action="append", help="keep only this task (repeatable)")
     bids.add_argument(
         "--space", default=None, help="the space- entity (narratives: MNI152NLin2009cAsym)"
@@ -320,7 +354,6 @@ def _add_sheet(sub) -> None:
         metavar="SUBJECT=SECONDS",
         help="audio onset (s into the scan) of a subject whose events.tsv says n/a (repeatable)",
     )
-    sheet.set_defaults(func=_sheet)
 
 
 def _add_standin(sub) -> None:

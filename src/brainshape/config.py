@@ -193,10 +193,14 @@ def load_registry_dict(path: str | Path, schema_path: str | Path) -> dict:
     return validate(data, schema_path, source=str(path))
 
 
-def check_planted(planted: list[Mapping], registry: Mapping, source: str) -> None:
-    """Check that each planted (model, variant) of the demo exists in the registry."""
+def check_planted(config: Mapping, registry: Mapping, source: str) -> None:
+    """Check that each planted (model, variant) of the demo exists in the registry, where some
+    dataset is a demo (``datasets.<name>.demo``). The ``demo`` section has defaults whether or
+    not a dataset uses it; a study of published data with its own registry never reads them."""
+    if not any(d.get("demo") for d in config["datasets"].values()):
+        return
     models = registry.get("models", {})
-    for i, entry in enumerate(planted):
+    for i, entry in enumerate(config["demo"]["planted"]):
         model = entry["model"]
         if model not in models:
             raise BrainshapeError(

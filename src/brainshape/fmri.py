@@ -620,21 +620,30 @@ def _check_filter(path, t_r, high_pass) -> None:
 
 
 def to_targets(
-    voxels: np.ndarray, target_map: TargetMap, cleaning: tuple, counts: np.ndarray | None = None
+    voxels: np.ndarray,
+    target_map: TargetMap,
+    cleaning: tuple,
+    counts: np.ndarray | None = None,
+    nonfinite: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cleaned target time courses float32 ``(n_kept, n_targets)`` from one run's voxels
     ``(n_voxels, n_kept)`` (those of ``target_map.voxel_target``'s order). ``cleaning`` is
     ``(confounds or None, detrend, high_pass, tr, standardize)``. Voxels constant over the run
-    stay out of ROI means; ``counts`` (per target) is raised to how many did."""
+    stay out of ROI means; ``counts`` (per target) is raised to how many did. Voxels with a NaN
+    or inf in the run (response matrices published with them) are left out the same way, as
+    zeros (constant), and ``nonfinite`` (per target) is raised to how many they were."""
     conf, detrend, high_pass, t_r, standardize = cleaning
     used = np.flatnonzero(target_map.voxel_target >= 0)
-    flat = voxels[used].max(axis=1) == voxels[used].min(axis=1)
+    finite = np.isfinite(voxels[used]).all(axis=1)
+    flat = (voxels[used].max(axis=1) == voxels[used].min(axis=1)) & finite
     columns = target_map.voxel_target[used]
     n_targets = target_map.n_targets
     if counts is not None:
         np.maximum(counts, np.bincount(columns[flat], minlength=n_targets), out=counts)
+    if nonfinite is not None:
+        np.maximum(nonfinite, np.bincount(columns[~finite], minlength=n_targets), out=nonfinite)
     if target_map.mode == "roi_mean":
-        keep = ~flat
+        keep = ~flat & finite
         per_target = np.bincount(columns[keep], minlength=n_targets)
         share = np.where(keep, 1.0 / np.maximum(per_target[columns], 1), 0.0)
         weights = scipy.sparse.csr_matrix(
@@ -643,7 +652,9 @@ def to_targets(
     out = np.zeros((voxels.shape[1], n_targets), dtype=np.float64)
     for start in range(0, used.size, VOXEL_BATCH):
         batch = slice(start, start + VOXEL_BATCH)
-        cleaned = _clean(voxels[used[batch]].T.astype(np.float64), conf, detrend, high_pass, t_r)
+        values = voxels[used[batch]].T.astype(np.float64)
+        values[:, ~finite[batch]] = 0.0
+        cleaned = _clean(values, conf, detrend, high_pass, t_r)
         if standardize:
             cleaned = zscore(cleaned)
         if target_map.mode == "roi_mean":
@@ -659,25 +670,18 @@ def to_targets(
 
 
 def _run_tr(img, path: Path, given: float | None, overrides_header: bool = False) -> float:
-    """The TR (s) of one BOLD image: its header's. A TR given by the config or the runs sheet
-    must agree with it (within 1 %) unless ``overrides_header`` says the header is wrong."""
-    from brainshape.responses import nifti_tr
+    """The TR (s) of one BOLD image: :func:`brainshape.responses.run_tr` on its header and the
+    TR the runs sheet or config gives (else the sidecar beside the image)."""
+    from brainshape import responses
 
-    header_tr = nifti_tr(img) if len(img.shape) == 4 else 0.0
-    if given is None:
-        if len(img.shape) == 4 and not header_tr > 0:  # (not 4-D: preprocess_run says so)
-            raise BrainshapeError(
-                f"BOLD image {path} has no repetition time in its header (pixdim[4] is "
-                f"{header_tr}); give it as the dataset's tr (or the runs sheet's tr column)"
-            )
-        return header_tr
-    if header_tr > 0 and not np.isclose(header_tr, given, rtol=0.01) and not overrides_header:
-        raise BrainshapeError(
-            f"{path}: its header says TR {header_tr:g} s but the config (or runs sheet) says "
-            f"{given:g} s; remove the configured tr to use the header's, or, if the header is "
-            "wrong, set the dataset's tr_overrides_header: true"
-        )
-    return float(given)
+    if len(img.shape) != 4:  # preprocess_run says what is wrong with the image
+        return float(given) if given is not None else 0.0
+    return responses.run_tr(
+        path,
+        responses.nifti_tr(img),
+        responses.configured_tr(given),
+        overrides_header=overrides_header,
+    )
 
 
 @dataclass(frozen=True)
@@ -762,7 +766,8 @@ def preprocess_runs(
     ``both``). ``min_coverage``: see :func:`atlas_targets`. Several runs of one story (repeats)
     are averaged. Targets constant in some
     story are left out (``drop_constant``); ``n_constant`` counts the voxels of each target
-    left out of its mean because they were constant. All files appear together at the end.
+    left out of its mean because they were constant, ``n_nonfinite`` those left out because a
+    matrix run held NaN or inf in them. All files appear together at the end.
     """
     if mode not in MODES:
         raise BrainshapeError(f"fmri.targets is '{mode}'; use one of {list(MODES)}")
@@ -781,7 +786,8 @@ def preprocess_runs(
         target_map = _image_target_map(rows[0], atlas, rois, mode, min_coverage)
     else:
         target_map = matrix_target_map(rows[0], rois, mode)
-    counts = np.zeros(target_map.n_targets, dtype=np.int64)
+    # Per target: voxels left out because they were constant (row 0) or not finite (row 1).
+    counts = np.zeros((2, target_map.n_targets), dtype=np.int64)
     ceilings = _repeat_ceilings(rows, target_map, cleaning)
     stories = list(dict.fromkeys(r["story"] for r in rows))
 
@@ -793,7 +799,8 @@ def preprocess_runs(
 
     def targets() -> pd.DataFrame:
         table = target_map.targets.copy()
-        table["n_constant"] = counts
+        table["n_constant"] = counts[0]
+        table["n_nonfinite"] = counts[1]
         if ceilings is not None:
             table["repeat_ceiling"] = ceilings
         return table
@@ -843,7 +850,7 @@ def _preprocess_row(row, target_map, cleaning: Cleaning, counts) -> tuple[np.nda
         array = preprocess_run(
             paths, target_map, confounds=confounds, detrend=cleaning.detrend,
             standardize=cleaning.standardize, high_pass=cleaning.high_pass, t_r=tr,
-            counts=counts, **trim,
+            counts=counts[0], **trim,
         )  # fmt: skip
         n_trs = int(img.shape[3])
     else:
@@ -955,14 +962,10 @@ def _matrix_run(row, target_map: TargetMap, cleaning: Cleaning, counts) -> tuple
     _check_trim(row["response"], n_rows, cleaning.trim_start, cleaning.trim_end)
     _check_filter(row["response"], float(row["tr"]), cleaning.high_pass)
     kept = data[cleaning.trim_start : n_rows - cleaning.trim_end].T  # (columns, kept rows)
-    bad = ~np.isfinite(kept[target_map.voxel_target >= 0]).all(axis=1)
-    if bad.any():
-        raise BrainshapeError(
-            f"{int(bad.sum())} columns of {row['response']} contain NaN or inf in the kept rows; "
-            "fix the file or leave those columns out of its labels table"
-        )
     steps = (None, cleaning.detrend, cleaning.high_pass, float(row["tr"]), cleaning.standardize)
-    return to_targets(kept, target_map, steps, counts), n_rows
+    # Columns with NaN or inf are left out and counted (n_nonfinite), not zero-filled into the
+    # fit as the reference code's nan_to_num does: a zero there is a made-up response.
+    return to_targets(kept, target_map, steps, counts[0], counts[1]), n_rows
 
 
 def _repeat_ceilings(rows, target_map: TargetMap, cleaning: Cleaning) -> np.ndarray | None:

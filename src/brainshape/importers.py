@@ -2,17 +2,18 @@
 
 One function per dataset returns a :class:`Import`: the runs table (the columns of
 :func:`brainshape.sheet.columns`, validated by :func:`brainshape.sheet.rows_from_table`) and a
-report of what it found, what it excluded and why, and where the dataset disagrees with itself.
-Paths in the table are relative to the dataset root (the config's ``bids_root``).
+report of what it found, what it excluded or left out and why, and where the dataset disagrees
+with itself. Paths in the table are relative to the dataset root (the config's ``bids_root``).
+Every layout fact they rely on, with its public source, is in docs/datasets.md.
 
 The clocks (``offset`` is the word time at the start of the response file's first row; row j
 is centred at ``offset + (j + 0.5) * tr``; see docs/datasets.md):
 
 - :func:`ds003020` (LeBel et al. 2023): preprocessed HDF5 responses with the first and last 10
   volumes removed; the TextGrid clock starts at the audio, 10 s into the scan; offset
-  ``10 * 2.0 - 10 = 10`` s.
-- :func:`narratives` (Nastase et al. 2021, ds002345): fMRIPrep BOLD; the Gentle clock starts
-  at the audio, the first row's onset of the run's ``events.tsv``; offset ``-onset``.
+  ``10 * tr - 10`` s with the reference code's TR of 2.0 s.
+- :func:`brainshape.narratives.narratives` (Nastase et al. 2021, ds002345): fMRIPrep BOLD; the
+  Gentle clock starts at the audio, the first row's onset of the run's ``events.tsv``.
 - :func:`alice` (ds002322): SPM-preprocessed BOLD with the first 10 volumes discarded; the
   annotations' clock starts at the audio (``events.tsv``); offset ``10 * tr - onset``.
 - :func:`fmriprep`: any BIDS dataset with fMRIPrep derivatives (offset ``0``, or ``-onset`` of
@@ -23,7 +24,6 @@ Bad input stops with one line naming the file and the fix; nothing is written by
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -34,12 +34,14 @@ from typing import Any
 
 import pandas as pd
 
-from brainshape import sheet
+from brainshape import responses, sheet
 from brainshape.errors import BrainshapeError
 
 DATASETS = ("ds003020", "narratives", "alice", "fmriprep")
 
-#: ds003020: volumes removed at each end of every run, the TR, and the audio onset in the scan.
+#: ds003020: volumes removed at each end of every run, the reference code's TR, and the audio
+#: onset in the scan (HuthLab/deep-fMRI-dataset: load_simulated_trfiles(respdict, tr=2.0,
+#: start_time=10.0), apply_zscore_and_hrf's [5 + trim : -trim] with trim 5).
 LEBEL_TRIM = 10
 LEBEL_TR = 2.0
 LEBEL_AUDIO_ONSET = 10.0
@@ -48,16 +50,7 @@ LEBEL_TEST_STORY = "wheretheressmoke"
 #: Alice (ds002322): volumes discarded at the start of the SPM derivatives.
 ALICE_DISCARDED = 10
 
-#: Narratives tasks whose run holds several stimuli: no single transcript can be aligned.
-NARRATIVES_UNSUPPORTED = {"schema": "the run holds several stories and movie clips"}
-
-#: Narratives: where the per-task brain masks live when fMRIPrep's own is absent.
-NARRATIVES_TASK_MASKS = (
-    "derivatives/afni-nosmooth/tpl-{space}/tpl-{space}_res-{task}_desc-brain_mask.nii.gz",
-    "derivatives/afni-smooth/tpl-{space}/tpl-{space}_res-{task}_desc-brain_mask.nii.gz",
-)
-
-#: Two TRs differing by less than this (s) agree.
+#: Two TRs differing by less than this (s) are the same; more, and the report says so.
 TR_TOL = 1e-3
 
 
@@ -66,8 +59,9 @@ class Import:
     """The runs sheet of a dataset and what its importer saw.
 
     ``runs``: the validated table (one row per subject, story and run; excluded rows kept with
-    their reason). ``found``: one line per subject. ``notes``: disagreements within the dataset
-    and decisions taken about them.
+    their reason). ``found``: one line per subject. ``left_out``: subjects (or runs) the dataset
+    has that the sheet cannot hold, and why (no response file). ``notes``: disagreements within
+    the dataset and decisions taken about them.
     """
 
     dataset: str
@@ -75,15 +69,17 @@ class Import:
     runs: pd.DataFrame
     found: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        """What was found, what was excluded and why, and the notes, as printable lines."""
+        """What was found, what was excluded or left out and why, and the notes."""
         runs = self.runs
         kept = runs[~runs.exclude]
         lines = [
             f"{self.dataset} at {self.root}: {kept.subject.nunique()} subjects, "
             f"{kept.story.nunique()} stories, {len(kept)} runs kept "
             f"({int((kept.split == 'test').sum())} test), {int(runs.exclude.sum())} excluded"
+            + (f", {len(self.left_out)} left out" if self.left_out else "")
         ]
         lines += ["found:"] + [f"  {line}" for line in self.found]
         excluded = runs[runs.exclude]
@@ -91,6 +87,8 @@ class Import:
             lines.append("excluded:")
             for row in excluded.itertuples():
                 lines.append(f"  {row.subject} {row.story} run {row.run}: {row.reason}")
+        if self.left_out:
+            lines += ["left out (not in the sheet):"] + [f"  {line}" for line in self.left_out]
         if self.notes:
             lines += ["notes:"] + [f"  {line}" for line in self.notes]
         return "\n".join(lines) + "\n"
@@ -99,30 +97,30 @@ class Import:
 # --- shared -------------------------------------------------------------------------------------
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` (POSIX separators), as the sheet stores it."""
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     """A float as the sheet stores it: the shortest text that reads back as the same value."""
     return repr(float(value))
 
 
-def _require_dir(path: Path, what: str, fix: str) -> None:
+def require_dir(path: Path, what: str, fix: str) -> None:
     if not path.is_dir():
         raise BrainshapeError(f"{path} does not exist; {what} is missing: {fix}")
 
 
-def _table(rows: Sequence[Mapping[str, Any]], source: str) -> pd.DataFrame:
+def table(rows: Sequence[Mapping[str, Any]], source: str) -> pd.DataFrame:
     """Rows (dicts; None for no value) validated as a runs sheet, sorted by subject, story, run."""
     if not rows:
         raise BrainshapeError(f"{source}: no runs found; check that the folder is the dataset")
-    table = pd.DataFrame(list(rows)).astype(object)
-    table = table.where(table.notna(), "")
-    table = table.map(lambda v: "" if v is None else str(v))
-    table = table.sort_values(["subject", "story", "run"], kind="stable").reset_index(drop=True)
-    runs = sheet.rows_from_table(table, source)
+    out = pd.DataFrame(list(rows)).astype(object)
+    out = out.where(out.notna(), "")
+    out = out.map(lambda v: "" if v is None else str(v))
+    out = out.sort_values(["subject", "story", "run"], kind="stable").reset_index(drop=True)
+    runs = sheet.rows_from_table(out, source)
     if runs.exclude.all():
         raise BrainshapeError(
             f"{source}: every run is excluded ({runs.reason.iloc[0]}, ...); nothing is left to "
@@ -154,35 +152,47 @@ def check_files(runs: pd.DataFrame, root: str | os.PathLike, source: str) -> Non
                 )
 
 
-def _first_onset(events: Path) -> float | None:
-    """Onset (s) of the first row of a BIDS events file; None where it is n/a."""
+def read_events(events: Path) -> pd.DataFrame:
+    """A BIDS events file (strings; ``n/a`` kept as text), with at least an onset column and a
+    row."""
     if not events.is_file():
         raise BrainshapeError(
             f"{events} does not exist; the audio onset of the run is the onset of its first "
             "row: fetch the file (datalad get) or restore it"
         )
-    table = pd.read_csv(events, sep="\t", dtype=str, keep_default_na=False)
-    if "onset" not in table.columns or table.empty:
+    out = pd.read_csv(events, sep="\t", dtype=str, keep_default_na=False)
+    if "onset" not in out.columns or out.empty:
         raise BrainshapeError(
             f"{events} has no onset column or no row; the audio onset of the run is the onset "
             "of its first row: fix the file"
         )
-    text = table["onset"].iloc[0].strip()
+    return out
+
+
+def onset_of(events: Path, text: str) -> float | None:
+    """An onset cell of ``events`` in seconds; None where it is n/a."""
+    text = text.strip()
     if text.lower() in ("n/a", "", "nan"):
         return None
     try:
         onset = float(text)
     except ValueError:
         raise BrainshapeError(
-            f"{events}: the first row's onset is {text!r}, not a number of seconds; fix the file"
+            f"{events}: an onset is {text!r}, not a number of seconds; fix the file"
         ) from None
     if not math.isfinite(onset):
-        raise BrainshapeError(f"{events}: the first row's onset is {text!r}; fix the file")
+        raise BrainshapeError(f"{events}: an onset is {text!r}; fix the file")
     return onset
 
 
-def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
-    """(shape, rounded affine, TR in s; 0 when unknown) of a NIfTI image, from its header."""
+def first_onset(events: Path) -> float | None:
+    """Onset (s) of the first row of a BIDS events file; None where it is n/a."""
+    return onset_of(events, read_events(events)["onset"].iloc[0])
+
+
+def header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+    """(shape, rounded affine, TR in s as the header says it; 0 when it says none) of a NIfTI
+    image, from its header."""
     import nibabel as nib
 
     try:
@@ -191,58 +201,84 @@ def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
         raise BrainshapeError(
             f"cannot read {path} as NIfTI ({error}); fetch it (datalad get) or re-download it"
         ) from None
-    zooms = img.header.get_zooms()
-    tr = float(zooms[3]) if len(zooms) > 3 else 0.0
-    unit = img.header.get_xyzt_units()[1]
-    tr = tr / 1000.0 if unit == "msec" else tr / 1e6 if unit == "usec" else tr
     affine = tuple(round(float(v), 3) for v in img.affine[:3].ravel())
-    return tuple(int(n) for n in img.shape), affine, tr
+    return tuple(int(n) for n in img.shape), affine, responses.nifti_tr(img)
 
 
-def _sidecar_tr(candidates: Iterable[Path]) -> tuple[float | None, Path | None]:
-    """RepetitionTime of the first of ``candidates`` (JSON sidecars) that gives one."""
-    for path in candidates:
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text()).get("RepetitionTime")
-            except (json.JSONDecodeError, AttributeError):
-                raise BrainshapeError(f"{path} is not a JSON object; fix the sidecar") from None
-            if isinstance(value, int | float):
-                return float(value), path
-    return None, None
+@dataclass
+class TRs:
+    """The TR of each run of an import, from its image header and its sidecars
+    (:func:`brainshape.responses.run_tr`), and the report of where they differ."""
 
+    root: Path
+    overrides_header: bool = False
+    dataset: str = "<name>"  # the config's datasets.<name> the notes and errors point to
+    seen: dict[tuple, list[str]] = field(default_factory=dict)
 
-def _pick_tr(
-    header_tr: float,
-    sidecar: tuple[float | None, Path | None],
-    what: str,
-    root: Path,
-    notes: list[str],
-    bold: Path,
-) -> float:
-    """The TR the data say (the image header), the sidecar's where the header has none; a
-    disagreement goes into ``notes``."""
-    side, side_path = sidecar
-    if header_tr > 0:
-        if side is not None and abs(side - header_tr) > TR_TOL:
-            notes.append(
-                f"{what}: {_rel(side_path, root)} says RepetitionTime {side:g} s, the image "
-                f"header {header_tr:g} s; the sheet takes the data's {header_tr:g} s"
-            )
-        return header_tr
-    if side is None:
-        raise BrainshapeError(
-            f"{bold}: neither the image header nor a BIDS sidecar (RepetitionTime) gives the "
-            "TR; add RepetitionTime to the run's _bold.json"
+    def pick(self, name: str, bold: Path, header_tr: float, sidecars: Iterable[Path]) -> float:
+        """The TR of run ``name`` (image ``bold``): the first of ``sidecars`` (most specific
+        first) that gives ``RepetitionTime`` is checked against the header; the header's is
+        taken where both agree (the data's), the sidecar's where the header has none or
+        ``overrides_header``."""
+        given = None
+        for path in sidecars:
+            value = responses.json_tr(path)
+            if value is not None:
+                rel = relative(path, self.root)
+                given = responses.GivenTR(
+                    value, f"its sidecar {rel}", f"correct RepetitionTime in {rel}"
+                )
+                break
+        tr = responses.run_tr(
+            bold,
+            header_tr,
+            given,
+            overrides_header=self.overrides_header,
+            override=f"rerun with --tr-overrides-header (and set {self._key} in the config)",
+            missing="add RepetitionTime to the run's _bold.json sidecar",
         )
-    return side
+        if responses.plausible_tr(header_tr) and responses.trs_agree(header_tr, tr):
+            tr = header_tr
+        if given is not None and abs(given.value - header_tr) > TR_TOL:
+            self.seen.setdefault((header_tr, given.value, tr), []).append(name)
+        return tr
+
+    @property
+    def _key(self) -> str:
+        return f"datasets.{self.dataset}.tr_overrides_header: true"
+
+    def notes(self) -> list[str]:
+        """One line per kind of disagreement between headers and sidecars."""
+        lines = []
+        for (head, side, taken), names in sorted(self.seen.items()):
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            said = (
+                f"say TR {head:g} s"
+                if responses.plausible_tr(head)
+                else "state no TR"
+                if not head
+                else f"say {head:g} s, not a TR"
+            )
+            whose = "headers'" if taken == head else "sidecars'"
+            why = (
+                f" (--tr-overrides-header: set {self._key} in the config too)"
+                if responses.plausible_tr(head) and not responses.trs_agree(head, side)
+                else ""
+            )
+            lines.append(
+                f"{len(names)} run(s) whose image headers {said} where their sidecars say "
+                f"RepetitionTime {side:g} s ({shown}): the sheet takes the {whose} {taken:g} "
+                f"s{why}"
+            )
+        return lines
 
 
 # --- ds003020 -----------------------------------------------------------------------------------
 
 
-def _hdf5_shape(path: Path, key: str, repeats_key: str, rel: str) -> tuple[tuple, int | None]:
-    """(shape of ``key``, number of repeats in ``repeats_key`` or None) of an HDF5 file."""
+def _hdf5_layout(path: Path, rel: str) -> tuple[tuple, list[str], list[str]]:
+    """(shape of ``data``, the 3-D datasets shaped repeats x rows x columns of ``data``, every
+    dataset of the file) of one response file, from its headers."""
     import h5py
 
     try:
@@ -253,31 +289,30 @@ def _hdf5_shape(path: Path, key: str, repeats_key: str, rel: str) -> tuple[tuple
             f"(datalad get {rel})"
         ) from None
     with handle:
-        if key not in handle or not isinstance(handle[key], h5py.Dataset):
-            held = ", ".join(sorted(handle.keys())) or "nothing"
-            raise BrainshapeError(
-                f"{path} has no dataset '{key}' (it holds: {held}); ds003020's responses are "
-                f"in '{key}': re-fetch the file (datalad get {rel})"
+        found: dict[str, tuple] = {}
+        handle.visititems(
+            lambda name, item: (
+                found.update({name: item.shape}) if isinstance(item, h5py.Dataset) else None
             )
-        shape = handle[key].shape
-        if len(shape) != 2:
-            raise BrainshapeError(
-                f"{path}: dataset '{key}' has shape {shape}, not rows x voxels; re-fetch the "
-                f"file (datalad get {rel})"
-            )
-        repeats = None
-        if repeats_key in handle:
-            rshape = handle[repeats_key].shape
-            if len(rshape) != 3 or rshape[1:] != shape:
-                raise BrainshapeError(
-                    f"{path}: dataset '{repeats_key}' has shape {rshape}, not repeats x "
-                    f"{shape[0]} x {shape[1]} like '{key}'; re-fetch the file (datalad get {rel})"
-                )
-            repeats = int(rshape[0])
-    return shape, repeats
+        )
+    if "data" not in found:
+        raise BrainshapeError(
+            f"{path} has no dataset 'data' (it holds: {', '.join(sorted(found)) or 'nothing'}); "
+            f"ds003020's responses are in 'data': re-fetch the file (datalad get {rel})"
+        )
+    shape = found["data"]
+    if len(shape) != 2:
+        raise BrainshapeError(
+            f"{path}: dataset 'data' has shape {shape}, not rows x voxels; re-fetch the file "
+            f"(datalad get {rel})"
+        )
+    repeats = sorted(k for k, v in found.items() if len(v) == 3 and v[1:] == shape and v[0] > 1)
+    return shape, repeats, sorted(found)
 
 
 def _respdict(derivative: Path) -> dict[str, int]:
+    import json
+
     path = derivative / "respdict.json"
     if not path.is_file():
         raise BrainshapeError(
@@ -293,26 +328,32 @@ def _respdict(derivative: Path) -> dict[str, int]:
     return data
 
 
-def _lebel_row(
-    hf5: Path,
-    root: Path,
-    subject: str,
-    respdict: Mapping[str, int],
-    test_story: str | None,
-    labels: str | None,
-) -> tuple[dict, int | None]:
-    story, rel = hf5.stem, _rel(hf5, root)
-    if story not in respdict:
+@dataclass(frozen=True)
+class _Lebel:
+    """The options of a ds003020 import."""
+
+    root: Path
+    respdict: Mapping[str, int]
+    test_story: str | None
+    labels: str | None
+    tr: float
+
+
+def _lebel_row(hf5: Path, subject: str, opts: _Lebel) -> tuple[dict, list[str], list[str]]:
+    """(sheet row, repeats datasets, every dataset) of one response file."""
+    story, rel = hf5.stem, relative(hf5, opts.root)
+    if story not in opts.respdict:
         raise BrainshapeError(
             f"{hf5}: story {story} is not in derivative/respdict.json, so its rows cannot be "
             "checked; re-fetch respdict.json (datalad get derivative/respdict.json)"
         )
-    shape, repeats = _hdf5_shape(hf5, "data", "individual_repeats", rel)
-    expected = respdict[story] - 2 * LEBEL_TRIM
+    shape, repeats, held = _hdf5_layout(hf5, rel)
+    volumes = opts.respdict[story]
+    expected = volumes - 2 * LEBEL_TRIM
     if shape[0] != expected:
         raise BrainshapeError(
             f"{hf5}: dataset 'data' has {shape[0]} rows, but derivative/respdict.json gives "
-            f"{story} {respdict[story]} volumes, so {expected} rows are expected (the first and "
+            f"{story} {volumes} volumes, so {expected} rows are expected (the first and "
             f"last {LEBEL_TRIM} removed); re-fetch the file (datalad get {rel}) or respdict.json"
         )
     row = {
@@ -322,18 +363,46 @@ def _lebel_row(
         "response": rel,
         "format": "hdf5",
         "key": "data",
-        "repeats_key": "individual_repeats" if repeats else None,
-        "labels": labels.format(subject=subject) if labels else None,
+        "repeats_key": repeats[0] if repeats else None,
+        "labels": opts.labels.format(subject=subject) if opts.labels else None,
         "words": f"derivative/TextGrids/{story}.TextGrid",
         "words_format": "textgrid",
         "tier": "2",  # the reference code takes the second tier (index 1)
-        "offset": _number(LEBEL_TRIM * LEBEL_TR - LEBEL_AUDIO_ONSET),
-        "tr": _number(LEBEL_TR),
+        "offset": number(LEBEL_TRIM * opts.tr - LEBEL_AUDIO_ONSET),
+        "tr": number(opts.tr),
         "removed_start": LEBEL_TRIM,
         "removed_end": LEBEL_TRIM,
-        "split": "test" if story == test_story else "train",
+        "split": "test" if story == opts.test_story else "train",
     }
-    return row, repeats
+    return row, repeats, held
+
+
+def _lebel_subject(folder: Path, opts: _Lebel, rows: list, notes: list) -> str | None:
+    """Append one subject's rows (and notes on its repeats); return its line of the report."""
+    stories = []
+    for hf5 in sorted(folder.glob("*.hf5")):
+        row, repeats, held = _lebel_row(hf5, folder.name, opts)
+        rows.append(row)
+        if repeats:
+            with_repeats = f"{len(held)} datasets: {', '.join(held)}"
+            tag = f" [test, repeats in '{repeats[0]}']" if row["split"] == "test" else ""
+            if len(repeats) > 1:
+                notes.append(
+                    f"{folder.name}/{hf5.name} holds several repeats-shaped datasets "
+                    f"({with_repeats}); the sheet takes '{repeats[0]}'"
+                )
+        else:
+            tag = " [test]" if row["split"] == "test" else ""
+            if row["split"] == "test":
+                notes.append(
+                    f"{folder.name}: {hf5.name} holds no individual repeats (no dataset of "
+                    f"repeats x rows x voxels beside 'data'; it holds {', '.join(held)}), so "
+                    f"its repeat ceiling is unavailable; the inter-subject ceiling remains"
+                )
+        stories.append(hf5.stem + tag)
+    if not stories:
+        return None
+    return f"{folder.name}: {len(stories)} stories ({', '.join(stories)})"
 
 
 def ds003020(
@@ -341,52 +410,57 @@ def ds003020(
     *,
     test_story: str | None = LEBEL_TEST_STORY,
     labels: str | None = None,
+    tr: float = LEBEL_TR,
 ) -> Import:
     """The runs sheet of ds003020 (LeBel et al. 2023) as published.
 
     Reads ``derivative/preprocessed_data/<subject>/<story>.hf5`` (dataset ``data``, rows =
     ``derivative/respdict.json[story] - 20``), word timings ``derivative/TextGrids/<story>
     .TextGrid`` (words tier: the second), ``test_story`` as the fixed test set (its ``data`` is
-    the average over repeats; ``individual_repeats``, where a copy holds it, goes into
-    ``repeats_key``). ``labels``: a per-subject column table, a path relative to the root
-    with ``{subject}`` (columns column, roi, hemisphere); none makes each response one target
-    set. Subjects keep their own story sets.
+    the average over repeats; a 3-D dataset of the same rows and voxels, whatever its name,
+    holds the individual repeats and goes into ``repeats_key``). ``labels``: a per-subject
+    column table, a path relative to the root with ``{subject}`` (columns column, roi,
+    hemisphere); none makes each response one target set. Subjects keep their own story sets.
+    ``tr``: seconds between rows, 2.0 as the reference code simulates them (its TR-file reader
+    expects 2.0045 s; docs/datasets.md); the offset follows it (``10 * tr - 10``).
     """
     root = Path(root)
     derivative = root / "derivative"
-    _require_dir(
+    require_dir(
         derivative,
         "ds003020's derivative folder (singular)",
         "fetch it with datalad get derivative, or give the dataset root",
     )
-    respdict = _respdict(derivative)
+    if not responses.plausible_tr(tr):
+        low, high = responses.TR_RANGE
+        raise BrainshapeError(f"--tr {tr:g} is outside the {low:g}-{high:g} s a TR can be")
     data_dir = derivative / "preprocessed_data"
-    _require_dir(
+    opts = _Lebel(root, _respdict(derivative), test_story, labels, tr)
+    require_dir(
         data_dir,
         "the preprocessed responses",
         "fetch them with datalad get derivative/preprocessed_data",
     )
-    rows, found = [], []
+    rows, found, notes = [], [], []
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        stories = []
-        for hf5 in sorted(folder.glob("*.hf5")):
-            row, repeats = _lebel_row(hf5, root, folder.name, respdict, test_story, labels)
-            rows.append(row)
-            tag = f" [test, {repeats} repeats]" if repeats else " [test]"
-            stories.append(hf5.stem + (tag if row["split"] == "test" else ""))
-        if stories:
-            found.append(f"{folder.name}: {len(stories)} stories ({', '.join(stories)})")
+        line = _lebel_subject(folder, opts, rows, notes)
+        if line:
+            found.append(line)
     source = f"runs sheet of {root}"
-    runs = _table(rows, source)
+    runs = table(rows, source)
     check_files(runs, root, source)
-    notes = []
     if test_story and not (runs.split == "test").any():
         notes.append(f"no subject has the test story {test_story}: every story is train")
-    unheard = sorted(set(respdict) - set(runs.story))
+    unheard = sorted(set(opts.respdict) - set(runs.story))
     if unheard:
         notes.append(
             f"{len(unheard)} stories of respdict.json have no response file here (not fetched, "
             f"or not heard by these subjects): {', '.join(unheard)}"
+        )
+    if tr != LEBEL_TR:
+        notes.append(
+            f"TR {tr:g} s instead of the reference code's {LEBEL_TR:g} s (offset "
+            f"{LEBEL_TRIM * tr - LEBEL_AUDIO_ONSET:g} s)"
         )
     return Import("ds003020", root, runs, found, notes)
 
@@ -397,7 +471,7 @@ _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9.+]+)$")
 
 
 @dataclass(frozen=True)
-class _Bold:
+class Bold:
     """One preprocessed BOLD image of an fMRIPrep derivatives folder."""
 
     path: Path
@@ -435,9 +509,9 @@ def _entities(name: str) -> dict[str, str] | None:
     return out if "sub" in out and "task" in out else None
 
 
-def _scan_fmriprep(
+def scan_fmriprep(
     fmriprep: Path, space: str | None, res: str | None, desc: str = "preproc"
-) -> list[_Bold]:
+) -> list[Bold]:
     """Every preprocessed BOLD image (``desc-<desc>``) of an fMRIPrep folder, in ``space`` and
     ``res`` when given; one per run, else an error asking which."""
     found = []
@@ -449,8 +523,8 @@ def _scan_fmriprep(
             continue
         if res is not None and entities.get("res") != res:
             continue
-        found.append(_Bold(path, entities))
-    runs: dict[tuple, list[_Bold]] = {}
+        found.append(Bold(path, entities))
+    runs: dict[tuple, list[Bold]] = {}
     for bold in found:
         runs.setdefault(bold.key(), []).append(bold)
     for same in runs.values():
@@ -463,7 +537,7 @@ def _scan_fmriprep(
     return found
 
 
-def _confounds(bold: _Bold) -> Path | None:
+def _confounds(bold: Bold) -> Path | None:
     for desc in ("confounds_timeseries", "confounds_regressors"):
         path = bold.path.parent / f"{bold.stem}_desc-{desc}.tsv"
         if path.is_file():
@@ -471,7 +545,7 @@ def _confounds(bold: _Bold) -> Path | None:
     return None
 
 
-def _mask(bold: _Bold) -> Path | None:
+def _mask(bold: Bold) -> Path | None:
     name = re.sub(
         r"_desc-[a-zA-Z0-9]+_bold\.nii(\.gz)?$", r"_desc-brain_mask.nii\1", bold.path.name
     )
@@ -479,22 +553,24 @@ def _mask(bold: _Bold) -> Path | None:
     return path if path.is_file() else None
 
 
-def _bold_sidecars(bold: _Bold, root: Path) -> list[Path]:
-    """The JSON sidecars that may give the run's RepetitionTime, most specific first."""
+def bold_sidecars(bold: Bold, root: Path) -> list[Path]:
+    """The JSON sidecars that may give the run's RepetitionTime, most specific first:
+    fMRIPrep's beside the image, then the raw run's, subject's and dataset's (BIDS
+    inheritance)."""
     e = bold.entities
     session = f"_ses-{e['ses']}" if "ses" in e else ""
     raw = root / bold.source_dir
     return [
+        responses.image_sidecar(bold.path),
         raw / f"{bold.stem}_bold.json",
         raw.parent / f"sub-{e['sub']}{session}_task-{e['task']}_bold.json",
         root / f"task-{e['task']}_bold.json",
-        bold.path.with_name(re.sub(r"\.nii(\.gz)?$", ".json", bold.path.name)),
     ]
 
 
-def _run_numbers(bolds: Sequence[_Bold]) -> dict[Path, int]:
+def run_numbers(bolds: Sequence[Bold]) -> dict[Path, int]:
     """Run number of each image within its subject and task: 1, 2, ... in session, run order."""
-    groups: dict[tuple[str, str], list[_Bold]] = {}
+    groups: dict[tuple[str, str], list[Bold]] = {}
     for bold in bolds:
         groups.setdefault((bold.entities["sub"], bold.entities["task"]), []).append(bold)
     out = {}
@@ -506,29 +582,28 @@ def _run_numbers(bolds: Sequence[_Bold]) -> dict[Path, int]:
     return out
 
 
-def _fmriprep_row(bold: _Bold, root: Path, run: int, notes: list[str]) -> dict:
+def fmriprep_row(bold: Bold, root: Path, run: int, trs: TRs) -> dict:
     """The sheet row of one fMRIPrep run, before its story, words and offset are known."""
-    shape, _, header_tr = _header(bold.path)
-    what = f"{bold.stem}"
-    tr = _pick_tr(header_tr, _sidecar_tr(_bold_sidecars(bold, root)), what, root, notes, bold.path)
+    _, _, header_tr = header(bold.path)
+    tr = trs.pick(bold.stem, bold.path, header_tr, bold_sidecars(bold, root))
     confounds, mask = _confounds(bold), _mask(bold)
     return {
         "subject": bold.entities["sub"],
         "run": run,
-        "response": _rel(bold.path, root),
+        "response": relative(bold.path, root),
         "format": "fmriprep",
-        "mask": _rel(mask, root) if mask else None,
-        "confounds": _rel(confounds, root) if confounds else None,
-        "tr": _number(tr),
+        "mask": relative(mask, root) if mask else None,
+        "confounds": relative(confounds, root) if confounds else None,
+        "tr": number(tr),
     }
 
 
-def _exclude(row: dict, reason: str) -> dict:
+def exclude(row: dict, reason: str) -> dict:
     row.update(exclude="true", reason=reason)
     return row
 
 
-def _check_tasks(tasks: Iterable[str] | None, bolds: Sequence[_Bold], where: Path) -> list[_Bold]:
+def check_tasks(tasks: Iterable[str] | None, bolds: Sequence[Bold], where: Path) -> list[Bold]:
     present = sorted({b.entities["task"] for b in bolds})
     if tasks is None:
         return list(bolds)
@@ -541,7 +616,7 @@ def _check_tasks(tasks: Iterable[str] | None, bolds: Sequence[_Bold], where: Pat
     return [b for b in bolds if b.entities["task"] in set(tasks)]
 
 
-def _found_lines(runs: pd.DataFrame) -> list[str]:
+def found_lines(runs: pd.DataFrame) -> list[str]:
     lines = []
     for subject, rows in runs[~runs.exclude].groupby("subject", sort=True):
         stories = [f"{r.story}" + (f" run {r.run}" if r.run > 1 else "") for r in rows.itertuples()]
@@ -561,6 +636,7 @@ def fmriprep(
     words_format: str = "gentle",
     tier: str = "words",
     onset_from_events: bool = False,
+    tr_overrides_header: bool = False,
 ) -> Import:
     """The runs sheet of any BIDS dataset with fMRIPrep derivatives.
 
@@ -568,7 +644,9 @@ def fmriprep(
     ``res-`` and other entities; ``space``/``res`` choose where a run has several) is a run of
     story = task; runs of one subject and task are numbered 1, 2, ... in session and run order.
     Confounds: ``desc-confounds_timeseries.tsv`` or ``desc-confounds_regressors.tsv``; mask:
-    ``desc-brain_mask``; TR from the image header (the sidecar where the header has none).
+    ``desc-brain_mask``; TR from the image header, checked against the sidecars (fMRIPrep's,
+    then the raw run's; :class:`TRs`), the sidecar's where the header has none or
+    ``tr_overrides_header``.
     ``words`` is the word-timing file per story, relative to the root. The offset is 0 (word
     time 0 = the start of the run) or, with ``onset_from_events``, minus the first row's onset
     of the run's ``events.tsv``. Runs lacking a mask, confounds or word timings are excluded
@@ -576,11 +654,11 @@ def fmriprep(
     """
     root = Path(root)
     folder = root / fmriprep_dir
-    _require_dir(folder, "the fMRIPrep derivatives", "fetch them or give --fmriprep-dir")
-    bolds = _check_tasks(tasks, _scan_fmriprep(folder, space, res), folder)
-    numbers, rows, notes = _run_numbers(bolds), [], []
+    require_dir(folder, "the fMRIPrep derivatives", "fetch them or give --fmriprep-dir")
+    bolds = check_tasks(tasks, scan_fmriprep(folder, space, res), folder)
+    numbers, rows, trs = run_numbers(bolds), [], TRs(root, tr_overrides_header)
     for bold in bolds:
-        row = _fmriprep_row(bold, root, numbers[bold.path], notes)
+        row = fmriprep_row(bold, root, numbers[bold.path], trs)
         story = bold.entities["task"]
         row.update(
             story=story,
@@ -590,215 +668,132 @@ def fmriprep(
         )
         if onset_from_events:
             events = root / bold.source_dir / f"{bold.stem}_events.tsv"
-            onset = _first_onset(events)
+            onset = first_onset(events)
             if onset is None:
                 raise BrainshapeError(
                     f"{events}: the first row's onset is n/a, so the audio onset of the run is "
                     "unknown; write it into the file"
                 )
-            row["offset"] = _number(-onset)
-        rows.append(_complete(row, root))
+            row["offset"] = number(-onset)
+        rows.append(complete(row, root))
     source = f"runs sheet of {root}"
-    runs = _table(rows, source)
+    runs = table(rows, source)
     check_files(runs, root, source)
-    return Import("fmriprep", root, runs, _found_lines(runs), notes)
+    return Import("fmriprep", root, runs, found_lines(runs), trs.notes())
 
 
-def _complete(row: dict, root: Path) -> dict:
+def complete(row: dict, root: Path) -> dict:
     """``row``, excluded with the reason where a file it needs is missing."""
     if not row.get("mask"):
-        return _exclude(row, f"no brain mask beside {row['response']}")
+        return exclude(row, f"no brain mask beside {row['response']}")
     if row["format"] == "fmriprep" and not row.get("confounds"):
-        return _exclude(
+        return exclude(
             row,
             f"no confounds table (desc-confounds_timeseries.tsv or "
             f"desc-confounds_regressors.tsv) beside {row['response']}",
         )
     if not (root / row["words"]).is_file():
-        return _exclude(row, f"no word timings {row['words']}")
+        return exclude(row, f"no word timings {row['words']}")
     return row
-
-
-# --- Narratives ---------------------------------------------------------------------------------
-
-
-def _scan_excludes(root: Path) -> dict[str, str]:
-    """Scan-name prefix -> task of ``code/scan_exclude.json`` (task -> subject -> prefixes)."""
-    path = root / "code" / "scan_exclude.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return {
-            prefix: task
-            for task, subjects in data.items()
-            for scans in subjects.values()
-            for prefix in scans
-        }
-    except (json.JSONDecodeError, AttributeError, TypeError):
-        raise BrainshapeError(
-            f"{path} must map task -> subject -> list of scan names; re-fetch it"
-        ) from None
-
-
-def _conditions(root: Path, bold: _Bold) -> str | None:
-    """The subject's condition for the run's task: its ``_scans.tsv`` row, else the
-    comma-separated ``task`` and ``condition`` columns of ``participants.tsv``."""
-    sub, task = f"sub-{bold.entities['sub']}", bold.entities["task"]
-    scans = root / sub / f"{sub}_scans.tsv"
-    if scans.is_file():
-        table = pd.read_csv(scans, sep="\t", dtype=str, keep_default_na=False)
-        if {"filename", "condition"} <= set(table.columns):
-            hit = table[table.filename.str.contains(f"{bold.stem}_", regex=False)]
-            if len(hit):
-                return hit.condition.iloc[0]
-    participants = root / "participants.tsv"
-    if participants.is_file():
-        table = pd.read_csv(participants, sep="\t", dtype=str, keep_default_na=False)
-        if not {"participant_id", "task", "condition"} <= set(table.columns):
-            return None
-        hit = table[table.participant_id == sub]
-        if len(hit):
-            tasks = hit.task.iloc[0].split(",")
-            conditions = hit.condition.iloc[0].split(",")
-            if task in tasks and len(conditions) == len(tasks):
-                return conditions[tasks.index(task)]
-    return None
-
-
-def _narratives_story(root: Path, bold: _Bold) -> tuple[str, str | None]:
-    """(story id, reason to exclude or None): milkyway's condition picks its transcript."""
-    task = bold.entities["task"]
-    if task in NARRATIVES_UNSUPPORTED:
-        return task, f"{NARRATIVES_UNSUPPORTED[task]} (task {task})"
-    if task != "milkyway":
-        return task, None
-    condition = _conditions(root, bold)
-    if condition in (None, "", "n/a"):
-        return task, (
-            "no condition for milkyway in the subject's _scans.tsv or participants.tsv; the "
-            "condition (original, vodka, synonyms) selects the transcript"
-        )
-    return f"milkyway{condition}", None
-
-
-def _task_mask(root: Path, space: str, task: str) -> Path | None:
-    for pattern in NARRATIVES_TASK_MASKS:
-        path = root / pattern.format(space=space, task=task)
-        if path.is_file():
-            return path
-    return None
-
-
-def narratives(
-    root: str | os.PathLike,
-    *,
-    tasks: Iterable[str] | None = None,
-    space: str = "MNI152NLin2009cAsym",
-    fmriprep_dir: str = "derivatives/fmriprep",
-) -> Import:
-    """The runs sheet of Narratives (ds002345 with its fMRIPrep 20.0.5 derivatives).
-
-    Runs: ``derivatives/fmriprep/sub-*/func/sub-*_task-<task>[_run-N]_space-<space>_res-native
-    _desc-preproc_bold.nii.gz`` with ``..._desc-confounds_regressors.tsv``; the brain mask is
-    fMRIPrep's own where present, else the task's (``derivatives/afni-nosmooth/tpl-<space>/``).
-    Story = task, except milkyway, whose condition selects the transcript (``milkywayoriginal``,
-    ``milkywayvodka``, ``milkywaysynonyms``). Word timings ``stimuli/gentle/<story>/align.json``;
-    offset = minus the audio onset, the first row's onset of the run's ``events.tsv``. Runs in
-    ``code/scan_exclude.json`` are excluded, as are tasks without one transcript (schema). TR:
-    the image header's; sidecars that disagree are reported.
-    """
-    root = Path(root)
-    folder = root / fmriprep_dir
-    _require_dir(
-        folder,
-        "Narratives' fMRIPrep derivatives",
-        "fetch them with datalad get derivatives/fmriprep",
-    )
-    bolds = _check_tasks(tasks, _scan_fmriprep(folder, space, None), folder)
-    excludes = _scan_excludes(root)
-    numbers, rows, notes = _run_numbers(bolds), [], []
-    for bold in bolds:
-        row = _fmriprep_row(bold, root, numbers[bold.path], notes)
-        story, reason = _narratives_story(root, bold)
-        if not row["mask"]:
-            mask = _task_mask(root, space, bold.entities["task"])
-            row["mask"] = _rel(mask, root) if mask else None
-        row.update(story=story, words=f"stimuli/gentle/{story}/align.json", words_format="gentle")
-        listed = [p for p in excludes if bold.stem == p or bold.stem.startswith(p + "_")]
-        onset = _first_onset(root / bold.source_dir / f"{bold.stem}_events.tsv")
-        if onset is None and not (listed or reason):
-            raise BrainshapeError(
-                f"{root / bold.source_dir / (bold.stem + '_events.tsv')}: the first row's onset "
-                "is n/a, so the audio onset of the run is unknown; write it into the file"
-            )
-        row["offset"] = _number(-onset) if onset is not None else None
-        if listed:
-            _exclude(row, f"listed in code/scan_exclude.json ({listed[0]})")
-        elif reason:
-            _exclude(row, reason)
-        else:
-            row = _complete(row, root)
-        rows.append(row)
-    source = f"runs sheet of {root}"
-    runs = _table(rows, source)
-    check_files(runs, root, source)
-    return Import("narratives", root, runs, _found_lines(runs), notes)
 
 
 # --- Alice --------------------------------------------------------------------------------------
 
 
-def _alice_row(
-    bold: Path, root: Path, subject: str, onsets: Mapping[str, float], notes: list[str]
-) -> tuple[dict, tuple]:
-    shape, affine, header_tr = _header(bold)
+def _alice_file(root: Path, sub: str, suffix: str) -> Path:
+    """A raw-data file of an Alice subject: in ``sub-XX/`` as published, else in
+    ``sub-XX/func/`` (the BIDS place; copies that moved them)."""
+    name = f"{sub}_task-alice_{suffix}"
+    found = root / sub / name
+    return found if found.is_file() else root / sub / "func" / name
+
+
+def _alice_row(bold: Path, root: Path, subject: str, onsets: Mapping[str, float], trs: TRs, notes):
+    """(sheet row, (grid shape, affine)) of one subject's preprocessed image."""
+    shape, affine, header_tr = header(bold)
     sub = f"sub-{subject}"
-    sidecars = [root / sub / "func" / f"{sub}_task-alice_bold.json", root / "task-alice_bold.json"]
-    tr = _pick_tr(header_tr, _sidecar_tr(sidecars), sub, root, notes, bold)
+    sidecars = [responses.image_sidecar(bold), _alice_file(root, sub, "bold.json")]
+    tr = trs.pick(sub, bold, header_tr, [*sidecars, root / "task-alice_bold.json"])
     row = {
         "subject": subject,
         "story": "alice",
         "run": 1,
-        "response": _rel(bold, root),
+        "response": relative(bold, root),
         "format": "nifti",
         "words": "code/annotations.tsv",
         "words_format": "annotations",
-        "tr": _number(tr),
+        "tr": number(tr),
         "removed_start": ALICE_DISCARDED,
     }
-    events = root / sub / "func" / f"{sub}_task-alice_events.tsv"
-    onset = _first_onset(events)
+    events = _alice_file(root, sub, "events.tsv")
+    if not events.is_file():
+        raise BrainshapeError(
+            f"{root / sub / events.name} does not exist (nor in {sub}/func/); the audio onset of "
+            "the run is the onset of its first row: fetch it (datalad get) or restore it"
+        )
+    onset = first_onset(events)
     if subject in onsets:
         if onset is not None:
             notes.append(f"{sub}: --onset {onsets[subject]:g} s replaces the events' {onset:g} s")
         onset = float(onsets[subject])
     if onset is None:
-        _exclude(
+        exclude(
             row,
-            f"the audio onset is n/a in {_rel(events, root)}; give it with "
+            f"the audio onset is n/a in {relative(events, root)}; give it with "
             f"--onset {subject}=SECONDS to keep the subject",
         )
     else:
-        row["offset"] = _number(ALICE_DISCARDED * tr - onset)
+        row["offset"] = number(ALICE_DISCARDED * tr - onset)
     return row, (shape[:3], affine)
 
 
-def alice(root: str | os.PathLike, *, onsets: Mapping[str, float] | None = None) -> Import:
+def _alice_left_out(root: Path, derived: set[str]) -> list[str]:
+    """Subjects with raw data (a ``sub-XX`` folder with the run's events or sidecar) and no
+    preprocessed image, each with why."""
+    lines = []
+    for folder in sorted(p for p in root.glob("sub-*") if p.is_dir()):
+        sub = folder.name
+        if sub.removeprefix("sub-") in derived:
+            continue
+        events = _alice_file(root, sub, "events.tsv")
+        if not (events.is_file() or _alice_file(root, sub, "bold.json").is_file()):
+            continue
+        kept = root / "derivatives" / sub
+        held = sorted(p.name for p in kept.iterdir()) if kept.is_dir() else []
+        why = (
+            f"derivatives/{sub} holds no preprocessed image (only {', '.join(held)})"
+            if held
+            else f"no preprocessed image (no derivatives/{sub})"
+        )
+        if events.is_file() and first_onset(events) is None:
+            why += f"; its events onset is n/a too ({relative(events, root)})"
+        lines.append(f"{sub}: raw data, {why}")
+    return lines
+
+
+def alice(
+    root: str | os.PathLike,
+    *,
+    onsets: Mapping[str, float] | None = None,
+    tr_overrides_header: bool = False,
+) -> Import:
     """The runs sheet of the Alice dataset (ds002322) as published.
 
-    One story (``alice``) for every subject: SPM-preprocessed images ``derivatives/sub-<s>/
-    sub-<s>_task-alice_bold_preprocessed.nii.gz`` (already cleaned, first 10 volumes
+    One story (``alice``) for every subject with a preprocessed image: ``derivatives/sub-<s>/
+    sub-<s>_task-alice_bold_preprocessed.nii.gz`` (SPM8, already cleaned, first 10 volumes
     discarded; voxel grids differ between subjects), word timings ``code/annotations.tsv``
-    (relative to the audio file), the audio onset = the first row's onset of ``sub-<s>/func/
-    sub-<s>_task-alice_events.tsv``; offset = ``10 * tr - onset``. A subject whose onset is
-    ``n/a`` is excluded with that reason unless ``onsets`` (subject -> seconds) gives it. TR:
-    the image header's (the raw sidecar's where the header has none; disagreements reported).
+    (relative to the audio file), the audio onset = the first row's onset of
+    ``sub-<s>/sub-<s>_task-alice_events.tsv`` (in the subject folder as published, else in
+    ``func/``); offset = ``10 * tr - onset``. A subject whose onset is ``n/a`` is excluded with
+    that reason unless ``onsets`` (subject -> seconds) gives it. Subjects with raw data and no
+    preprocessed image are listed in the report (``left_out``). TR: the image header's,
+    checked against the subject's sidecar (:class:`TRs`): SPM writes 0 or 1 s into the headers
+    of its 4-D images where the sidecars say 2 s; ``tr_overrides_header`` lets the sidecar win.
     """
     root = Path(root)
     onsets = dict(onsets or {})
     derivatives = root / "derivatives"
-    _require_dir(
+    require_dir(
         derivatives, "Alice's preprocessed images", "fetch them with datalad get derivatives"
     )
     images = sorted(derivatives.glob("sub-*/sub-*_task-alice_bold_preprocessed.nii*"))
@@ -807,10 +802,10 @@ def alice(root: str | os.PathLike, *, onsets: Mapping[str, float] | None = None)
             f"{derivatives} holds no sub-*/sub-*_task-alice_bold_preprocessed.nii.gz; fetch them "
             "with datalad get derivatives"
         )
-    rows, notes, grids = [], [], {}
+    rows, grids, notes, trs = [], {}, [], TRs(root, tr_overrides_header, "alice")
     for image in images:
         subject = image.name.split("_")[0][len("sub-") :]
-        row, grid = _alice_row(image, root, subject, onsets, notes)
+        row, grid = _alice_row(image, root, subject, onsets, trs, notes)
         rows.append(row)
         grids.setdefault(grid, []).append(subject)
     unknown = sorted(set(onsets) - {r["subject"] for r in rows})
@@ -819,13 +814,15 @@ def alice(root: str | os.PathLike, *, onsets: Mapping[str, float] | None = None)
             f"--onset names subject(s) {', '.join(unknown)}, which {derivatives} does not hold; "
             "fix --onset"
         )
+    notes += trs.notes()
     if len(grids) > 1:
         shapes = "; ".join(f"{'x'.join(map(str, g[0]))}: {', '.join(s)}" for g, s in grids.items())
         notes.append(f"voxel grids differ between subjects ({len(grids)} grids: {shapes})")
     source = f"runs sheet of {root}"
-    runs = _table(rows, source)
+    runs = table(rows, source)
     check_files(runs, root, source)
-    return Import("alice", root, runs, _found_lines(runs), notes)
+    left_out = _alice_left_out(root, {r["subject"] for r in rows})
+    return Import("alice", root, runs, found_lines(runs), notes, left_out)
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -833,6 +830,8 @@ def alice(root: str | os.PathLike, *, onsets: Mapping[str, float] | None = None)
 
 def run(dataset: str, root: str | os.PathLike, **options: Any) -> Import:
     """Import ``dataset`` (one of :data:`DATASETS`) from ``root`` with its options."""
+    from brainshape.narratives import narratives
+
     importers = {
         "ds003020": ds003020,
         "narratives": narratives,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainshape import responses
 from brainshape.config import SCHEMAS, load_schema, validate
 from brainshape.errors import BrainshapeError
 
@@ -166,6 +167,7 @@ def _check_rows(runs: pd.DataFrame, source: str) -> None:
         where = f"{source}, row {i + 1} (subject {row.subject}, story {row.story})"
         if row.format == "hdf5" and row.tr is None:
             raise BrainshapeError(f"{where}: an hdf5 response needs tr (seconds between rows)")
+        responses.check_tr(row.tr, where)
         if row.format == "fmriprep" and row["mask"] is None:
             raise BrainshapeError(
                 f"{where}: an fmriprep response needs its brain mask (column mask); fMRIPrep "

@@ -177,7 +177,8 @@ class JobSizing:
                 found = responses.shape(path, row.format, row.key)
             except Exception:  # noqa: BLE001 - any unreadable header: plan with defaults
                 continue
-            return found.rows, float(row.tr or found.tr or tr)
+            header = found.tr if responses.plausible_tr(found.tr) else None
+            return found.rows, float(row.tr or header or tr)
         return None, tr
 
     def targets_per_subject(self, ds: str, mode: str | None = None) -> int:

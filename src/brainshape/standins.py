@@ -2,9 +2,12 @@
 
 :func:`generate` writes, for ds003020 (LeBel et al. 2023), Narratives (ds002345) or Alice
 (ds002322), a dataset folder with the names, folders, formats and quirks the published one has
-(see docs/datasets.md), small enough for a test: a few subjects, stories of about 100-250
-volumes cut from the packaged demo stories and named after real stories, tens to a few hundred
-voxels. What the importers never read is not written (audio, raw images, anatomy).
+(see docs/datasets.md), small enough for a test: a few subjects and runs named after real ones,
+stories of about 100-250 volumes cut from the packaged demo stories and named after real stories,
+tens to a few hundred voxels. The small files the importers read (sidecars, events onsets,
+scans and participants tables, Narratives' code/scan_exclude.json) are the published ones,
+carried in ``data/published`` (:data:`PUBLISHED`). What the importers never read is not written
+(audio, raw images, anatomy).
 
 Planted signal: one layer of a language model (by default layer 2 of ``tiny-gpt2``, the demo's
 planted model) drives one ROI x hemisphere (``STG`` left). Words are placed on the scan clock
@@ -21,6 +24,7 @@ NIfTI datasets and the per-subject column tables of ds003020. Identical bytes fo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zlib
@@ -50,6 +54,9 @@ DEFAULT_AR1 = 0.3
 #: Feature settings of the planted features; a workflow run must use the same to match them.
 FEATURES = {"context_tokens": 128, "stride": 96, "batch_size": 8}
 
+#: Small files of the published datasets, byte for byte, that the stand-ins carry over.
+PUBLISHED = Path(__file__).resolve().parent / "data" / "published"
+
 GROUND_TRUTH = "standin/ground_truth.json"
 ATLAS_IMAGE = "standin/atlas/atlas-standin_dseg.nii.gz"
 ATLAS_LABELS = "standin/atlas/atlas-standin_dseg.tsv"
@@ -66,6 +73,16 @@ _ROI_TARGETS = {"STG": (0.75, 0.0, -0.2), "IFG": (0.6, 0.6, 0.3)}  # brain-norma
 def _rng(seed: int, *names: str) -> np.random.Generator:
     """A random stream per purpose and name, independent of the order things are made in."""
     return np.random.default_rng([int(seed), *(zlib.crc32(str(n).encode()) for n in names)])
+
+
+def _published(dataset: str, rel: str) -> Path:
+    return PUBLISHED / dataset / rel
+
+
+def _copy_published(dataset: str, rel: str, root: Path) -> None:
+    """A file of the published dataset, byte for byte, at its own path under ``root``."""
+    with atomic_path(root / rel) as tmp:
+        tmp.write_bytes(_published(dataset, rel).read_bytes())
 
 
 # --- stories ------------------------------------------------------------------------------------
@@ -326,9 +343,11 @@ LEBEL_HEARD = {
 #: How often each subject heard the test story (its data is their average), and the subjects
 #: whose copy also holds the individual repeats.
 LEBEL_REPEATS = {"UTS01": 3, "UTS02": 3, "UTS03": 2, "UTS04": 2}
-LEBEL_WITH_REPEATS = ("UTS01", "UTS02")
+#: The dataset holding them. Its published name is not in the public sources (the HDF5 files are
+#: annexed); the importer takes any 3-D dataset of repeats x rows x voxels.
+LEBEL_REPEATS_KEY = "individual_repeats"
 #: Stories respdict.json lists that no stand-in subject has (the real one lists many).
-LEBEL_UNFETCHED = {"haveyoumethimyet": 507, "inamoment": 181}
+LEBEL_UNFETCHED = {"haveyoumethimyet": 516, "inamoment": 225}  # their published counts
 LEBEL_COLUMNS = {"UTS01": 120, "UTS02": 136, "UTS03": 112, "UTS04": 128}
 _MARKERS = ("sp", "SP", "{BR}", "{br}", "{LG}", "{NS}", "{LS}", "br", "ns", "lg", "ls", "Sp")
 
@@ -366,7 +385,7 @@ def _write_hdf5(path: Path, data: np.ndarray, repeats: np.ndarray | None) -> Non
     with atomic_path(path, suffix=".hf5") as tmp, h5py.File(tmp, "w", track_order=True) as f:
         f.create_dataset("data", data=data.astype(np.float64), track_times=False)
         if repeats is not None:
-            f.create_dataset("individual_repeats", data=repeats, track_times=False)
+            f.create_dataset(LEBEL_REPEATS_KEY, data=repeats, track_times=False)
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -419,9 +438,8 @@ def _lebel_subject(
             units[:, planted] += run.signal
             takes.append(_zscore(units))
         data = np.mean(takes, axis=0)
-        keep = run.repeats and subject in LEBEL_WITH_REPEATS
         path = root / "derivative" / "preprocessed_data" / subject / f"{run.story}.hf5"
-        _write_hdf5(path, data, np.stack(takes) if keep else None)
+        _write_hdf5(path, data, np.stack(takes) if run.repeats else None)
         pairs.append((run.signal, data[:, planted]))
     return pairs
 
@@ -447,14 +465,14 @@ def ds003020(root: Path, words, features, respdict, seed: int, snr: float, ar1: 
         s: _lebel_subject(root, s, [r for r in runs if r.subject == s], seed, snr, ar1)
         for s in LEBEL_HEARD
     }
-    save_json(
-        root / "dataset_description.json",
-        {"Name": "brainshape stand-in of ds003020 (LeBel et al. 2023)", "BIDSVersion": "1.6.0"},
-    )
+    for rel in ("dataset_description.json", "participants.tsv"):
+        _copy_published("ds003020", rel, root)
+    for story in (*LEBEL_STORIES, LEBEL_TEST):
+        _copy_published("ds003020", f"task-{story}_bold.json", root)
     extra = {
         "test_story": LEBEL_TEST,
         "labels": LABELS,
-        "repeats_in": list(LEBEL_WITH_REPEATS),
+        "repeats_key": LEBEL_REPEATS_KEY,
         "respdict_unfetched": sorted(LEBEL_UNFETCHED),
     }
     return _truth(
@@ -473,28 +491,27 @@ def ds003020(root: Path, words, features, respdict, seed: int, snr: float, ar1: 
 # --- Narratives ---------------------------------------------------------------------------------
 
 NARRATIVES_TR = 1.5
-#: Task -> (audio onset in the scan, s; seconds of music before the story in the audio file).
-NARRATIVES_TASKS = {
-    "pieman": (0.0, 6.0),
-    "tunnel": (3.0, 0.0),
-    "merlin": (4.5, 6.0),
-    "milkyway": (0.0, 6.0),
-    "black": (12.0, 0.0),
-}
-#: Subject -> [(task, run entity or None, condition)].
-NARRATIVES_SCANS = {
-    "001": [("pieman", 1, "n/a"), ("pieman", 2, "n/a"), ("tunnel", None, "n/a")],
-    "002": [("pieman", None, "n/a"), ("tunnel", None, "n/a")],
-    "003": [("pieman", None, "n/a"), ("milkyway", None, "original")],
-    "004": [("merlin", None, "n/a"), ("tunnel", None, "n/a")],
-    "005": [("milkyway", None, "original"), ("merlin", None, "n/a")],
-    "006": [("milkyway", None, "vodka"), ("merlin", None, "n/a")],
-    "007": [("milkyway", None, "vodka")],
-    "008": [("black", None, "n/a")],
-}
-NARRATIVES_EXCLUDE = {"tunnel": {"sub-004": ["sub-004_task-tunnel"]}}
-#: A sidecar that says 1.52 s where the images say 1.5 s.
-NARRATIVES_ODD_SIDECAR = ("002", "tunnel", 1.52)
+#: The stand-in's runs, (subject, task, run entity or None), named after real runs: their
+#: sidecars, scans.tsv and events onsets are the published ones (data/published/ds002345).
+NARRATIVES_RUNS = (
+    ("001", "pieman", 1), ("001", "pieman", 2), ("001", "tunnel", None),
+    ("002", "pieman", 1), ("002", "pieman", 2),
+    ("038", "milkyway", None), ("038", "pieman", None), ("038", "prettymouth", None),
+    ("049", "schema", 1),
+    ("053", "lucy", None), ("053", "pieman", None), ("053", "tunnel", None),
+    ("116", "milkyway", None), ("127", "milkyway", None), ("127", "black", None),
+    ("146", "merlin", None),
+)  # fmt: skip
+#: Task -> the demo story piece its audio is cut from (milkyway's conditions vary one piece).
+NARRATIVES_PIECES = {
+    "pieman": 0, "lucy": 1, "tunnel": 2, "prettymouth": 3, "merlin": 4, "black": 5, "milkyway": 6,
+}  # fmt: skip
+#: Runs whose story row the authors moved (the audio was started early by hand; snastase/
+#: narratives staging/compile_events.py): (subject, task) -> seconds; the first (music) row
+#: kept its onset, so the audio really started this much before it.
+NARRATIVES_MOVED = {("038", "milkyway"): -6.0, ("038", "prettymouth"): -6.0}
+#: Volumes of the schema run (no transcript: excluded; written short).
+NARRATIVES_SCHEMA_VOLUMES = 20
 NARRATIVES_CONFOUNDS = (
     "global_signal",
     "csf",
@@ -509,6 +526,22 @@ NARRATIVES_CONFOUNDS = (
 )
 
 
+def _stem(sub: str, task: str, entity: int | None) -> str:
+    return f"sub-{sub}_task-{task}" + (f"_run-{entity}" if entity else "")
+
+
+def _events(sub: str, task: str, entity: int | None) -> pd.DataFrame:
+    """The published events of one Narratives run."""
+    rel = f"sub-{sub}/func/{_stem(sub, task, entity)}_events.tsv"
+    return pd.read_csv(_published("ds002345", rel), sep="\t", dtype=str, keep_default_na=False)
+
+
+def _story_start(events: pd.DataFrame) -> float:
+    """Seconds from the first events row to the story row."""
+    story = events[events.trial_type == "story"].iloc[0]
+    return float(story.onset) - float(events.onset.iloc[0])
+
+
 def _milkyway_variant(words: list[str], condition: str) -> list[str]:
     """Milkyway's conditions differ in a few words: vodka and synonyms replace every 40th and
     every 30th word."""
@@ -517,22 +550,21 @@ def _milkyway_variant(words: list[str], condition: str) -> list[str]:
 
 
 def _narratives_words(root: Path, seed: int) -> dict[str, pd.DataFrame]:
-    """Write stimuli/gentle/<story>/{align.json, transcript.txt}; return the words as read."""
+    """Write stimuli/gentle/<story>/{align.json, transcript.txt}, the words starting where the
+    story row of the task's published events starts in its audio; return the words as read."""
     pieces = story_pieces()
-    base = {
-        "pieman": pieces[0],
-        "tunnel": pieces[2],
-        "merlin": pieces[4],
-        "milkyway": pieces[6],
-        "black": pieces[5],
-    }
-    texts = {t: w for t, w in base.items() if t != "milkyway"}
+    starts = {}
+    for sub, task, entity in NARRATIVES_RUNS:
+        if task in NARRATIVES_PIECES:  # where the story starts in the audio file
+            moved = NARRATIVES_MOVED.get((sub, task), 0.0)
+            starts[task] = _story_start(_events(sub, task, entity)) - moved
+    texts = {t: (t, pieces[i]) for t, i in NARRATIVES_PIECES.items() if t != "milkyway"}
     for condition in ("original", "vodka", "synonyms"):
-        texts[f"milkyway{condition}"] = _milkyway_variant(base["milkyway"], condition)
+        milkyway = _milkyway_variant(pieces[NARRATIVES_PIECES["milkyway"]], condition)
+        texts[f"milkyway{condition}"] = ("milkyway", milkyway)
     words = {}
-    for story, text in texts.items():
-        task = "milkyway" if story.startswith("milkyway") else story
-        table, _ = _timed(text, seed, story, lead=NARRATIVES_TASKS[task][1])
+    for story, (task, text) in texts.items():
+        table, _ = _timed(text, seed, story, lead=starts[task])
         folder = root / "stimuli" / "gentle" / story
         save_text(folder / "transcript.txt", " ".join(text) + "\n")
         stim.write_gentle(table, folder / "align.json")
@@ -541,29 +573,25 @@ def _narratives_words(root: Path, seed: int) -> dict[str, pd.DataFrame]:
 
 
 def _narratives_runs(words: Mapping[str, pd.DataFrame]) -> list[Run]:
+    """The runs, on the scan clock their published events give: the audio starts at the first
+    row's onset (earlier for the runs whose story row was moved)."""
+    exclude = json.loads(_published("ds002345", "code/scan_exclude.json").read_text())
+    listed = {p for subjects in exclude.values() for scans in subjects.values() for p in scans}
     runs = []
-    for sub, scans in NARRATIVES_SCANS.items():
-        for task, run_entity, condition in scans:
-            story = f"milkyway{condition}" if task == "milkyway" else task
-            onset = NARRATIVES_TASKS[task][0]
+    for sub, task, entity in NARRATIVES_RUNS:
+        events = _events(sub, task, entity)
+        stem = _stem(sub, task, entity)
+        reason = next((f"listed in code/scan_exclude.json ({p})" for p in sorted(listed)
+                       if stem == p or stem.startswith(p + "_")), None)  # fmt: skip
+        if task == "schema":
+            onset, story, n_scan = None, task, NARRATIVES_SCHEMA_VOLUMES
+            reason = reason or "the run holds several stories and movie clips (task schema)"
+        else:
+            onset = float(events.onset.iloc[0]) + NARRATIVES_MOVED.get((sub, task), 0.0)
+            story = events[events.trial_type == "story"].stim_file.iloc[0].split("_audio")[0]
             n_scan = math.ceil((onset + words[story].offset.max() + 12.0) / NARRATIVES_TR)
-            excluded = (
-                "listed in code/scan_exclude.json"
-                if (task in NARRATIVES_EXCLUDE and f"sub-{sub}" in NARRATIVES_EXCLUDE[task])
-                else None
-            )
-            runs.append(
-                Run(
-                    sub,
-                    story,
-                    run_entity or 1,
-                    onset,
-                    n_scan,
-                    excluded=excluded,
-                    task=task,
-                    entity=run_entity,
-                )
-            )
+        runs.append(Run(sub, story, entity or 1, onset, n_scan, excluded=reason, task=task,
+                        entity=entity))  # fmt: skip
     return runs
 
 
@@ -578,11 +606,13 @@ def _motion(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def _narratives_run(
     root: Path, g: Grid, run: Run, baseline: np.ndarray, seed: int, snr: float, ar1: float
 ) -> np.ndarray:
-    """Write one fMRIPrep run (BOLD, confounds) and its events; return the planted ROI's
+    """Write one fMRIPrep run (BOLD with its JSON, confounds) and the raw run's published
+    sidecar and events (the story row's duration the stand-in's); return the planted ROI's
     observed signal units (rows, voxels)."""
-    task = run.task
-    stem = f"sub-{run.subject}_task-{task}" + (f"_run-{run.entity}" if run.entity else "")
+    stem = _stem(run.subject, run.task, run.entity)
     rng = _rng(seed, "noise", run.key)
+    if run.signal is None:
+        run.signal = np.zeros((run.n_rows, ROI_SIZES[PLANTED["roi"]]))
     bold, seen = _volumes(g, run, baseline, rng, snr, ar1)
     confounds = _motion(rng, run.n_rows)
     z = (confounds - confounds.mean()) / confounds.std()
@@ -590,9 +620,15 @@ def _narratives_run(
     bold[g.mask] *= (1.0 + demo.PERCENT_PER_UNIT / 100 * nuisance[:, 0] / math.sqrt(snr)).astype(
         np.float32
     )
+    raw = f"sub-{run.subject}/func/{stem}"
+    _copy_published("ds002345", f"{raw}_bold.json", root)
+    sidecar = json.loads(_published("ds002345", f"{raw}_bold.json").read_text())
     func = root / "derivatives" / "fmriprep" / f"sub-{run.subject}" / "func"
-    name = f"{stem}_space-{SPACE}_res-native_desc-preproc_bold.nii.gz"
-    demo.save_nifti(func / name, demo.mni_image(bold, NARRATIVES_TR, AFFINE))
+    name = f"{stem}_space-{SPACE}_res-native_desc-preproc_bold"
+    # The scanner's TR in the header; fMRIPrep copies the raw sidecar's RepetitionTime.
+    demo.save_nifti(func / f"{name}.nii.gz", demo.mni_image(bold, NARRATIVES_TR, AFFINE))
+    save_json(func / f"{name}.json", {"RepetitionTime": sidecar["RepetitionTime"],
+                                      "SkullStripped": False, "TaskName": run.task})  # fmt: skip
     confounds["global_signal"] = bold[g.mask].mean(axis=0)
     motion = confounds[["trans_x", "trans_y", "trans_z"]].diff().abs().sum(axis=1)
     confounds["framewise_displacement"] = motion.where(confounds.index > 0)
@@ -600,79 +636,45 @@ def _narratives_run(
         func / f"{stem}_desc-confounds_regressors.tsv",
         confounds[list(NARRATIVES_CONFOUNDS)].round(6),
     )
-    lead = NARRATIVES_TASKS[task][1]
-    length = run.n_scan * NARRATIVES_TR - run.onset - lead - 12.0
-    events = [(run.onset, lead, "music")] if lead else []
-    events.append((run.onset + lead, round(length, 1), "story"))
-    _save_tsv(
-        root / f"sub-{run.subject}" / "func" / f"{stem}_events.tsv",
-        pd.DataFrame(
-            [(o, d, t, f"{run.story}_audio.wav") for o, d, t in events],
-            columns=["onset", "duration", "trial_type", "stim_file"],
-        ),
-    )
+    events = _events(run.subject, run.task, run.entity)
+    if run.task != "schema":
+        story = events.trial_type == "story"
+        end = run.n_scan * NARRATIVES_TR - 12.0
+        events.loc[story, "duration"] = f"{end - float(events.onset[story].iloc[0]):.1f}"
+    _save_tsv(root / f"{raw}_events.tsv", events)
     return seen
 
 
-def _narratives_metadata(root: Path) -> None:
-    rows, subjects = [], {}
-    for sub, scans in NARRATIVES_SCANS.items():
-        tasks = list(dict.fromkeys(t for t, _, _ in scans))
-        conds = [next(c for t2, _, c in scans if t2 == t) for t in tasks]
-        rows.append((f"sub-{sub}", ",".join(tasks), ",".join(conds)))
-        names = [
-            f"func/sub-{sub}_task-{t}" + (f"_run-{r}" if r else "") + "_bold.nii.gz"
-            for t, r, _ in scans
-        ]
-        subjects[sub] = pd.DataFrame({"filename": names, "condition": [c for *_, c in scans]})
-    _save_tsv(
-        root / "participants.tsv",
-        pd.DataFrame(rows, columns=["participant_id", "task", "condition"]),
-    )
-    for sub, table in subjects.items():
-        _save_tsv(root / f"sub-{sub}" / f"sub-{sub}_scans.tsv", table)
-    exclude = {t: NARRATIVES_EXCLUDE.get(t, {}) for t in NARRATIVES_TASKS}
-    save_json(root / "code" / "scan_exclude.json", exclude)
-    for task in NARRATIVES_TASKS:
-        save_json(
-            root / f"task-{task}_bold.json", {"TaskName": task, "RepetitionTime": NARRATIVES_TR}
-        )
-    sub, task, tr = NARRATIVES_ODD_SIDECAR
-    save_json(
-        root / f"sub-{sub}" / "func" / f"sub-{sub}_task-{task}_bold.json",
-        {"TaskName": task, "RepetitionTime": tr},
-    )
-    save_json(
-        root / "dataset_description.json",
-        {"Name": "brainshape stand-in of Narratives (ds002345)", "BIDSVersion": "1.4.0"},
-    )
+def _narratives_metadata(root: Path, tasks: set[str]) -> None:
+    for rel in ("code/scan_exclude.json", "dataset_description.json", "participants.tsv"):
+        _copy_published("ds002345", rel, root)
+    for sub in sorted({sub for sub, _, _ in NARRATIVES_RUNS}):
+        _copy_published("ds002345", f"sub-{sub}/sub-{sub}_scans.tsv", root)
+    g = grid()
+    mask = demo.mni_image(g.mask.astype(np.uint8), affine=AFFINE)
+    for task in sorted(tasks):
+        name = f"tpl-{SPACE}_res-{task}_desc-brain_mask.nii.gz"
+        demo.save_nifti(root / "derivatives" / "afni-nosmooth" / f"tpl-{SPACE}" / name, mask)
 
 
 def narratives(root: Path, words, features, seed: int, snr: float, ar1: float) -> dict:
     """Write the images, confounds, events and metadata of the Narratives stand-in."""
     g = grid()
     runs = _narratives_runs(words)
-    plant(runs, words, features, ROI_SIZES[PLANTED["roi"]], NARRATIVES_TR, seed)
+    heard = [r for r in runs if r.task != "schema"]
+    plant(heard, words, features, ROI_SIZES[PLANTED["roi"]], NARRATIVES_TR, seed)
     _write_atlas(root, g)
-    mask = demo.mni_image(g.mask.astype(np.uint8), affine=AFFINE)
-    for task in NARRATIVES_TASKS:
-        name = f"tpl-{SPACE}_res-{task}_desc-brain_mask.nii.gz"
-        demo.save_nifti(root / "derivatives" / "afni-nosmooth" / f"tpl-{SPACE}" / name, mask)
     observed: dict[str, list] = {}
     for run in runs:
         baseline = _rng(seed, "baseline", run.subject).standard_normal(int(g.mask.sum()))
         seen = _narratives_run(root, g, run, 1000.0 * (1 + 0.05 * baseline), seed, snr, ar1)
         if not run.excluded:
             observed.setdefault(run.subject, []).append((run.signal, seen))
-    _narratives_metadata(root)
+    _narratives_metadata(root, {r.task for r in runs})
     extra = {
         "atlas": {"image": ATLAS_IMAGE, "labels": ATLAS_LABELS},
-        "only_story_nobody_else_heard": {"subject": "008", "story": "black"},
-        "sidecar_disagrees": {
-            "subject": NARRATIVES_ODD_SIDECAR[0],
-            "task": NARRATIVES_ODD_SIDECAR[1],
-            "sidecar_tr": NARRATIVES_ODD_SIDECAR[2],
-        },
+        "story_row_moved": [f"sub-{s}_task-{t}" for s, t in NARRATIVES_MOVED],
+        "only_story_nobody_else_heard": {"subject": "146", "story": "merlin"},
     }
     return _truth(
         "narratives",
@@ -690,60 +692,64 @@ def narratives(root: Path, words, features, seed: int, snr: float, ar1: float) -
 # --- Alice --------------------------------------------------------------------------------------
 
 ALICE_TR = 2.0
-#: Subject -> audio onset in the scan (s), and the subjects whose events.tsv says n/a instead.
-ALICE_ONSETS = {"18": 0.0, "22": 0.5, "23": 1.5, "24": 1.0, "26": 2.0, "28": 0.0}
-ALICE_ONSET_NA = ("23", "28")
+#: Subjects with a preprocessed image, named after real ones (their events onsets and sidecars
+#: are the published ones: the 3 mm group 18-23, the 3.75 mm echo-2 group 39-42), and the TR
+#: its header says: SPM writes 0 or 1 into its 4-D images where the sidecars say 2.
+ALICE_HEADER_TR = {"18": 2.0, "22": 2.0, "23": 0.0, "39": 0.0, "41": 1.0, "42": 1.0}
+#: Subjects with raw data and no preprocessed image: sub-38 has only its .mat, sub-46 and sub-52
+#: nothing (their events onsets are n/a).
+ALICE_MAT_ONLY = ("38",)
+ALICE_RAW_ONLY = ("46", "52")
 #: Subject -> voxels added to its grid (low x, high x, low y, high y, low z, high z).
 ALICE_PADS = {
     "18": (0, 0, 0, 0, 0, 0),
     "22": (1, 0, 0, 1, 0, 0),
-    "23": (0, 0, 0, 0, 0, 0),
-    "24": (0, 2, 1, 0, 0, 1),
-    "26": (2, 1, 0, 0, 1, 0),
-    "28": (1, 1, 1, 1, 0, 0),
+    "23": (0, 2, 1, 0, 0, 1),
+    "39": (2, 1, 0, 0, 1, 0),
+    "41": (1, 1, 1, 1, 0, 0),
+    "42": (0, 0, 0, 0, 0, 0),
 }
 ALICE_SILENCE = 20.0  # leading silence of the audio file (s)
 
 
 def _split_clitics(table: pd.DataFrame) -> pd.DataFrame:
-    """Words with an apostrophe become two rows, the clitic (n't, 's, 'll, ...) untimed."""
-    rows = []
+    """Words with an apostrophe become two rows, the clitic untimed and written as the
+    published annotations write them: without its apostrophe (``would`` ``nt``, ``they``
+    ``ll``), a few with a curly one (``what`` ``’s``)."""
+    rows, n = [], 0
     for word, a, b in zip(table.word, table.onset, table.offset, strict=True):
         stripped = word.rstrip(".,;:!?\"'")
         cut = len(stripped) - 3 if stripped.lower().endswith("n't") else word.find("'")
         if 0 < cut < len(word) - 1 and word.count("'") == 1:
-            rows += [(word[:cut], a, b, True), (word[cut:], math.nan, math.nan, False)]
+            clitic = word[cut:].replace("'", "’" if n % 4 == 0 else "")
+            rows += [(word[:cut], a, b, True), (clitic, math.nan, math.nan, False)]
+            n += 1
         else:
             rows.append((word, a, b, True))
     return pd.DataFrame(rows, columns=["word", "onset", "offset", "aligned"])
 
 
 def _alice_words(root: Path, seed: int) -> tuple[dict[str, pd.DataFrame], float]:
+    """Write code/annotations.tsv with the published columns and line endings (CRLF); return
+    the words as read and the audio's length."""
     words = [w for s in ("lighthouse", "orchard") for w in stim.story_words(demo.story_file(s))]
     table, duration = _timed(words, seed, "alice")
     lead = ALICE_SILENCE - table.onset.iloc[0]
     table[["onset", "offset"]] += lead
-    table = _split_clitics(table)
     path = root / "code" / "annotations.tsv"
-    stim.write_annotations(table, path)
+    stim.write_annotations(_split_clitics(table), path)
+    written = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    header = _published("ds002322", "code/annotations_header.tsv").read_text().strip("\r\n")
+    columns = header.split("\t")
+    out = written.reindex(columns=columns, fill_value="")
+    save_text(path, out.to_csv(sep="\t", index=False, lineterminator="\r\n", quoting=3))
     return {"alice": stim.read_words(path, "annotations")}, duration + lead
 
 
 def _alice_subject(root: Path, g: Grid, run: Run, seed: int, snr: float, ar1: float):
-    """Write one subject's SPM-style image (its own grid; brain edges differ) and events."""
+    """Write one subject's SPM-style image (its own grid; brain edges differ; the header's TR
+    as SPM leaves it) and its .mat; return the planted ROI's observed signal units."""
     sub = f"sub-{run.subject}"
-    events = pd.DataFrame(
-        {
-            "onset": ["n/a" if run.excluded else run.onset],
-            "duration": [run.n_scan * ALICE_TR],
-            "trial_type": ["alice"],
-        }
-    )
-    _save_tsv(root / sub / "func" / f"{sub}_task-alice_events.tsv", events)
-    save_json(
-        root / sub / "func" / f"{sub}_task-alice_bold.json",
-        {"TaskName": "alice", "RepetitionTime": ALICE_TR},
-    )
     rng = _rng(seed, "noise", run.key)
     baseline = 1000.0 * (1 + 0.05 * rng.standard_normal(int(g.mask.sum())))
     bold, seen = _volumes(g, run, baseline, rng, snr, ar1)
@@ -759,8 +765,24 @@ def _alice_subject(root: Path, g: Grid, run: Run, seed: int, snr: float, ar1: fl
     affine = AFFINE.copy()
     affine[:3, 3] -= VOXEL_MM * np.array([lx, ly, lz])
     path = root / "derivatives" / sub / f"{sub}_task-alice_bold_preprocessed.nii.gz"
-    demo.save_nifti(path, demo.mni_image(padded, ALICE_TR, affine))
+    demo.save_nifti(path, demo.mni_image(padded, ALICE_HEADER_TR[run.subject], affine))
+    _alice_mat(root, run.subject)
     return seen
+
+
+def _alice_mat(root: Path, subject: str) -> None:
+    """derivatives/sub-XX/sub-XX_preprocess.mat: where the published file keeps SPM's inputs,
+    a MATLAB file saying it stands in for them."""
+    import io
+
+    from scipy.io import savemat
+
+    buffer = io.BytesIO()  # MATLAB 4 format: no creation time in its bytes
+    text = "brainshape stand-in of the SPM8 preprocessing parameters"
+    savemat(buffer, {"standin": text}, format="4")
+    path = root / "derivatives" / f"sub-{subject}" / f"sub-{subject}_preprocess.mat"
+    with atomic_path(path, suffix=".mat") as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _edge(mask: np.ndarray) -> np.ndarray:
@@ -771,33 +793,34 @@ def _edge(mask: np.ndarray) -> np.ndarray:
 
 
 def alice(root: Path, words, features, duration: float, seed: int, snr: float, ar1: float):
-    """Write the images, events and sidecars of the Alice stand-in."""
+    """Write the images, the published events and sidecars (in sub-XX/, no func/) and the
+    metadata of the Alice stand-in."""
     g = grid()
     runs = []
-    for sub, onset in ALICE_ONSETS.items():
+    for sub in ALICE_HEADER_TR:
+        events = pd.read_csv(_published("ds002322", f"sub-{sub}/sub-{sub}_task-alice_events.tsv"),
+                             sep="\t")  # fmt: skip
+        onset = float(events.onset.iloc[0])
         n_scan = math.ceil((onset + duration) / ALICE_TR) + 2
-        reason = "the audio onset is n/a in its events.tsv" if sub in ALICE_ONSET_NA else None
-        runs.append(Run(sub, "alice", 1, onset, n_scan, removed_start=10, excluded=reason))
+        runs.append(Run(sub, "alice", 1, onset, n_scan, removed_start=10))
     plant(runs, words, features, ROI_SIZES[PLANTED["roi"]], ALICE_TR, seed)
     _write_atlas(root, g)
     observed = {}
     for run in runs:
         seen = _alice_subject(root, g, run, seed, snr, ar1)
-        if not run.excluded:
-            observed[run.subject] = [(run.signal, seen)]
-    save_json(root / "task-alice_bold.json", {"TaskName": "alice", "RepetitionTime": ALICE_TR})
-    _save_tsv(
-        root / "participants.tsv",
-        pd.DataFrame({"participant_id": [f"sub-{s}" for s in ALICE_ONSETS]}),
-    )
-    save_json(
-        root / "dataset_description.json",
-        {"Name": "brainshape stand-in of Alice (ds002322)", "BIDSVersion": "1.2.0"},
-    )
+        observed[run.subject] = [(run.signal, seen)]
+    for sub in (*ALICE_HEADER_TR, *ALICE_MAT_ONLY, *ALICE_RAW_ONLY):
+        for suffix in ("bold.json", "events.tsv"):
+            _copy_published("ds002322", f"sub-{sub}/sub-{sub}_task-alice_{suffix}", root)
+    for sub in ALICE_MAT_ONLY:
+        _alice_mat(root, sub)
+    for rel in ("participants.tsv", "dataset_description.json"):
+        _copy_published("ds002322", rel, root)
     extra = {
         "atlas": {"image": ATLAS_IMAGE, "labels": ATLAS_LABELS},
         "grids": {s: list(p) for s, p in ALICE_PADS.items()},
-        "onset_na": list(ALICE_ONSET_NA),
+        "header_tr": ALICE_HEADER_TR,
+        "raw_only": [f"sub-{s}" for s in (*ALICE_MAT_ONLY, *ALICE_RAW_ONLY)],
         "untimed_words": int((~words["alice"].aligned).sum()),
     }
     return _truth(

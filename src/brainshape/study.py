@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from brainshape import demo, fmri, models, sheet
+from brainshape import demo, fmri, models, responses, sheet
 from brainshape.config import SCHEMAS
 from brainshape.errors import BrainshapeError
 
@@ -187,6 +187,7 @@ class Study:
 
     def _read_runs(self, ds: str) -> pd.DataFrame:
         d = self.dataset(ds)
+        responses.check_tr(d["tr"], f"{self.source}: datasets.{ds}")
         if d.get("runs") is None:
             paths = lambda sub, story: self._fmriprep_paths(ds, sub, story)  # noqa: E731
             return sheet.derive_sheet(d, paths, self.runs_schema)

@@ -20,7 +20,7 @@ try:
     _source = ", ".join(str(p) for p in workflow.configfiles) or "config"
     validate(config, SCHEMAS / "config.schema.yaml", source=_source)
     REGISTRY = load_registry_dict(config["registry"], SCHEMAS / "models.schema.yaml")
-    check_planted(config["demo"]["planted"], REGISTRY, source=_source)
+    check_planted(config, REGISTRY, source=_source)
     STUDY = Study(config, REGISTRY, source=_source, schemas=SCHEMAS)
     SIZING = JobSizing(STUDY)
     # The checks read every run's header and word timings: once, where the workflow is planned,
