@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import brainshape
 from brainshape import stimuli
 from brainshape.errors import BrainshapeError
 
 DATA = Path(__file__).parent / "data" / "stimuli"
-STORIES = Path(stimuli.__file__).parent / "data" / "stories"
+STORIES = Path(brainshape.__file__).parent / "data" / "stories"
 
 # The words of the hand-written TextGrid and events fixtures.
 FIXTURE = pd.DataFrame(
@@ -171,8 +172,9 @@ def test_textgrid_writer_fills_every_gap_with_silence(tmp_path):
     table, duration = _story_table()
     path = tmp_path / "story.TextGrid"
     stimuli.write_textgrid(table, path, duration)
-    kind, items = stimuli._textgrid_tiers(path)["words"]
-    assert kind == "IntervalTier"
+    (tier,) = stimuli.textgrid_tiers(path)
+    assert (tier.name, tier.kind, tier.error) == ("words", "IntervalTier", None)
+    items = tier.items
     starts = [a for a, _, _ in items]
     ends = [b for _, b, _ in items]
     assert starts[0] == 0 and ends[-1] == duration and starts[1:] == ends[:-1]
@@ -322,12 +324,13 @@ TEXTGRID_CASES = {
     "not_textgrid": (
         "xmin = 0\n",
         '{p} is not a TextGrid: it does not start with File type = "ooTextFile" and Object '
-        f'class = "TextGrid"; {FIX_TG}',
+        'class = "TextGrid", nor with "Praat chronological TextGrid text file"; '
+        f"{FIX_TG}",
     ),
     "truncated": (
         SHORT[: SHORT.index('"she"')],
-        f"{{p}} is not a valid TextGrid: it ends where the text of item 4 of tier 'words' was "
-        f"expected; {FIX_TG}",
+        f"{{p}} is not a valid TextGrid: it ends where the text of item 4 of tier 1 ('words') "
+        f"was expected; {FIX_TG}",
     ),
     "undefined": (
         SHORT.replace("1.2\n1.5", "1.2\n--undefined--", 1),
@@ -532,9 +535,9 @@ def test_events_and_gentle_drop_nonspeech_through_read_words(tmp_path):
     with pytest.raises(
         BrainshapeError,
         match=exactly(
-            f"{path} holds no words: every label is non-speech (words.nonspeech lists <sil>, br, "
-            "lg, ls, ns, sentence_end, sentence_start, sil, sl, sp); check the file, the tier and "
-            "words.nonspeech"
+            f"{path} holds no words: every label is non-speech (words.nonspeech lists <sil>, "
+            "<unk>, [noise], br, cg, ig, lg, ls, ns, ns_ap, sentence start, sentence_end, "
+            "sentence_start, sil, sl, sp); check the file, the tier and words.nonspeech"
         ),
     ):
         stimuli.read_words(path, "events")
