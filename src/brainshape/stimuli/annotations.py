@@ -64,7 +64,9 @@ def _times(raw: pd.DataFrame, words: list[str], path: Path) -> dict[str, np.ndar
     for col, name in (("onset", "Word Onset"), ("offset", "Word Offset")):
         cells = raw[name].str.strip()
         untimed = cells.str.lower().isin(_UNTIMED).to_numpy()
-        values = pd.to_numeric(cells.where(~untimed), errors="coerce").to_numpy(np.float64)
+        values = pd.to_numeric(cells.where(~untimed), errors="coerce").to_numpy(
+            np.float64, copy=True
+        )
         bad = np.flatnonzero(~untimed & ~np.isfinite(values))
         if bad.size:
             i = int(bad[0])
@@ -95,11 +97,13 @@ def repair_backwards(
         what += f"{onset[i]:g} s"
         if fits:
             offset[i] = onset[after[0]] if after.size else onset[i]
+            where = "where the next word starts" if after.size else "its onset (the last word)"
             log.warning(
-                "%s; it keeps its onset and ends at %g s, where the next word starts; marked "
-                "not aligned in the words table",
+                "%s; it keeps its onset and ends at %g s, %s; marked not aligned in the words "
+                "table",
                 what,
                 offset[i],
+                where,
             )
         else:
             onset[i] = offset[i] = np.nan
