@@ -142,6 +142,23 @@ def test_words_at_the_edges_and_untimed_timed_words():
     np.testing.assert_allclose(t["offset"], [0.8, 0.8, 0.8, 1.8, 2.8, 2.8])
 
 
+def test_a_passage_that_differs_is_not_matched_by_chance():
+    """40 words of the transcript against 40 other timed words (the aligner was given another
+    text there): only words that are the same word match (a 'the' of the other text), none by
+    shared letters, and the rest share the time between their matched neighbours, in order."""
+    words = stimuli.story_words(demo.story_file("orchard"))[:80]
+    other = stimuli.story_words(demo.story_file("glacier"))[200:240]
+    timed = [aligner_word(w, "upper") for w in words[:20] + other + words[60:]]
+    a = _align(timed, " ".join(words))
+    matched = sorted(set(range(20, 60)) - set(a.unmatched))
+    other_keys = {stimuli.match_key(w) for w in other}
+    assert len(matched) < 10 and all(stimuli.match_key(words[i]) in other_keys for i in matched)
+    assert set(a.unmatched) == set(range(20, 60)) - set(matched)
+    t = a.table
+    assert t["aligned"][:20].all() and t["aligned"][60:].all()
+    assert (np.diff(t["onset"]) >= 0).all() and t["onset"][20] >= t["offset"][19] - 1e-9
+
+
 def test_a_transcript_of_another_story_is_refused():
     with pytest.raises(
         BrainshapeError,

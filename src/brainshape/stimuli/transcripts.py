@@ -14,10 +14,11 @@ on the CMU dictionary (P2FA and its descendants) write words in capitals, so a m
 
 Matching compares words by their letters and digits only (case, accents, apostrophes, hyphens
 and punctuation ignored: ``don't`` = ``DONT``), first word by word (:mod:`difflib`'s longest
-matching blocks), then, inside a stretch where the two disagree, letter by letter, so that a
-transcript word the aligner split (``don't`` -> ``do`` + ``n't``, ``well-known`` -> ``well`` +
-``known``) or two words it merged still find their times (a word matched to part of a timed
-word gets that part of its time, in proportion to its letters). A transcript word with fewer
+matching blocks), then, inside a short stretch where the two disagree (up to 32 words), letter
+by letter, so that a transcript word the aligner split (``don't`` -> ``do`` + ``n't``,
+``well-known`` -> ``well`` + ``known``) or two words it merged still find their times (a word
+matched to part of a timed word gets that part of its time, in proportion to its letters).
+A transcript word with fewer
 than half of its letters matched (``20`` against the aligner's ``TWENTY``, a word the aligner
 dropped) is *unmatched*: it keeps its place and gets times interpolated by position between its
 matched neighbours, and ``aligned`` False. Timed words no transcript word matched (a filler the
@@ -42,9 +43,10 @@ from brainshape.stimuli.tables import check_times, fill_untimed, make_table
 #: Values of ``words.case``.
 CASES = ("auto", "as-is", "lower")
 
-# Replace blocks longer than this (letters on either side) are not matched letter by letter:
-# two texts that disagree on thousands of letters in a row do not belong together there.
-_MAX_LETTERS = 4000
+# Stretches where the two disagree over more words than this (on either side) are not matched
+# letter by letter: an aligner splits, merges or respells a few words at a time, and letters
+# matched across a long stretch of different text would be matched by chance.
+_MAX_WORDS = 32
 # Below this share of transcript words matched, the transcript is not the story's.
 _MIN_MATCHED = 0.5
 
@@ -172,9 +174,11 @@ class _Matcher:
 
     def letters(self, i1: int, i2: int, j1: int, j2: int) -> None:
         """Match the words of a disagreeing stretch letter by letter."""
+        if max(i2 - i1, j2 - j1) > _MAX_WORDS:
+            return
         a = "".join(self.keys[i1:i2])
         b = "".join(self.timed_keys[j1:j2])
-        if not a or not b or max(len(a), len(b)) > _MAX_LETTERS:
+        if not a or not b:
             return
         owner_a = np.repeat(np.arange(i1, i2), [len(k) for k in self.keys[i1:i2]])
         owner_b = [(j, p, len(self.timed_keys[j])) for j in range(j1, j2)
