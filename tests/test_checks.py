@@ -172,3 +172,30 @@ def test_a_configured_tr_outside_seconds_is_refused(tmp_path):
         "study.yaml: datasets.real: tr is 1500 s, outside the 0.3-5 s a repetition time can be; "
         "write it in seconds"
     )
+
+
+def test_transcripts_are_inputs_of_the_words_job_and_checked_while_planning(tmp_path):
+    from brainshape import params
+
+    make_dataset(tmp_path)
+    for story in STORIES[:2]:
+        (tmp_path / "text" / f"{story}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "text" / f"{story}.txt").write_text("word " * 99)
+    words = {"transcript": "text/{story}.txt", "case": "lower"}
+    s = study(tmp_path, {"words": words}, fmri={"confounds": []})
+    settings = params.words(s, "real")
+    assert settings["case"] == "lower"
+    assert settings["sources"]["alpha"]["transcript"] == str(tmp_path / "text" / "alpha.txt")
+    assert s.word_inputs("real", "beta") == [
+        tmp_path / "stimuli" / "beta" / "align.json",
+        tmp_path / "text" / "beta.txt",
+    ]
+    with pytest.raises(BrainshapeError) as error:
+        check(s)
+    assert str(error.value) == (
+        f"datasets.real: 1 input file(s) missing: {tmp_path / 'text' / 'gamma.txt'}. Check "
+        "bids_root, fmriprep_dir, space, subjects and stories in study.yaml"
+    )
+    plain = study(tmp_path, fmri={"confounds": []})
+    assert "transcript" not in params.words(plain, "real")["sources"]["alpha"]
+    assert params.words(plain, "real")["case"] == "auto"  # the schema's default

@@ -184,7 +184,7 @@ def test_markers_never_reach_the_model(lebel_run, model_root):
     tokenizer = AutoTokenizer.from_pretrained(Path(model_root) / PLANTED["model"])
     for story, table in words.groupby("story", sort=False):
         grid = root / "derivative" / "TextGrids" / f"{story}.TextGrid"
-        tier = stimuli._textgrid_tier_list(grid)[1][2]  # the words tier, second
+        tier = stimuli.textgrid_tiers(grid)[1].items  # the words tier, second
         labels = [label for _, _, label in tier]
         markers = stimuli.is_nonspeech(labels)
         assert markers.sum() > 10  # the TextGrid has them ...

@@ -203,6 +203,25 @@ def rename_tier(work: Path, data: Path) -> None:
     path.write_text(path.read_text().replace('name = "words"', 'name = "Words"'))
 
 
+def transcript(story: str) -> str:
+    return f"stimuli/{story}/transcript.txt"
+
+
+def transcript_of_another_text(work: Path, data: Path) -> None:
+    """Every story read with its transcript (the demo writes them), orchard's replaced."""
+    edit_yaml(
+        work / "config.yaml", lambda c: study(c)["words"].update(transcript=transcript("{story}"))
+    )
+    (data / transcript("orchard")).write_text("Zyx qwv plonk.\n")
+
+
+def own_transcript_again(work: Path) -> None:
+    """orchard's own transcript back (Gentle's align.json carries it); the config keeps reading
+    transcripts, so the rerun's words table must equal the base run's, read from Gentle alone."""
+    text = json.loads((work / DATA / align("orchard")).read_text())["transcript"]
+    (work / DATA / transcript("orchard")).write_text(text)
+
+
 SHEET_COLUMNS = ["subject", "story", "response", "format", "mask", "confounds", "words"]
 SHEET_COLUMNS += ["words_format", "tr"]
 
@@ -563,6 +582,23 @@ FAULTS = [
             f"{d(textgrid('orchard'))} has no tier 'words' (tiers present: 'Words'); set "
             "words.tier in the config to the tier that holds the words"
         ),
+    ),
+    Fault(
+        "transcript-not-this-story",
+        "job",
+        "`words.transcript` gives a story a text that is not its transcript (here orchard's is "
+        "another text)",
+        "give each story its own transcript (check the `{story}` pattern of words.transcript)",
+        transcript_of_another_text,
+        lambda w: (
+            f"transcript {d(transcript('orchard'))} does not fit the word timings of story "
+            "'orchard': only 0 of its 3 words match a timed word; check that it is this story's "
+            "transcript (words.transcript)"
+        ),
+        (WORDS,),
+        "words",
+        rerun=True,
+        undo=own_transcript_again,
     ),
     fmri_job(
         "confound-na-inside",

@@ -277,7 +277,7 @@ def test_lebel_textgrids_hold_markers_that_never_reach_the_words(lebel):
         path = root / row.words
         text = path.read_text()
         formats.add("item [" in text)
-        tiers = stimuli._textgrid_tier_list(path)
+        tiers = [(t.name, t.kind, t.items) for t in stimuli.textgrid_tiers(path)]
         assert [name for name, _, _ in tiers] == ["phone", "word"]
         labels = [label for _, _, label in tiers[1][2]]
         assert {"sentence_start", "sentence_end"} <= {label.lower() for label in labels}

@@ -149,6 +149,32 @@ def test_code_stamp_follows_imports_through_the_library():
     assert {"demo", "features", "models"} <= set(library_modules(scripts / "demo_data.py"))
 
 
+def test_code_stamp_counts_a_package_as_one_module(tmp_path, monkeypatch):
+    """A package (brainshape/stimuli/) is one module of the stamp: a script that imports any
+    part of it depends on all of its files and on what any of them imports."""
+    from brainshape import codestamp
+
+    assert "stimuli" in library_modules(REPO / "workflow" / "scripts" / "words.py")
+    lib = tmp_path / "brainshape"
+    (lib / "pkg").mkdir(parents=True)
+    (lib / "pkg" / "__init__.py").write_text("from brainshape.pkg.part import f\n")
+    (lib / "pkg" / "part.py").write_text("from brainshape import other\n")
+    (lib / "other.py").write_text("X = 1\n")
+    (lib / "unused.py").write_text("Y = 2\n")
+    script = tmp_path / "job.py"
+    script.write_text("from brainshape.pkg import f\n")
+    monkeypatch.setattr(codestamp, "LIBRARY", lib)
+    for function in (codestamp._module_imports, codestamp.code_stamp):
+        function.cache_clear()
+    monkeypatch.setattr(codestamp, "_module_imports", codestamp._module_imports.__wrapped__)
+    assert codestamp.library_modules(script) == ["other", "pkg"]
+    before = codestamp.code_stamp.__wrapped__(script)
+    (lib / "unused.py").write_text("Y = 3\n")
+    assert codestamp.code_stamp.__wrapped__(script) == before
+    (lib / "pkg" / "part.py").write_text("from brainshape import other  # edited\n")
+    assert codestamp.code_stamp.__wrapped__(script) != before
+
+
 def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp_path):
     data = tmp_path / "bids"
     cfg = yaml.safe_load((small_run / "config.yaml").read_text())

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import brainshape
 from brainshape import stimuli
 from brainshape.errors import BrainshapeError
 
 DATA = Path(__file__).parent / "data" / "stimuli"
-STORIES = Path(stimuli.__file__).parent / "data" / "stories"
+STORIES = Path(brainshape.__file__).parent / "data" / "stories"
 
 # The words of the hand-written TextGrid and events fixtures.
 FIXTURE = pd.DataFrame(
@@ -171,8 +172,9 @@ def test_textgrid_writer_fills_every_gap_with_silence(tmp_path):
     table, duration = _story_table()
     path = tmp_path / "story.TextGrid"
     stimuli.write_textgrid(table, path, duration)
-    kind, items = stimuli._textgrid_tiers(path)["words"]
-    assert kind == "IntervalTier"
+    (tier,) = stimuli.textgrid_tiers(path)
+    assert (tier.name, tier.kind, tier.error) == ("words", "IntervalTier", None)
+    items = tier.items
     starts = [a for a, _, _ in items]
     ends = [b for _, b, _ in items]
     assert starts[0] == 0 and ends[-1] == duration and starts[1:] == ends[:-1]
@@ -322,12 +324,13 @@ TEXTGRID_CASES = {
     "not_textgrid": (
         "xmin = 0\n",
         '{p} is not a TextGrid: it does not start with File type = "ooTextFile" and Object '
-        f'class = "TextGrid"; {FIX_TG}',
+        'class = "TextGrid", nor with "Praat chronological TextGrid text file"; '
+        f"{FIX_TG}",
     ),
     "truncated": (
         SHORT[: SHORT.index('"she"')],
-        f"{{p}} is not a valid TextGrid: it ends where the text of item 4 of tier 'words' was "
-        f"expected; {FIX_TG}",
+        f"{{p}} is not a valid TextGrid: it ends where the text of item 4 of tier 1 ('words') "
+        f"was expected; {FIX_TG}",
     ),
     "undefined": (
         SHORT.replace("1.2\n1.5", "1.2\n--undefined--", 1),
@@ -532,9 +535,9 @@ def test_events_and_gentle_drop_nonspeech_through_read_words(tmp_path):
     with pytest.raises(
         BrainshapeError,
         match=exactly(
-            f"{path} holds no words: every label is non-speech (words.nonspeech lists <sil>, br, "
-            "lg, ls, ns, sentence_end, sentence_start, sil, sl, sp); check the file, the tier and "
-            "words.nonspeech"
+            f"{path} holds no words: every label is non-speech (words.nonspeech lists <sil>, "
+            "<unk>, [noise], br, cg, ig, lg, ls, ns, ns_ap, sentence start, sentence_end, "
+            "sentence_start, sil, sl, sp); check the file, the tier and words.nonspeech"
         ),
     ):
         stimuli.read_words(path, "events")
@@ -641,3 +644,236 @@ def test_the_words_table_round_trips_and_a_foreign_table_is_named(tmp_path):
     assert str(err.value) == (
         f"{path}: not a words table (no column(s) onset, aligned); delete it and rerun rule words"
     )
+
+
+# --- the published files as they really are -----------------------------------------------------
+
+REAL_ALICE = DATA / "ds002322_annotations.tsv"  # ds002322 code/annotations.tsv (SOURCE there)
+
+
+def test_markers_of_every_copy_of_the_reference_code_are_dropped(tmp_path):
+    """sentence_start ... sp (deep-fMRI-dataset), sl, cg, ig (encoding-model-scaling-laws),
+    ns_ap, 'sentence start', half-parenthesised typos, and re-alignments' [noise] and <unk>."""
+    markers = ["{SL}", "sl", "{IG}", "cg", "{CG}", "NS_AP", "{ns_ap}", "sentence start",
+               "{LS)", "(BR}", "(br", "[noise]", "[NOISE]", "<unk>", "<UNK>"]  # fmt: skip
+    words = ["so", "slow", "cog", "igloo", "noise", "unk", "br-", "sentence"]
+    assert stimuli.is_nonspeech(markers).all()
+    assert not stimuli.is_nonspeech(words).any()
+    intervals, t = [], 0.0
+    for label in [w for pair in zip(words, markers, strict=False) for w in pair]:
+        intervals.append((t, t + 0.5, label))
+        t += 0.5
+    path = tmp_path / "story.TextGrid"
+    stimuli.write_textgrid_tiers(path, [("phone", intervals), ("word", intervals)], t)
+    assert stimuli.read_words(path, "textgrid", tier="2")["word"].tolist() == words
+
+
+def _tiers():
+    phones = [(0.0, 0.5, ""), (0.5, 0.65, "S"), (0.65, 0.8, "OW1"), (0.8, 1.3, "SH"),
+              (1.3, 1.6, "IY1"), (1.6, 2.0, "")]  # fmt: skip
+    words = [(0.0, 0.5, "sp"), (0.5, 0.8, "so"), (0.8, 1.6, "she"), (1.6, 2.0, "{BR}")]
+    return [("phone", phones), ("word", words)]
+
+
+SO_SHE = pd.DataFrame({"word": ["so", "she"], "onset": [0.5, 0.8], "offset": [0.8, 1.6]}).assign(
+    aligned=True
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("form", ["long", "short", "chronological"])
+def test_every_praat_text_format_and_encoding_reads_alike(tmp_path, form, encoding):
+    """Praat writes the long, short and chronological text formats, in ASCII/UTF-8 or, when a
+    label needs it, UTF-16 with a byte-order mark; files edited elsewhere gain a UTF-8 one."""
+    path = tmp_path / "story.TextGrid"
+    stimuli.write_textgrid_tiers(
+        path, _tiers(), 2.0, short=form == "short", chronological=form == "chronological"
+    )
+    text = path.read_text()
+    assert text.startswith('"Praat chronological') == (form == "chronological")
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path.write_bytes(bom + text.encode(encoding))
+    assert_table(stimuli.read_textgrid(path, tier="2"), SO_SHE)
+    tiers = stimuli.textgrid_tiers(path)
+    assert [(t.name, t.kind, t.items) for t in tiers] == [
+        (name, "IntervalTier", items) for name, items in _tiers()
+    ]
+
+
+def test_chronological_format_as_praat_writes_it(tmp_path):
+    """Items of all tiers interleaved in time order, a TextTier's points with one time,
+    `! name:` comments, CRLF line ends, a quote inside a label."""
+    path = tmp_path / "story.TextGrid"
+    lines = [
+        '"Praat chronological TextGrid text file"',
+        "0 2   ! Time domain.",
+        "3   ! Number of tiers.",
+        '"IntervalTier" "phone" 0 2',
+        '"IntervalTier" "word" 0 2',
+        '"TextTier" "notes" 0 2',
+        "",
+        "! phone:", "1 0 0.5", '""',
+        "! word:", "2 0 0.5", '"sp"',
+        "! notes:", "3 0.25", '"a ""cough"""',
+        "! phone:", "1 0.5 2", '"SOW"',
+        "! word:", "2 0.5 0.8", '"so"',
+        "! word:", "2 0.8 1.6", '"she"',
+        "! word:", "2 1.6 2", '""',
+    ]  # fmt: skip
+    path.write_bytes("\r\n".join(lines).encode())
+    assert_table(stimuli.read_textgrid(path, tier="word"), SO_SHE)
+    notes = stimuli.textgrid_tiers(path)[2]
+    assert (notes.kind, notes.items) == ("TextTier", [(0.25, 0.25, 'a "cough"')])
+    path.write_text("\n".join(lines).replace("2 0.8 1.6", "4 0.8 1.6"))
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} is not a valid TextGrid: an item names tier 4, but the file has 3; {FIX_TG}"
+        ),
+    ):
+        stimuli.read_textgrid(path, tier="word")
+
+
+def _long_grid(phone_lines: list[str]) -> str:
+    """A long-format TextGrid whose phone tier is ``phone_lines`` (after its item line) and
+    whose word tier holds so and she."""
+    head = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0 ",
+            "xmax = 2 ", "tiers? <exists> ", "size = 2 ", "item []: ", "    item [1]:"]  # fmt: skip
+    words = [
+        "    item [2]:",
+        '        class = "IntervalTier" ',
+        '        name = "word" ',
+        "        xmin = 0 ",
+        "        xmax = 2 ",
+        "        intervals: size = 2 ",
+        "        intervals [1]:",
+        "            xmin = 0.5 ",
+        "            xmax = 0.8 ",
+        '            text = "so" ',
+        "        intervals [2]:",
+        "            xmin = 0.8 ",
+        "            xmax = 1.6 ",
+        '            text = "she" ',
+    ]
+    return "\n".join(head + phone_lines + words) + "\n"
+
+
+def _phone_tier(size: int, intervals: list[tuple[float, float, str]]) -> list[str]:
+    lines = ['        class = "IntervalTier" ', '        name = "phone" ', "        xmin = 0 ",
+             "        xmax = 2 ", f"        intervals: size = {size} "]  # fmt: skip
+    for k, (a, b, label) in enumerate(intervals, 1):
+        lines += [f"        intervals [{k}]:", f"            xmin = {a} ",
+                  f"            xmax = {b} ", f'            text = "{label}" ']  # fmt: skip
+    return lines
+
+
+def test_a_tier_that_is_not_read_never_stops_the_words_tier(tmp_path):
+    """wheretheressmoke's phone tier has overlapping intervals; other copies have a miscounted
+    or garbled phone tier. The words tier is read all the same; the broken tier only when it
+    is the one asked for."""
+    overlapping = [(0.0, 0.6, "S"), (0.5, 0.9, "OW1"), (0.8, 0.7, "SH"), (0.7, 2.0, "IY1")]
+    path = tmp_path / "story.TextGrid"
+    path.write_text(_long_grid(_phone_tier(4, overlapping)))
+    assert_table(stimuli.read_textgrid(path, tier="2"), SO_SHE)
+    assert stimuli.textgrid_tiers(path)[0].items == overlapping  # read, not judged
+    broken = {
+        "miscounted": (
+            _phone_tier(3, overlapping),
+            "tier 1 ('phone') holds more than the 3 items it declares",
+        ),
+        "unquoted": (
+            _phone_tier(4, overlapping)[:-1] + ["            text = S"],
+            "it ends where the text of item 4 of tier 1 ('phone') was expected",
+        ),
+        "garbled": (
+            _phone_tier(4, overlapping)[:-2] + ["            xmax = ?2 "],
+            "unexpected '?2' on line 29",
+        ),
+    }
+    for phone_lines, why in broken.values():
+        path.write_text(_long_grid(phone_lines))
+        assert_table(stimuli.read_textgrid(path, tier="word"), SO_SHE)
+        phone = stimuli.textgrid_tiers(path)[0]
+        assert (phone.name, phone.kind, phone.items) == ("phone", "", [])
+        assert phone.error == f"{path} is not a valid TextGrid: {why}; {FIX_TG}"
+        with pytest.raises(BrainshapeError, match=exactly(phone.error)):
+            stimuli.read_textgrid(path, tier="phone")
+    path.write_text(_long_grid(_phone_tier(4, overlapping)).replace("size = 2 ", "size = 3 ", 1))
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(f"{path} is not a valid TextGrid: it declares 3 tiers but holds 2; {FIX_TG}"),
+    ):
+        stimuli.read_textgrid(path, tier="word")
+
+
+def test_binary_and_undecodable_textgrids_are_named(tmp_path):
+    path = tmp_path / "story.TextGrid"
+    path.write_bytes(b"ooBinaryFile\x08TextGrid\x00\x01")
+    with pytest.raises(
+        BrainshapeError, match=exactly(f"{path} is a binary TextGrid, which is not read; {FIX_TG}")
+    ):
+        stimuli.read_textgrid(path)
+    path.write_bytes(b'File type = "ooTextFile"\n\xe9\xff\n')
+    with pytest.raises(
+        BrainshapeError,
+        match=exactly(
+            f"{path} is not a valid TextGrid: it is neither UTF-8 nor UTF-16 text; {FIX_TG}"
+        ),
+    ):
+        stimuli.read_textgrid(path)
+
+
+def test_alice_word_whose_offset_precedes_its_onset(caplog):
+    """The real code/annotations.tsv: data row 102, 'suddenly', 53.1846 -> 52.4036 s (its offset
+    a copy of the onset before). It keeps its onset, ends where 'a' starts, is marked not
+    aligned, and the repair is logged; the rest of the file reads as published."""
+    raw = pd.read_csv(REAL_ALICE, sep="\t", dtype=str, keep_default_na=False)
+    assert raw.loc[102, ["Words", "Word Onset", "Word Offset"]].tolist() == [
+        "suddenly",
+        "53.184579",
+        "52.40363506",
+    ]
+    with caplog.at_level("WARNING", logger="brainshape.stimuli"):
+        table = stimuli.read_words(REAL_ALICE, "annotations")
+    assert len(table) == len(raw) == 2132
+    row = table.loc[102]
+    assert (row.word, row.onset, row.offset, row.aligned) == ("suddenly", 53.184579, 54.18076273,
+                                                              False)  # fmt: skip
+    assert table.loc[101:103, "word"].tolist() == ["when", "suddenly", "a"]
+    assert table.loc[103, "onset"] == 54.18076273 and table.loc[103, "aligned"]
+    untimed = (raw["Word Onset"].str.strip() == "").to_numpy()
+    assert untimed.sum() == 31  # the clitics ('s, n't, ’d, ...)
+    assert (~table["aligned"]).sum() == 32  # the clitics and suddenly
+    assert (table["aligned"].to_numpy() == ~untimed & (np.arange(len(raw)) != 102)).all()
+    assert table["word"].tolist() == raw["Words"].str.strip().tolist()
+    timed = ~untimed & (np.arange(len(raw)) != 102)
+    np.testing.assert_array_equal(table.onset[timed], raw["Word Onset"][timed].astype(float))
+    np.testing.assert_array_equal(table.offset[timed], raw["Word Offset"][timed].astype(float))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{REAL_ALICE}: word 102 ('suddenly') ends at 52.4036 s, before it starts at 53.1846 s; "
+        "it keeps its onset and ends at 54.1808 s, where the next word starts; marked not "
+        "aligned in the words table"
+    ]
+
+
+def test_backwards_word_that_does_not_fit_its_neighbours_is_interpolated(tmp_path, caplog):
+    path = tmp_path / "annotations.tsv"
+    path.write_text(
+        "Words\tWord Onset\tWord Offset\nso\t1.0\t1.5\nshe\t9.0\t1.6\nleft\t2.0\t2.5\nfast\t3\t2\n"
+    )
+    with caplog.at_level("WARNING", logger="brainshape.stimuli"):
+        table = stimuli.read_annotations(path)
+    expected = pd.DataFrame(
+        {
+            "word": ["so", "she", "left", "fast"],
+            # she (onset 9 after left's 2) becomes untimed: half-way between so and left; fast,
+            # the last word, keeps its onset and ends there.
+            "onset": [1.0, 1.5, 2.0, 3.0],
+            "offset": [1.5, 2.0, 2.5, 3.0],
+            "aligned": [True, False, True, False],
+        }
+    )
+    assert_table(table, expected)
+    assert len(caplog.records) == 2
+    assert "its onset does not fit between its neighbours" in caplog.records[0].getMessage()
+    assert "ends at 3 s, its onset (the last word)" in caplog.records[1].getMessage()

@@ -68,7 +68,7 @@ def check_dataset_inputs(study: Study, ds: str) -> None:
             f"{study.source}: datasets.{ds}.bids_root {root} does not "
             "exist; point it at the BIDS dataset"
         )
-    wanted: list[Path] = [study.word_file(ds, s) for s in study.stories(ds)]
+    wanted: list[Path] = [p for s in study.stories(ds) for p in study.word_inputs(ds, s)]
     wanted += study.input_files(ds)
     if study.needs_atlas(ds):
         wanted += list(study.atlas(ds).values())

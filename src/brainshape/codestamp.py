@@ -37,7 +37,18 @@ def _imported_modules(source: str, filename: str) -> set[str]:
                 found.add(parts[1])
             elif name == PACKAGE:
                 found.add("__init__")
-    return {m for m in found if (LIBRARY / f"{m}.py").is_file()}
+    return {m for m in found if _sources(m)}
+
+
+def _sources(name: str) -> list[Path]:
+    """The source files of library module ``name``: ``name.py``, or every ``.py`` file of the
+    package ``name/`` (a package counts as one module: editing any of its files reruns every
+    rule that imports any part of it)."""
+    module = LIBRARY / f"{name}.py"
+    if module.is_file():
+        return [module]
+    package = LIBRARY / name
+    return sorted(package.rglob("*.py")) if (package / "__init__.py").is_file() else []
 
 
 def library_modules(script: str | Path) -> list[str]:
@@ -60,8 +71,10 @@ def library_modules(script: str | Path) -> list[str]:
 def _module_imports(name: str) -> frozenset[str]:
     """The library modules one library module imports (parsed once per process: every rule's
     stamp walks the same modules)."""
-    module = LIBRARY / f"{name}.py"
-    return frozenset(_imported_modules(module.read_text(), str(module)))
+    found: set[str] = set()
+    for source in _sources(name):
+        found |= _imported_modules(source.read_text(), str(source))
+    return frozenset(found - {name})
 
 
 @cache
@@ -69,6 +82,9 @@ def code_stamp(script: str | Path) -> str:
     """A 16-hex-digit hash of the library sources the script uses (see the module docstring)."""
     digest = hashlib.sha256()
     for name in library_modules(script):
-        digest.update(name.encode() + b"\0")
-        digest.update((LIBRARY / f"{name}.py").read_bytes() + b"\0")
+        for source in _sources(name):
+            # "fmri" for fmri.py, "stimuli/words" for a package's module
+            label = source.relative_to(LIBRARY).with_suffix("").as_posix()
+            digest.update(label.encode() + b"\0")
+            digest.update(source.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

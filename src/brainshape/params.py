@@ -35,9 +35,14 @@ def demo(study: Study, ds: str, dataset_dir: str, model_root: str) -> dict:
 
 
 def words(study: Study, ds: str) -> dict:
-    """Per story its word-timing file, format and TextGrid tier; the labels that are not words."""
-    nonspeech = list(study.dataset(ds)["words"]["nonspeech"])
-    return {"sources": study.word_sources(ds), "nonspeech": nonspeech}
+    """Per story its word-timing file, format, TextGrid tier and transcript; the labels that are
+    not words; the case the model reads them in."""
+    words = study.dataset(ds)["words"]
+    return {
+        "sources": study.word_sources(ds),
+        "nonspeech": list(words["nonspeech"]),
+        "case": words["case"],
+    }
 
 
 def prepare_model(study: Study, model: str) -> dict:

@@ -350,17 +350,27 @@ LEBEL_REPEATS_KEY = "individual_repeats"
 LEBEL_UNFETCHED = {"haveyoumethimyet": 516, "inamoment": 225}  # their published counts
 LEBEL_COLUMNS = {"UTS01": 120, "UTS02": 136, "UTS03": 112, "UTS04": 128}
 _MARKERS = ("sp", "SP", "{BR}", "{br}", "{LG}", "{NS}", "{LS}", "br", "ns", "lg", "ls", "Sp")
+#: How the ds003020 stand-in can write its TextGrids' words: ``text`` as the story's text (case
+#: and punctuation), ``lower`` lower-cased without punctuation (as the published TextGrids
+#: are), ``upper`` in capitals without punctuation (as CMU-dictionary aligners write them).
+LEBEL_WORD_STYLES = ("text", "lower", "upper")
+#: Each story's text (with ``transcripts``): what the published dataset does not hold.
+TRANSCRIPTS = "standin/transcripts/{story}.txt"
 
 
-def _lebel_tiers(table: pd.DataFrame, duration: float, rng: np.random.Generator):
+def _lebel_tiers(
+    table: pd.DataFrame, duration: float, rng: np.random.Generator, labels=None
+) -> tuple[list, list]:
     """(phone tier, word tier) intervals of a LeBel-style TextGrid: every gap between words is
     filled with markers (sp, {BR}, ...; sentence_end/sentence_start around sentence ends), in
-    varied case; phones split each word."""
-    words, phones, t = [], [], 0.0
-    for word, a, b in zip(table.word, table.onset, table.offset, strict=True):
+    varied case; phones split each word. ``labels``: the words as the tier writes them (default
+    the table's words, which say where sentences end)."""
+    words, phones, t, previous = [], [], 0.0, ""
+    labels = table.word if labels is None else labels
+    for word, label, a, b in zip(table.word, labels, table.onset, table.offset, strict=True):
         if a > t:
             gap = a - t
-            if words and words[-1][2].rstrip("\"')").endswith((".", "?", "!")) and gap > 0.3:
+            if previous.rstrip("\"')").endswith((".", "?", "!")) and gap > 0.3:
                 words += [
                     (t, t + gap / 3, "sentence_end"),
                     (t + gap / 3, t + 2 * gap / 3, "sp"),
@@ -369,11 +379,11 @@ def _lebel_tiers(table: pd.DataFrame, duration: float, rng: np.random.Generator)
             else:
                 words.append((t, a, "" if t == 0 else str(rng.choice(_MARKERS))))
             phones.append((t, a, "sp" if t else ""))
-        words.append((a, b, word))
+        words.append((a, b, label))
         letters = [c.upper() for c in word if c.isalpha()][:3] or ["AH"]
         edges = np.linspace(a, b, len(letters) + 1)
         phones += [(float(edges[i]), float(edges[i + 1]), p) for i, p in enumerate(letters)]
-        t = b
+        t, previous = b, word
     words.append((t, duration, "sp"))
     phones.append((t, duration, "sp"))
     return phones, words
@@ -392,18 +402,42 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / x.std(axis=0)
 
 
-def _lebel_words(root: Path, seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """Write the TextGrids (long and short format alternating) and respdict.json; return the
-    words as read back (tier 2, markers dropped) and each story's volume count."""
+def aligner_word(word: str, style: str) -> str:
+    """``word`` of a story's text as a TextGrid of ``style`` (:data:`LEBEL_WORD_STYLES`) writes
+    it: ``text`` unchanged; ``lower`` and ``upper`` without punctuation (apostrophes and
+    hyphens inside the word kept), lower-cased or in capitals."""
+    if style == "text":
+        return word
+    bare = "".join(ch for ch in word if ch.isalnum() or ch in "'-").strip("'-") or word
+    return bare.upper() if style == "upper" else bare.lower()
+
+
+def _lebel_transcript(words: Sequence[str]) -> str:
+    """A story's text as a transcript file: the words, a line per sentence."""
+    ends = [w.rstrip("\"')").endswith((".", "?", "!")) for w in words]
+    return "".join(w + ("\n" if end else " ") for w, end in zip(words, ends, strict=True)).strip()
+
+
+def _lebel_words(
+    root: Path, seed: int, style: str = "text", transcripts: bool = False
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Write the TextGrids (long and short format alternating; words written in ``style``),
+    respdict.json and, with ``transcripts``, each story's text at :data:`TRANSCRIPTS`; return
+    the words the signal is planted from (the story's text at the TextGrid's times: for
+    ``text``, the words as read back, tier 2, markers dropped) and each story's volume count."""
     stories, words, respdict = (*LEBEL_STORIES, LEBEL_TEST), {}, {}
     for i, (story, piece) in enumerate(zip(stories, story_pieces(), strict=False)):
         table, duration = _timed(piece, seed, story)
         path = root / "derivative" / "TextGrids" / f"{story}.TextGrid"
-        phones, marked = _lebel_tiers(table, duration, _rng(seed, "markers", story))
+        labels = [aligner_word(w, style) for w in table.word]
+        phones, marked = _lebel_tiers(table, duration, _rng(seed, "markers", story), labels)
         stim.write_textgrid_tiers(
             path, [("phone", phones), ("word", marked)], duration, short=bool(i % 2)
         )
-        words[story] = stim.read_words(path, "textgrid", tier="2")
+        if transcripts:
+            save_text(root / TRANSCRIPTS.format(story=story), _lebel_transcript(piece) + "\n")
+        read = stim.read_words(path, "textgrid", tier="2")
+        words[story] = read if style == "text" else table.assign(aligned=True)
         # The audio starts 10 s into the scan and the scan runs about 10 s past its end.
         respdict[story] = math.ceil((10.0 + duration + 10.0) / 2.0)
     save_json(root / "derivative" / "respdict.json", {**respdict, **LEBEL_UNFETCHED})
@@ -848,22 +882,36 @@ def generate(
     seed: int = 0,
     snr: float = DEFAULT_SNR,
     ar1: float = DEFAULT_AR1,
+    textgrid_words: str = "text",
+    transcripts: bool = False,
 ) -> dict[str, Any]:
     """Write the stand-in of dataset ``name`` (one of :data:`STANDINS`) under ``root``; return
     its ground truth (also written to ``root/standin/ground_truth.json``).
 
     ``registry_path`` must hold the planted model (``tiny-gpt2``: config/models.demo.yaml); it
-    is prepared under ``model_root`` if not there yet.
+    is prepared under ``model_root`` if not there yet. ds003020 only: ``textgrid_words`` says
+    how the TextGrids write the words (:data:`LEBEL_WORD_STYLES`), ``transcripts`` writes each
+    story's text to :data:`TRANSCRIPTS`; the signal is planted from the story's text either way.
     """
     if name not in STANDINS:
         raise BrainshapeError(f"no stand-in of {name!r}; choose one of {', '.join(STANDINS)}")
+    if textgrid_words not in LEBEL_WORD_STYLES:
+        raise BrainshapeError(
+            f"textgrid_words is {textgrid_words!r}; choose one of {', '.join(LEBEL_WORD_STYLES)}"
+        )
+    if name != "ds003020" and (textgrid_words != "text" or transcripts):
+        raise BrainshapeError(
+            f"textgrid_words and transcripts apply to the ds003020 stand-in only, not {name!r}"
+        )
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise BrainshapeError(f"{root} is not empty; give a new folder for the stand-in")
     if name == "ds003020":
-        words, respdict = _lebel_words(root, seed)
+        words, respdict = _lebel_words(root, seed, textgrid_words, transcripts)
         feats = _features(PLANTED, words, registry_path, model_root)
         truth = ds003020(root, words, feats, respdict, seed, snr, ar1)
+        truth["textgrid_words"] = textgrid_words
+        truth["transcripts"] = TRANSCRIPTS if transcripts else None
     elif name == "narratives":
         words = _narratives_words(root, seed)
         feats = _features(PLANTED, words, registry_path, model_root)

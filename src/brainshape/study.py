@@ -248,19 +248,26 @@ class Study:
         return rows
 
     def word_sources(self, ds: str) -> dict[str, dict[str, str]]:
-        """Per story, its word-timing file (resolved), format and tier."""
+        """Per story, its word-timing file (resolved), format and tier, and its transcript
+        (resolved) where ``words.transcript`` names one."""
         runs = self.runs(ds).drop_duplicates("story")
-        return {
-            r.story: {
-                "path": str(self.under_root(ds, r.words)),
-                "format": r.words_format,
-                "tier": r.tier,
-            }
-            for r in runs.itertuples()
-        }
+        transcript = self.dataset(ds)["words"].get("transcript")
+        sources = {}
+        for r in runs.itertuples():
+            source = {"path": str(self.under_root(ds, r.words)), "format": r.words_format}
+            source["tier"] = r.tier
+            if transcript:
+                source["transcript"] = str(self.under_root(ds, transcript.format(story=r.story)))
+            sources[r.story] = source
+        return sources
 
     def word_file(self, ds: str, story: str) -> Path:
         return Path(self.word_sources(ds)[story]["path"])
+
+    def word_inputs(self, ds: str, story: str) -> list[Path]:
+        """The files the words of ``story`` are read from: its word timings and transcript."""
+        source = self.word_sources(ds)[story]
+        return [Path(source[k]) for k in ("path", "transcript") if k in source]
 
     def run_paths(self, ds: str, sub: str, story: str) -> fmri.RunPaths:
         """The files of one subject's first run of one story (response, mask, confounds)."""

@@ -134,7 +134,9 @@ def demo_inputs(wildcards):
 
 def stimuli_inputs(wildcards):
     ds = wildcards.dataset
-    return dataset_files(ds, [STUDY.word_file(ds, s) for s in STUDY.stories(ds)])
+    return dataset_files(
+        ds, [p for s in STUDY.stories(ds) for p in STUDY.word_inputs(ds, s)]
+    )
 
 
 def features_inputs(wildcards):
