@@ -4,6 +4,7 @@
 # rules.<name>.output.<key> and fills the wildcards here (expand, format). The library knows
 # which subjects, stories, models and variants exist (brainshape.study), what each job computes
 # with (brainshape.params) and how large it is (brainshape.sizing), but no output path.
+import sys
 from pathlib import Path
 
 from brainshape import params as P
@@ -11,6 +12,8 @@ from brainshape.checks import check_study
 from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
+from brainshape.exclusions import for_subjects
+from brainshape.qc import Thresholds, planned_exclusions
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
 
@@ -65,6 +68,8 @@ def all_targets():
         raise SystemExit(f"brainshape: {error}")
     targets = []
     for ds in STUDY.datasets:
+        targets.append(rules.qc.output[0].format(dataset=ds))
+        targets += [path.format(dataset=ds) for path in rules.plot_qc.output]
         targets.append(rules.brainscores.output[0].format(dataset=ds))
         targets += expand(
             rules.plot_brainscores.output[0], dataset=ds, model=STUDY.models()
@@ -116,6 +121,53 @@ def local_hub_dir(model):
         # (the registry's revision is in the job's params).
         return ancient(str(path))
     return None
+
+
+def qc_table(ds):
+    return rules.qc.output[0].format(dataset=ds)
+
+
+_QC_EXCLUSIONS = {}
+
+
+def qc_exclusions(ds):
+    """The runs the QC excludes (fmri.qc.exclude) while the workflow is planned: the measures
+    of its table under the current thresholds; none when the config excludes nothing or the
+    table is not written yet (the jobs read it when they run: brainshape.exclusions)."""
+    checks = P.qc_exclude(STUDY)
+    if not checks or not Path(qc_table(ds)).is_file():
+        return {}
+    if ds not in _QC_EXCLUSIONS:
+        thresholds = Thresholds.from_config(P.qc_thresholds(STUDY))
+        try:
+            _QC_EXCLUSIONS[ds] = planned_exclusions(qc_table(ds), thresholds, checks)
+        except BrainshapeError as error:
+            raise SystemExit(f"brainshape: {error}")
+        if workflow.is_main_process:
+            for sub, stories in _QC_EXCLUSIONS[ds].items():
+                for story, why in stories.items():
+                    print(
+                        f"brainshape: QC excludes sub-{sub} story {story} ({why})",
+                        file=sys.stderr,
+                    )
+    return _QC_EXCLUSIONS[ds]
+
+
+def qc_input(ds):
+    """The QC table, for the jobs that apply its exclusions: they wait for the dataset's QC
+    job, but a rewritten table does not rerun them by itself (ancient); their params do.
+    """
+    return {"qc": ancient(qc_table(ds))} if P.qc_exclude(STUDY) else {}
+
+
+def qc_exclusion_params(ds, subjects=None):
+    """What a job that reads subject folders applies: the checks that exclude, and the
+    exclusions of its subjects as planned; empty when the config excludes nothing."""
+    checks = P.qc_exclude(STUDY)
+    if not checks:
+        return {}
+    subjects = STUDY.subjects(ds) if subjects is None else subjects
+    return {"exclude": checks, "runs": for_subjects(qc_exclusions(ds), subjects)}
 
 
 def fmri_dirs(ds, subjects=None):
@@ -176,6 +228,7 @@ def encode_inputs(wildcards):
         "words": fill(rules.words.output[0], wildcards),
         "features": fill(rules.features.output[0], wildcards),
         "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
+        **qc_input(ds),
     }
 
 
@@ -184,11 +237,20 @@ def baseline_inputs(wildcards):
     return {
         "words": fill(rules.words.output[0], wildcards),
         "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
+        **qc_input(ds),
     }
 
 
 def ceiling_inputs(wildcards):
-    return fmri_dirs(wildcards.dataset)
+    return {"fmri": fmri_dirs(wildcards.dataset), **qc_input(wildcards.dataset)}
+
+
+def qc_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "fmri": fmri_dirs(ds),
+        "data": dataset_files(ds, STUDY.input_files(ds)),
+    }
 
 
 def brainscores_inputs(wildcards):
@@ -221,13 +283,17 @@ def topology_timebase_inputs(wildcards):
     # (newer file, same runs) must not recompute every layer's diagrams. A new or removed
     # subject still reruns it (the set of inputs changes); compute_brain checks that the runs
     # still match.
-    return [ancient(d) for d in fmri_dirs(wildcards.dataset)]
+    return {
+        "fmri": [ancient(d) for d in fmri_dirs(wildcards.dataset)],
+        **qc_input(wildcards.dataset),
+    }
 
 
 def topology_brain_inputs(wildcards):
     return {
         "fmri": fmri_dirs(wildcards.dataset),
         "time_base": fill(rules.topology_timebase.output[0], wildcards),
+        **qc_input(wildcards.dataset),
     }
 
 
@@ -317,6 +383,25 @@ def encode_params(wildcards):
     return P.encode(STUDY, wildcards.dataset, wildcards.group)
 
 
+def group_exclusions(wildcards):
+    """QC exclusions of an encode or baseline job's subject group."""
+    ds = wildcards.dataset
+    return qc_exclusion_params(ds, STUDY.group_subjects(ds, wildcards.group))
+
+
+def dataset_exclusions(wildcards):
+    """QC exclusions of a job that reads every subject of its dataset."""
+    return qc_exclusion_params(wildcards.dataset)
+
+
+def qc_params(wildcards):
+    return P.qc(STUDY, wildcards.dataset)
+
+
+def plot_qc_params(wildcards):
+    return P.plot_qc(STUDY, wildcards.dataset)
+
+
 def baseline_params(wildcards):
     return P.baseline(STUDY, wildcards.dataset, wildcards.baseline, wildcards.group)
 
@@ -400,6 +485,14 @@ def baseline_mem_mb(wildcards, attempt):
 
 def baseline_runtime(wildcards, attempt):
     return SIZING.encode_runtime_min(wildcards.dataset, None, wildcards.group) * attempt
+
+
+def qc_mem_mb(wildcards, attempt):
+    return SIZING.qc_mem_mb(wildcards.dataset) * attempt
+
+
+def qc_runtime(wildcards, attempt):
+    return SIZING.qc_runtime_min(wildcards.dataset) * attempt
 
 
 def layer_diagrams_mem_mb(wildcards, attempt):
