@@ -315,6 +315,8 @@ def test_applying_exclusions_drops_stories_and_says_so(faulty, caplog):
     assert "sub-02 has no run left after the QC exclusions" in caplog.text
     with pytest.raises(BrainshapeError, match="the QC excludes every run of sub-01"):
         exclusions.apply({"01": subjects["01"]}, {"01": {"a": "x", "b": "y"}})
+    unchanged = exclusions.apply(subjects, {})  # the default: nothing excluded
+    assert {s: list(d.runs) for s, d in unchanged.items()} == {"01": ["a", "b"], "02": ["a", "b"]}
 
 
 # --- in the workflow ---------------------------------------------------------------------------
@@ -347,6 +349,9 @@ def test_an_exclusion_reaches_the_later_stages_and_reruns_only_what_it_touches(s
     cfg = yaml.safe_load((small_run / "config.yaml").read_text())
     cfg["registry"] = str(small_run / "models.yaml")
     as_ordinary_dataset(cfg, small_run, tmp_path / "data")
+    # Contiguous blocks: a subject keeps a cross-validated score with two stories left (folds
+    # that leave one story out need three).
+    cfg["encoding"].update(folds="blocks", n_blocks=3)
     work = tmp_path / "work"
     write_config(work, cfg)
     snakemake(work, "--cores", "2", "--", *TARGETS)
@@ -359,7 +364,8 @@ def test_an_exclusion_reaches_the_later_stages_and_reruns_only_what_it_touches(s
     cfg["fmri"]["qc"] = {"exclude": ["motion"], "max_mean_fd": float((top + second) / 2)}
     write_config(work, cfg)
     # The dry run plans it at once (the table's measures under the new threshold) and says so;
-    # only the jobs that read that subject rerun: its encode and baseline group and the ceiling.
+    # only the jobs that read that subject rerun: its encode and baseline group and the ceiling
+    # (and the QC job, whose table records the new threshold's flags).
     jobs, err = dry_jobs(work, *TARGETS)
     said = f"brainshape: QC excludes sub-{moved.subject} story {moved.story} (motion: mean"
     assert said in err
@@ -367,14 +373,13 @@ def test_an_exclusion_reaches_the_later_stages_and_reruns_only_what_it_touches(s
         ("qc", "dataset=study"),
         ("ceiling", "dataset=study"),
         ("encode", f"dataset=study, model=tiny-gpt2, variant=fp32, group={group}"),
-        ("baseline", f"baseline=word_rate, dataset=study, group={group}"),
+        ("baseline", f"dataset=study, baseline=word_rate, group={group}"),
     ])  # fmt: skip
     assert all("Params have changed" in j["reason"] for j in jobs)
     snakemake(work, "--cores", "2", "--", *TARGETS)
     for log in ("ceiling.log", f"encoding/tiny-gpt2/fp32/{group}.log"):
         text = (work / "logs" / "study" / log).read_text()
         assert f"QC excludes sub-{moved.subject} story {moved.story} (fmri.qc.exclude): " in text
-        assert "changed since the workflow was planned" not in text
     ceiling = pd.read_parquet(work / "results/study/ceiling.parquet")
     encoded = pd.read_parquet(work / f"results/study/encoding/tiny-gpt2/fp32/{group}.parquet")
     assert set(encoded["subject"]) == {moved.subject}  # two stories left: still encoded

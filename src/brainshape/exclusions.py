@@ -9,19 +9,22 @@ subject; the shape stage leaves a subject with an excluded run out of its group 
 which are made of subjects with the same runs. A module of its own, apart from ``brainshape.qc``,
 so that a change to how runs are measured does not rerun every job that applies exclusions.
 
-How an exclusion reaches those jobs (``workflow/rules/common.smk``): with ``fmri.qc.exclude``
-set, each of them takes the QC table as an input marked ``ancient`` (it waits for the QC job of
-its dataset, but a rewritten table does not rerun it by itself) and reads the exclusions from it
-when it runs; its params hold the exclusions of its own subjects as the table said when the
-workflow was planned, so that a changed decision reruns exactly the jobs it touches, and the dry
-run shows them (``Params have changed``). Every exclusion is logged by the job that applies it
-and listed in the report's QC page.
+How an exclusion reaches those jobs (``workflow/rules/common.smk``): while the workflow is
+planned, the QC table's measures are flagged again under the current thresholds
+(``qc.planned_exclusions``), and each job's params hold the exclusions of its own subjects
+(``{subject: {story: reason}}``; empty, as without ``fmri.qc.exclude``, when none of its
+subjects has one).
+The job applies its params, so a changed threshold or ``fmri.qc.exclude`` reruns exactly the
+jobs it touches, the dry run shows them (``Params have changed``), and what a job computed
+always matches what its params record. The jobs do not wait for the QC job: a table that does
+not exist yet (a fresh study) or that the QC job rewrites in the same run (changed data) acts
+on the next run. Every exclusion is logged by the job that applies it and listed in the
+report's QC page.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -54,46 +57,15 @@ def excluded_runs(table: pd.DataFrame, checks: Sequence[str]) -> Exclusions:
     return out
 
 
-def read_exclusions(path: str | os.PathLike, checks: Sequence[str]) -> Exclusions:
-    """:func:`excluded_runs` of the QC table at ``path``."""
-    path = Path(path)
-    try:
-        table = pd.read_parquet(path, columns=["subject", "story", "failed", "reason"])
-    except (OSError, ValueError) as error:
-        raise BrainshapeError(
-            f"cannot read the QC table {path} ({error}); rerun rule qc for its dataset"
-        ) from None
-    return excluded_runs(table, checks)
-
-
 def for_subjects(exclusions: Mapping, subjects: Iterable[str]) -> dict[str, dict[str, str]]:
     """The exclusions of ``subjects`` only (a job's params: what its output depends on)."""
     return {s: dict(exclusions[s]) for s in subjects if s in exclusions}
 
 
-def job_exclusions(
-    path: str | os.PathLike | None, params: Mapping, subjects: Iterable[str]
-) -> Exclusions:
-    """The exclusions a job applies to ``subjects``: from the QC table at ``path`` as it is when
-    the job runs, with the checks of ``params`` (a job's ``qc`` params: ``exclude`` and the
-    ``runs`` excluded when the workflow was planned; empty: nothing is excluded). Where the
-    table changed since (its QC job ran in this same run), that is logged: the job applies the
-    table it reads, and the next run reruns it once so that its params record what it used."""
-    if not params:
-        return {}
-    current = for_subjects(read_exclusions(path, params["exclude"]), subjects)
-    if current != params["runs"]:
-        log.warning(
-            "the QC table %s changed since the workflow was planned: this job applies its "
-            "exclusions as they are now; the next snakemake run reruns it once to record them",
-            path,
-        )
-    return current
-
-
 def apply(subjects: Mapping[str, SubjectData], exclusions: Mapping) -> dict[str, SubjectData]:
-    """``subjects`` (label -> :class:`SubjectData`) without their excluded stories, each logged;
-    a subject left with no story is dropped (logged); none left is an error."""
+    """``subjects`` (label -> :class:`SubjectData`) without the stories ``exclusions`` (a job's
+    ``qc`` params: subject -> story -> reason) names, each logged; a subject left with no story
+    is dropped (logged); none left is an error."""
     out = {}
     for sub, data in subjects.items():
         gone = {s: why for s, why in exclusions.get(sub, {}).items() if s in data.runs}
@@ -118,8 +90,9 @@ def apply(subjects: Mapping[str, SubjectData], exclusions: Mapping) -> dict[str,
 
 
 def keep_dirs(fmri_dirs: Sequence, exclusions: Mapping) -> list:
-    """The subject folders (``.../sub-<label>``) of subjects without an excluded run, the
-    others logged: the shape stage's group clouds are made of subjects with the same runs."""
+    """The subject folders (``.../sub-<label>``) of subjects without a run ``exclusions`` (a
+    job's ``qc`` params) names, the others logged: the shape stage's group clouds are made of
+    subjects with the same runs."""
     kept = []
     for d in fmri_dirs:
         sub = Path(d).name.removeprefix("sub-")

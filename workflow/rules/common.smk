@@ -133,7 +133,8 @@ _QC_EXCLUSIONS = {}
 def qc_exclusions(ds):
     """The runs the QC excludes (fmri.qc.exclude) while the workflow is planned: the measures
     of its table under the current thresholds; none when the config excludes nothing or the
-    table is not written yet (the jobs read it when they run: brainshape.exclusions)."""
+    table is not written yet. The jobs that read subject folders apply them from their params
+    (brainshape.exclusions), so a changed decision reruns exactly those it touches."""
     checks = P.qc_exclude(STUDY)
     if not checks or not Path(qc_table(ds)).is_file():
         return {}
@@ -153,21 +154,12 @@ def qc_exclusions(ds):
     return _QC_EXCLUSIONS[ds]
 
 
-def qc_input(ds):
-    """The QC table, for the jobs that apply its exclusions: they wait for the dataset's QC
-    job, but a rewritten table does not rerun them by itself (ancient); their params do.
-    """
-    return {"qc": ancient(qc_table(ds))} if P.qc_exclude(STUDY) else {}
-
-
 def qc_exclusion_params(ds, subjects=None):
-    """What a job that reads subject folders applies: the checks that exclude, and the
-    exclusions of its subjects as planned; empty when the config excludes nothing."""
-    checks = P.qc_exclude(STUDY)
-    if not checks:
-        return {}
+    """The runs a job that reads subject folders leaves out: the QC exclusions of its subjects
+    as planned (subject -> story -> reason); empty when none, so that enabling fmri.qc.exclude
+    reruns only the jobs whose subjects lose a run."""
     subjects = STUDY.subjects(ds) if subjects is None else subjects
-    return {"exclude": checks, "runs": for_subjects(qc_exclusions(ds), subjects)}
+    return for_subjects(qc_exclusions(ds), subjects)
 
 
 def fmri_dirs(ds, subjects=None):
@@ -228,7 +220,6 @@ def encode_inputs(wildcards):
         "words": fill(rules.words.output[0], wildcards),
         "features": fill(rules.features.output[0], wildcards),
         "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
-        **qc_input(ds),
     }
 
 
@@ -237,12 +228,11 @@ def baseline_inputs(wildcards):
     return {
         "words": fill(rules.words.output[0], wildcards),
         "fmri": fmri_dirs(ds, STUDY.group_subjects(ds, wildcards.group)),
-        **qc_input(ds),
     }
 
 
 def ceiling_inputs(wildcards):
-    return {"fmri": fmri_dirs(wildcards.dataset), **qc_input(wildcards.dataset)}
+    return fmri_dirs(wildcards.dataset)
 
 
 def qc_inputs(wildcards):
@@ -283,17 +273,13 @@ def topology_timebase_inputs(wildcards):
     # (newer file, same runs) must not recompute every layer's diagrams. A new or removed
     # subject still reruns it (the set of inputs changes); compute_brain checks that the runs
     # still match.
-    return {
-        "fmri": [ancient(d) for d in fmri_dirs(wildcards.dataset)],
-        **qc_input(wildcards.dataset),
-    }
+    return [ancient(d) for d in fmri_dirs(wildcards.dataset)]
 
 
 def topology_brain_inputs(wildcards):
     return {
         "fmri": fmri_dirs(wildcards.dataset),
         "time_base": fill(rules.topology_timebase.output[0], wildcards),
-        **qc_input(wildcards.dataset),
     }
 
 

@@ -51,7 +51,7 @@ rule baseline:
 
 rule ceiling:
     input:
-        unpack(ceiling_inputs),
+        ceiling_inputs,
     output:
         "results/{dataset}/ceiling.parquet",
     log:

@@ -5,7 +5,7 @@
 
 rule topology_timebase:
     input:
-        unpack(topology_timebase_inputs),
+        topology_timebase_inputs,
     output:
         "results/{dataset}/topology/timebase.json",
     log:

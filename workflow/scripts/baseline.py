@@ -7,9 +7,7 @@ from brainshape.threads import limit_threads
 def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
-    subjects = read_subjects(job.input.fmri)
-    excluded = exclusions.job_exclusions(job.input.get("qc"), job.params.qc, subjects)
-    subjects = exclusions.apply(subjects, excluded)
+    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
     with limit_threads(job.threads):
         table = baselines.encode_baseline(
             words, subjects, p["baseline"], **encoding.variant_options(p)

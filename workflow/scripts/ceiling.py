@@ -4,9 +4,8 @@ from brainshape.subjects import read_subjects
 
 
 def main(job):
-    subjects = read_subjects(job.input.fmri)
-    excluded = exclusions.job_exclusions(job.input.get("qc"), job.params.qc, subjects)
-    table = baselines.inter_subject_ceiling(exclusions.apply(subjects, excluded))
+    subjects = exclusions.apply(read_subjects(job.input), job.params.qc)
+    table = baselines.inter_subject_ceiling(subjects)
     for subject, reason in table.attrs.get("without_ceiling", {}).items():
         runner.log.warning("%s has no noise ceiling: %s", subject, reason)
     save_parquet(job.output[0], table)

@@ -8,9 +8,7 @@ def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
     feats = features.read_features(job.input.features, p["stories"])
-    subjects = read_subjects(job.input.fmri)
-    excluded = exclusions.job_exclusions(job.input.get("qc"), job.params.qc, subjects)
-    subjects = exclusions.apply(subjects, excluded)
+    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
     with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
