@@ -871,13 +871,14 @@ SPECIAL = {
     ),
     "controller-restarted": (
         "cluster",
-        "`slurmctld` was restarted (an upgrade, a configuration change, a failover) or could "
-        "not be reached for a while; running jobs keep running on their nodes, but "
-        "submissions and status queries fail meanwhile",
-        "nothing for an outage shorter than 2.5 minutes: a job whose submission failed is "
-        "retried like a failed job, and status queries are retried; after a longer one, check"
-        " `squeue --me`, and if Snakemake waits for jobs that SLURM no longer lists, stop it "
-        "(Ctrl-C) and run the same command again",
+        "`slurmctld` was restarted (an upgrade, a configuration change, a failover), or the "
+        "controller or the accounting database behind `sacct` could not be reached for a "
+        "while; running jobs keep running on their nodes, but submissions and status queries "
+        "fail meanwhile",
+        "nothing for an outage of a few minutes: submissions wait for the controller and the "
+        "profile retries the status queries for 2.5 minutes; if Snakemake then reports no "
+        "progress while `squeue --me` lists none of its jobs, stop it (Ctrl-C) and run the "
+        "same command again",
     ),
     "node-drained": (
         "cluster",
