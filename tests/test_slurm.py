@@ -39,11 +39,17 @@ def apt(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def is_installed(package: str) -> bool:
+    """Whether dpkg has ``package`` installed (a package removed with its configuration left
+    behind is known to ``dpkg -s`` but not installed)."""
+    query = ["dpkg-query", "-W", "-f=${Status}", package]
+    status = subprocess.run(query, capture_output=True, text=True).stdout
+    return status.strip() == "install ok installed"
+
+
 def install() -> list[str]:
     """Install the packages; return those this test installed (to remove afterwards)."""
-    missing = [
-        p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode
-    ]
+    missing = [p for p in PACKAGES if not is_installed(p)]
     if not missing:
         return []
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
