@@ -911,6 +911,63 @@ SPECIAL = {
         "the file system of the results ran out of space (or quota) while a job wrote",
         "free space, or point the results elsewhere, then rerun: the failed job starts again",
     ),
+    # The cluster's events: the chaos run of tests/test_slurm.py meets each of them (a
+    # cancelled, a killed and a requeued job, a restarted controller, a drained node, and a
+    # restart of Snakemake with --rerun-incomplete where a job failed on every attempt).
+    "job-cancelled": (
+        "cluster",
+        "the job was cancelled (`scancel` by you or an administrator), or it ran past its "
+        "wall time (`TIMEOUT`) or its memory (`OUT_OF_MEMORY`)",
+        "nothing while Snakemake answers `Trying to restart job`: the profile retries each "
+        "job twice, with more memory and time; if the last attempt fails too, read the SLURM "
+        "log the message names, fix the cause, and run the same command again: only the "
+        "failed job and what depends on it run",
+    ),
+    "job-killed": (
+        "cluster",
+        "a process of the job was killed (SIGKILL from the out-of-memory killer, a node "
+        "health check or an administrator), so the job ended with an error",
+        "the same as job-cancelled: Snakemake retries it; if every attempt is killed, look "
+        "for `Killed` or `oom-kill` in the SLURM log and give the rule more memory "
+        "(`--set-resources <rule>:mem_mb=...`)",
+    ),
+    "job-preempted": (
+        "cluster",
+        "a job of higher priority took the job's resources (a preemptible partition); with "
+        "the profile's `slurm-requeue: true` SLURM puts the job back in the queue under the "
+        "same job id and starts it again from the beginning",
+        'leave Snakemake running: it waits for the requeued job (`squeue --me -o "%i %T %r"` '
+        "shows it `PENDING` again); where the partition cancels preempted jobs instead of "
+        "requeueing them, put the job back with `scontrol requeue <jobid>`",
+    ),
+    "controller-restarted": (
+        "cluster",
+        "`slurmctld` was restarted (an upgrade, a configuration change, a failover), or the "
+        "controller or the accounting database behind `sacct` could not be reached for a "
+        "while; running jobs keep running on their nodes, but submissions and status queries "
+        "fail meanwhile",
+        "nothing for an outage of a few minutes: submissions wait for the controller and the "
+        "profile retries the status queries for 2.5 minutes; if Snakemake then reports no "
+        "progress while `squeue --me` lists none of its jobs, stop it (Ctrl-C) and run the "
+        "same command again",
+    ),
+    "node-drained": (
+        "cluster",
+        "an administrator drained a node (maintenance): the jobs running there finish, new "
+        "jobs wait for another node or for the node to resume",
+        "leave Snakemake running: the pending jobs start when a node is free; `sinfo -R` says"
+        " which nodes are drained, why and since when; if the partition has no other node, "
+        "ask the administrators when it resumes",
+    ),
+    "snakemake-process-lost": (
+        "cluster",
+        "the Snakemake process on the login node ended (the SSH session closed, the login "
+        "node rebooted) while its jobs ran; the jobs it submitted keep running in SLURM",
+        "run Snakemake inside `tmux` or `screen`; after a loss, let the running jobs end or "
+        "cancel them (`squeue --me`, `scancel <jobid>`), then `snakemake --unlock` and the "
+        "same command again: the profile's `rerun-incomplete` starts the jobs that were "
+        "running again",
+    ),
 }
 
 

@@ -112,6 +112,10 @@ def test_plan_reads_resources_from_the_dag_and_the_profile(tmp_path):
         "estimate",
     ]
     assert rows[("fmri", "-", "-")][:2] == ["2", "0"]
+    # The QC job, one per dataset, with its runtime from the study's size (its 10-minute floor
+    # here), counted like every other job.
+    assert rows[("qc", "-", "-")] == ["1", "0", f"{10 / 60:.2f}", "0.00", f"{10 / 60:.2f}",
+                                     "estimate"]  # fmt: skip
     assert rows["total", "-", "-"][3] == f"{4 * 3.0 + 8 * 1.0:.2f}"
     # The same jobs as the dry run, less the target-only rule `all`.
     dry = snakemake(work, "-n", "--cores", "2").stdout

@@ -20,11 +20,12 @@ pytestmark = pytest.mark.workflow
 # Rules that combine every model: they rerun whenever any of their inputs does.
 AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
 # Rules that read an aggregate (every model's plot reads the whole brainscores table).
-AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions", "plot_topology"}
+AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions", "plot_topology", "plot_qc"}
 # Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
-# them; the brain point clouds hold every subject), and the shape jobs that pair every layer
-# with those brain clouds. The layers' own diagrams depend on the runs (time base) only.
-SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain"}
+# them; the brain point clouds hold every subject; the QC compares each run with the others),
+# and the shape jobs that pair every layer with those brain clouds. The layers' own diagrams
+# depend on the runs (time base) only.
+SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain", "qc"}
 BRAIN_PAIRINGS = {"topology_pairs"}
 
 

@@ -8,18 +8,26 @@ answering, every later snakemake start waits for the SLURM plugin's probe (~9 s)
 runs this module last for the same reason.
 """
 
+import json
 import os
+import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, snakemake, write_small_demo
+
+from brainshape.io import ENGINE_FILES, MANIFEST
 
 PACKAGES = ["slurm-wlm", "munge"]
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -31,11 +39,17 @@ def apt(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def is_installed(package: str) -> bool:
+    """Whether dpkg has ``package`` installed (a package removed with its configuration left
+    behind is known to ``dpkg -s`` but not installed)."""
+    query = ["dpkg-query", "-W", "-f=${Status}", package]
+    status = subprocess.run(query, capture_output=True, text=True).stdout
+    return status.strip() == "install ok installed"
+
+
 def install() -> list[str]:
     """Install the packages; return those this test installed (to remove afterwards)."""
-    missing = [
-        p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode
-    ]
+    missing = [p for p in PACKAGES if not is_installed(p)]
     if not missing:
         return []
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -93,6 +107,56 @@ def slurm_conf(root: Path, host: str) -> Path:
 ETC = Path("/etc/slurm")
 
 
+@dataclass
+class Cluster:
+    """The one-node cluster: the environment its clients need, and its daemons (started and
+    stopped by PID), which the chaos test restarts and drains."""
+
+    root: Path
+    host: str
+    env: dict
+    daemons: dict = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.out", "a")
+        self.daemons[name] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
+
+    def stop(self, name: str) -> None:
+        proc = self.daemons.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.env)
+
+    def wait_until_idle(self, timeout: float = 60) -> None:
+        deadline, state = time.time() + timeout, ""
+        while time.time() < deadline:
+            state = self.run("sinfo", "-h", "-o", "%T").stdout.strip()
+            if state in ("idle", "mixed", "allocated"):
+                return
+            time.sleep(0.5)
+        logs = "".join(p.read_text()[-1500:] for p in sorted((self.root / "log").iterdir()))
+        raise AssertionError(f"the SLURM node did not come up (sinfo: {state!r}):\n{logs}")
+
+    def restart_controller(self) -> float:
+        """Stop slurmctld (it saves its state) and start it again on the same state; return
+        the seconds it was away. SLURM's clients retry a controller for about 9 s before they
+        fail, so a restart shorter than that delays Snakemake's queries without failing them
+        (a longer outage: docs/troubleshooting.md, controller-restarted)."""
+        start = time.time()
+        self.stop("slurmctld")
+        self.start("slurmctld", ["slurmctld", "-D"])
+        self.wait_until_idle()
+        return time.time() - start
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     installed = install()
@@ -102,8 +166,7 @@ def slurm(tmp_path_factory):
     # Job steps (srun inside each job) look for the config at its compiled-in path, not in
     # SLURM_CONF: put ours there, and put back whatever was there before.
     saved = {}
-    env = {**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")}
-    daemons: list[subprocess.Popen] = []
+    cluster = Cluster(root, host, {**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")})
     try:
         for name in ("slurm.conf", "gres.conf"):
             target = ETC / name
@@ -119,35 +182,15 @@ def slurm(tmp_path_factory):
             shutil.chown(key, "munge", "munge")
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
-        for cmd in (
-            ["runuser", "-u", "munge", "--", "munged", "--foreground"],
-            ["slurmctld", "-D"],
-            ["slurmd", "-D"],
-        ):
-            log = open(root / "log" / f"{cmd[0]}.out", "w")
-            daemons.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+        cluster.start("munged", ["runuser", "-u", "munge", "--", "munged", "--foreground"])
+        for name in ("slurmctld", "slurmd"):
             time.sleep(1)
-        deadline = time.time() + 60
-        state = ""
-        while time.time() < deadline:
-            state = subprocess.run(
-                ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env
-            ).stdout.strip()
-            if state == "idle":
-                break
-            time.sleep(1)
-        else:
-            logs = "".join(p.read_text()[-1500:] for p in sorted((root / "log").iterdir()))
-            raise AssertionError(f"the SLURM node did not come up (sinfo: {state!r}):\n{logs}")
-        yield env
+            cluster.start(name, [name, "-D"])
+        cluster.wait_until_idle()
+        yield cluster
     finally:
-        for proc in reversed(daemons):
-            proc.terminate()
-        for proc in reversed(daemons):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for name in reversed(list(cluster.daemons)):
+            cluster.stop(name)
         for name in ("slurm.conf", "gres.conf"):
             (ETC / name).unlink(missing_ok=True)
         for target, backup in saved.items():
@@ -164,6 +207,9 @@ def test_profile_is_valid_for_snakemake_and_the_plugin(monkeypatch, tmp_path):
     assert args.executor == "slurm"
     assert args.retries == 2
     assert args.slurm_array_jobs == "fmri,plot_brainscores"
+    # A restarted controller: status queries retried for 2.5 minutes; preempted jobs requeued.
+    assert args.slurm_status_attempts / args.max_status_checks_per_second == 150
+    assert args.slurm_requeue
 
 
 def test_partition_example_is_read_by_the_plugin():
@@ -206,7 +252,7 @@ def test_small_demo_through_slurm_matches_local(slurm, small_run, tmp_path):
         "squeue",
         "--slurm-init-seconds-before-status-checks",
         "1",
-        env=slurm,
+        env=slurm.env,
     )
     out = proc.stdout + proc.stderr
     local = pd.read_parquet(small_run / "results" / "demo" / "brainscores.parquet")
@@ -221,3 +267,186 @@ def test_small_demo_through_slurm_matches_local(slurm, small_run, tmp_path):
     assert "regressions" not in submitted
     assert "fmri" not in submitted  # two subjects: one array job, not two submissions
     assert re.search(r"Submitted array job with Snakemake IDs \d+,\d+ and SLURM job ID", out), out
+
+
+# --- a chaos run: killed jobs, a restarted controller, a drained node -----------------------------
+
+#: The study of the chaos run: the small demo (conftest's small_run, whose undisturbed local
+#: run it is compared with), up to one model's encoding (tiny-gpt2, trained and untrained, two
+#: subject groups), the baselines, the noise ceiling and the quality control: 17 jobs of every
+#: kind up to there (the other model's jobs and the aggregates would only add more of the same).
+CHAOS_TARGETS = (
+    *[f"results/demo/encoding/tiny-gpt2/{v}/g{g}.parquet" for v in ("fp32", "untrained")
+      for g in (1, 2)],
+    *[f"results/demo/baselines/{b}/g{g}.parquet" for b in ("word_rate", "word_length_position")
+      for g in (1, 2)],
+    "results/demo/ceiling.parquet",
+    "results/demo/qc.parquet",
+)  # fmt: skip
+CHAOS_SEED = 22
+#: Files that legitimately differ from run to run: benchmark records (wall times), and the
+#: modification times that folder manifests record (brainshape.io), which are compared without.
+UNCOMPARED = ("results/demo/benchmarks/", "results/benchmarks/")
+
+
+def chaos_plan(seed: int, n_jobs: int = 17) -> tuple[dict[int, str], dict[str, int]]:
+    """What happens at the n-th job start the chaos run sees (retries count): three of the 17
+    jobs, drawn with ``seed``, cancelled (scancel), killed (SIGKILL of the job's process) or
+    requeued as a preemption with requeue does it (scontrol requeue); the controller restarted
+    once and the node drained (then resumed) once, mid-run."""
+    rng = random.Random(seed)
+    starts = sorted(rng.sample(range(3, n_jobs - 1), 3))
+    kinds = ["scancel", "kill", "requeue"]
+    rng.shuffle(kinds)
+    return dict(zip(starts, kinds, strict=True)), {
+        "restart": rng.randint(5, 8),
+        "drain": rng.randint(9, 12),
+    }
+
+
+class Chaos(threading.Thread):
+    """Watches the running jobs and disturbs them as ``plan`` and ``events`` say; ``done``
+    records what it did, in order: (n-th job start, SLURM job id, what)."""
+
+    def __init__(self, cluster: Cluster, plan: dict[int, str], events: dict[str, int]):
+        super().__init__(daemon=True)
+        self.cluster, self.plan, self.events = cluster, plan, events
+        self.stop = threading.Event()
+        self.done: list[tuple[int, str, str]] = []
+        self.seen: list[str] = []
+
+    def running(self) -> list[tuple[str, str]]:
+        """(job id, own id) of the running jobs: ``12_1`` and the id its environment holds
+        (an array task's own), so that scancel hits the task and not its whole array."""
+        proc = self.cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i %A")
+        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
+        return [tuple(line.split()) for line in lines if line.strip()]
+
+    def kill(self, own: str) -> str:
+        """SIGKILL the newest Python process of a job (the rule's script once it runs)."""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            pids = [p for p in job_processes(own) if b"python" in p[1]]
+            if pids:
+                os.kill(max(pids)[0], signal.SIGKILL)
+                return "kill"
+            time.sleep(0.2)
+        return "kill (no process found)"
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for job, own in self.running():
+                if job in self.seen:
+                    continue
+                self.seen.append(job)
+                n = len(self.seen)
+                what = self.plan.get(n)
+                if what in ("scancel", "requeue"):
+                    cmd = ["scancel", job] if what == "scancel" else ["scontrol", "requeue", job]
+                    proc = self.cluster.run(*cmd)
+                    what += f" ({proc.stderr.strip()})" if proc.returncode else ""
+                elif what == "kill":
+                    what = self.kill(own)
+                if what:
+                    self.done.append((n, job, what))
+                self.disturb_cluster(n, job)
+            time.sleep(0.3)
+
+    def disturb_cluster(self, n: int, job: str) -> None:
+        if n >= self.events["restart"] and not any(w.startswith("restart") for *_, w in self.done):
+            away = self.cluster.restart_controller()
+            self.done.append((n, job, "restart" if away < 8 else f"restart (away {away:.0f} s)"))
+        if n >= self.events["drain"] and not any(w == "drain" for *_, w in self.done):
+            host = self.cluster.host
+            self.cluster.run("scontrol", "update", f"nodename={host}", "state=drain",
+                             "reason=chaos")  # fmt: skip
+            time.sleep(8)
+            self.cluster.run("scontrol", "update", f"nodename={host}", "state=resume")
+            self.done.append((n, job, "drain"))
+
+
+def job_processes(job: str) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the processes of a SLURM job (its SLURM_JOB_ID)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            if f"SLURM_JOB_ID={job}".encode() in environ:
+                found.append((int(proc.name), (proc / "cmdline").read_bytes()))
+        except OSError:
+            continue
+    return found
+
+
+def compared_files(work: Path) -> list[str]:
+    """Every file the run wrote under results/ and resources/, relative to ``work``."""
+    files = []
+    for top in ("results", "resources"):
+        for path in sorted((work / top).rglob("*")):
+            rel = str(path.relative_to(work))
+            if path.is_file() and path.name not in ENGINE_FILES and not rel.startswith(UNCOMPARED):
+                files.append(rel)
+    return files
+
+
+def content(path: Path) -> bytes | dict:
+    """A file's bytes; a folder manifest without the modification times it records."""
+    if path.name != MANIFEST:
+        return path.read_bytes()
+    manifest = json.loads(path.read_text())
+    for entry in manifest["files"].values():
+        entry.pop("mtime_ns")
+    return manifest
+
+
+def snakemake_slurm(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(work), "--configfile", str(work / "config.yaml")]
+    cmd += ["--profile", str(REPO / "profiles" / "slurm"), "--jobs", "4"]
+    # The one-node cluster: its partition, no accounting (status from squeue), a stand-in GPU.
+    cmd += ["--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30"]
+    cmd += ["--set-resources", "features:gpu=1", "--slurm-no-account"]
+    # The threads of the local run (features: 2; the profile asks 8 of a real GPU node), so
+    # that BLAS and torch sum in the same order and the bytes can match.
+    cmd += ["--set-threads", "features=2"]
+    cmd += ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
+    cmd += ["--max-status-checks-per-second", "1", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    except subprocess.TimeoutExpired as error:
+        out = (error.stdout or b"").decode()[-4000:] + (error.stderr or b"").decode()[-8000:]
+        raise AssertionError(f"the chaos run hung (15 minutes):\n{out}") from None
+
+
+@pytest.mark.workflow
+@pytest.mark.slurm
+def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_run, tmp_path):
+    """Jobs cancelled and killed, the controller restarted, the node drained: with the
+    profile's retries and at most one restart of Snakemake with --rerun-incomplete (what a lab
+    does after its login session dies), the study finishes with the bytes of a local run."""
+    work = write_small_demo(tmp_path / "work")
+    env = slurm.env
+    plan, events = chaos_plan(CHAOS_SEED)
+    chaos = Chaos(slurm, plan, events)
+    start = time.time()
+    chaos.start()
+    runs = [snakemake_slurm(work, env, "--", *CHAOS_TARGETS)]
+    if runs[0].returncode != 0:
+        runs.append(snakemake_slurm(work, env, "--rerun-incomplete", "--", *CHAOS_TARGETS))
+    chaos.stop.set()
+    chaos.join()
+    wall = time.time() - start
+    out = "\n".join(r.stdout + r.stderr for r in runs)
+    assert runs[-1].returncode == 0, out[-6000:]
+    kinds = {what.split()[0] for *_, what in chaos.done}
+    assert kinds == {"scancel", "kill", "requeue", "restart", "drain"}, (chaos.done, out[-3000:])
+    assert not [w for *_, w in chaos.done if "(" in w], chaos.done  # each one took effect
+    assert "CANCELLED" in out and "Trying to restart job" in out
+    # Every output equals the undisturbed local run's, byte for byte.
+    files = compared_files(work)
+    assert set(CHAOS_TARGETS) <= set(files)
+    differ = [f for f in files if content(work / f) != content(small_run / f)]
+    assert differ == [], differ
+    print(f"chaos run: {wall:.0f} s, {len(runs)} snakemake start(s), {chaos.done}")

@@ -148,6 +148,15 @@ def test_report_has_a_figure_per_model(demo_run):
         assert (demo_run / "results" / "demo" / "plots" / f"brainscores_{model}.png").stat().st_size
 
 
+def test_quality_control_runs_in_the_demo_flags_nothing_and_is_in_the_report(demo_run):
+    table = pd.read_parquet(demo_run / "results" / "demo" / "qc.parquet")
+    assert len(table) == 16  # four subjects, four stories
+    assert (table["failed"] == "").all(), table[["subject", "story", "reason"]]
+    assert (table["not_available"] == "").all() and (table["n_others"] == 3).all()
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert "Quality control" in html and "qc.png" in html and "qc.html" in html
+
+
 def test_topology_table_pairs_every_layer_with_every_brain_cloud(demo_run, scores):
     results = demo_run / "results" / "demo"
     topo = pd.read_parquet(results / "topology.parquet")

@@ -102,6 +102,25 @@ def fmri(study: Study, ds: str, sub: str) -> dict:
     }
 
 
+def qc(study: Study, ds: str) -> dict:
+    """Every run of the runs sheet (excluded ones too: the QC lists them) and the thresholds of
+    the checks; ``fmri.qc.exclude`` acts on the later stages, not on what is measured."""
+    return {"runs": study.sheet_rows(ds), "thresholds": qc_thresholds(study)}
+
+
+def qc_thresholds(study: Study) -> dict:
+    return {k: v for k, v in study.config["fmri"]["qc"].items() if k != "exclude"}
+
+
+def plot_qc(study: Study, ds: str) -> dict:
+    return {"thresholds": qc_thresholds(study), "exclude": qc_exclude(study)}
+
+
+def qc_exclude(study: Study) -> list[str]:
+    """The checks whose flags exclude a run from the stages after fmri (empty: flags only)."""
+    return list(study.config["fmri"]["qc"]["exclude"])
+
+
 def _plain(value):
     """A sheet cell as a plain Python value (numpy scalars are not YAML/JSON-friendly)."""
     return value.item() if hasattr(value, "item") else value

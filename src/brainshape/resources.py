@@ -240,6 +240,29 @@ def host_mem_mb(weights_full: float) -> int:
     return int(math.ceil(1.2 * weights_full / 2**20 + 4096))
 
 
+# --- the QC job ---------------------------------------------------------------------------------
+
+#: Bytes the QC job holds per value of the largest run it reads (the image as float32, its
+#: in-mask series as float64 and a temporary of each) and the values it reads per second
+#: (decompressing .nii.gz at about 100 MB/s), measured on the demo and rounded down.
+QC_BYTES_PER_VALUE = 32
+QC_VALUES_PER_SECOND = 25e6
+QC_MIN_RUNTIME_MIN = 10
+
+
+def qc_mem_mb(largest_run_values: int, overhead_mib: int = 1024) -> int:
+    """Host memory (MiB) of the QC job: its largest run (:data:`QC_BYTES_PER_VALUE`), plus the
+    interpreter and the subject folders' ROI means."""
+    return int(math.ceil(QC_BYTES_PER_VALUE * largest_run_values / 2**20 + overhead_mib))
+
+
+def qc_runtime_min(total_values: int) -> int:
+    """Wall minutes of the QC job: every run read once (and files of equal size hashed once
+    more), at :data:`QC_VALUES_PER_SECOND`, doubled for safety."""
+    seconds = 2 * 2 * total_values / QC_VALUES_PER_SECOND
+    return max(QC_MIN_RUNTIME_MIN, int(math.ceil(seconds / 60)))
+
+
 # --- encode, baseline and layer_diagrams jobs ----------------------------------------------------
 
 #: Bytes of a stored feature or BOLD value (the features and fMRI stages write float32).

@@ -37,6 +37,7 @@ class JobSizing:
         self.config = study.config
         self._story_shapes: dict[str, dict[str, tuple[int, int]]] = {}
         self._targets: dict[tuple[str, str], int] = {}
+        self._values: dict[str, tuple[int, int]] = {}
         self._flops: dict[resources.EncodeShape, float] = {}
 
     # --- feature extraction and quantisation ----------------------------------------------------
@@ -180,6 +181,45 @@ class JobSizing:
             header = found.tr if responses.plausible_tr(found.tr) else None
             return found.rows, float(row.tr or header or tr)
         return None, tr
+
+    def response_values(self, ds: str) -> tuple[int, int]:
+        """(values of the largest run, values of every run) of the dataset's response files,
+        from the header of one run per story (demo datasets: the generator's grid), each
+        story's count times its runs; a story without a readable run counts
+        :data:`DEFAULT_STORY_TRS` volumes of :data:`DEFAULT_VOXELS` x 10 voxels."""
+        if ds not in self._values:
+            self._values[ds] = self._response_values(ds)
+        return self._values[ds]
+
+    def _response_values(self, ds: str) -> tuple[int, int]:
+        from brainshape import demo, responses
+
+        runs = self.study.runs(ds)
+        per_story = {}
+        for story, rows in runs.groupby("story", sort=False):
+            if self.study.is_demo(ds):
+                volumes = self.story_shapes(ds)[story][0]
+                per_story[story] = volumes * math.prod(demo.GRID_SHAPE)
+                continue
+            per_story[story] = DEFAULT_STORY_TRS * DEFAULT_VOXELS * 10
+            for row in rows.itertuples():
+                try:
+                    found = responses.shape(self.study.under_root(ds, row.response), row.format,
+                                            row.key)  # fmt: skip
+                except Exception:  # noqa: BLE001 - an unreadable header: plan with defaults
+                    continue
+                per_story[story] = found.rows * found.columns
+                break
+        counts = runs["story"].value_counts()
+        return max(per_story.values()), int(sum(per_story[s] * counts[s] for s in per_story))
+
+    def qc_mem_mb(self, ds: str) -> int:
+        """Host memory (MiB) of the dataset's QC job (:func:`resources.qc_mem_mb`)."""
+        return resources.qc_mem_mb(self.response_values(ds)[0])
+
+    def qc_runtime_min(self, ds: str) -> int:
+        """Wall minutes of the dataset's QC job (:func:`resources.qc_runtime_min`)."""
+        return resources.qc_runtime_min(self.response_values(ds)[1])
 
     def targets_per_subject(self, ds: str, mode: str | None = None) -> int:
         """fMRI targets of one subject: ROIs x 2 hemispheres, or the voxels of those ROIs.

@@ -247,6 +247,18 @@ class Study:
             ]
         return rows
 
+    def sheet_rows(self, ds: str) -> list[dict]:
+        """Every row of the runs sheet, excluded ones included, as plain dicts with paths
+        resolved against the dataset root (the quality control lists them all)."""
+        rows = self.runs(ds, excluded=True).to_dict("records")
+        for row in rows:
+            for key, value in row.items():
+                if key in sheet.PATH_COLUMNS and value is not None:
+                    row[key] = str(self.under_root(ds, value))
+                elif hasattr(value, "item"):
+                    row[key] = value.item()  # numpy scalars: not YAML/JSON-friendly params
+        return rows
+
     def word_sources(self, ds: str) -> dict[str, dict[str, str]]:
         """Per story, its word-timing file (resolved), format and tier, and its transcript
         (resolved) where ``words.transcript`` names one."""

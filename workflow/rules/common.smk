@@ -4,6 +4,7 @@
 # rules.<name>.output.<key> and fills the wildcards here (expand, format). The library knows
 # which subjects, stories, models and variants exist (brainshape.study), what each job computes
 # with (brainshape.params) and how large it is (brainshape.sizing), but no output path.
+import sys
 from pathlib import Path
 
 from brainshape import params as P
@@ -11,6 +12,8 @@ from brainshape.checks import check_study
 from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
+from brainshape.exclusions import for_subjects
+from brainshape.qc import Thresholds, planned_exclusions
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
 
@@ -65,6 +68,8 @@ def all_targets():
         raise SystemExit(f"brainshape: {error}")
     targets = []
     for ds in STUDY.datasets:
+        targets.append(rules.qc.output[0].format(dataset=ds))
+        targets += [path.format(dataset=ds) for path in rules.plot_qc.output]
         targets.append(rules.brainscores.output[0].format(dataset=ds))
         targets += expand(
             rules.plot_brainscores.output[0], dataset=ds, model=STUDY.models()
@@ -116,6 +121,45 @@ def local_hub_dir(model):
         # (the registry's revision is in the job's params).
         return ancient(str(path))
     return None
+
+
+def qc_table(ds):
+    return rules.qc.output[0].format(dataset=ds)
+
+
+_QC_EXCLUSIONS = {}
+
+
+def qc_exclusions(ds):
+    """The runs the QC excludes (fmri.qc.exclude) while the workflow is planned: the measures
+    of its table under the current thresholds; none when the config excludes nothing or the
+    table is not written yet. The jobs that read subject folders apply them from their params
+    (brainshape.exclusions), so a changed decision reruns exactly those it touches."""
+    checks = P.qc_exclude(STUDY)
+    if not checks or not Path(qc_table(ds)).is_file():
+        return {}
+    if ds not in _QC_EXCLUSIONS:
+        thresholds = Thresholds.from_config(P.qc_thresholds(STUDY))
+        try:
+            _QC_EXCLUSIONS[ds] = planned_exclusions(qc_table(ds), thresholds, checks)
+        except BrainshapeError as error:
+            raise SystemExit(f"brainshape: {error}")
+        if workflow.is_main_process:
+            for sub, stories in _QC_EXCLUSIONS[ds].items():
+                for story, why in stories.items():
+                    print(
+                        f"brainshape: QC excludes sub-{sub} story {story} ({why})",
+                        file=sys.stderr,
+                    )
+    return _QC_EXCLUSIONS[ds]
+
+
+def qc_exclusion_params(ds, subjects=None):
+    """The runs a job that reads subject folders leaves out: the QC exclusions of its subjects
+    as planned (subject -> story -> reason); empty when none, so that enabling fmri.qc.exclude
+    reruns only the jobs whose subjects lose a run."""
+    subjects = STUDY.subjects(ds) if subjects is None else subjects
+    return for_subjects(qc_exclusions(ds), subjects)
 
 
 def fmri_dirs(ds, subjects=None):
@@ -191,6 +235,14 @@ def baseline_inputs(wildcards):
 
 def ceiling_inputs(wildcards):
     return fmri_dirs(wildcards.dataset)
+
+
+def qc_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "fmri": fmri_dirs(ds),
+        "data": dataset_files(ds, STUDY.input_files(ds)),
+    }
 
 
 def brainscores_inputs(wildcards):
@@ -319,6 +371,25 @@ def encode_params(wildcards):
     return P.encode(STUDY, wildcards.dataset, wildcards.group)
 
 
+def group_exclusions(wildcards):
+    """QC exclusions of an encode or baseline job's subject group."""
+    ds = wildcards.dataset
+    return qc_exclusion_params(ds, STUDY.group_subjects(ds, wildcards.group))
+
+
+def dataset_exclusions(wildcards):
+    """QC exclusions of a job that reads every subject of its dataset."""
+    return qc_exclusion_params(wildcards.dataset)
+
+
+def qc_params(wildcards):
+    return P.qc(STUDY, wildcards.dataset)
+
+
+def plot_qc_params(wildcards):
+    return P.plot_qc(STUDY, wildcards.dataset)
+
+
 def baseline_params(wildcards):
     return P.baseline(STUDY, wildcards.dataset, wildcards.baseline, wildcards.group)
 
@@ -402,6 +473,14 @@ def baseline_mem_mb(wildcards, attempt):
 
 def baseline_runtime(wildcards, attempt):
     return SIZING.encode_runtime_min(wildcards.dataset, None, wildcards.group) * attempt
+
+
+def qc_mem_mb(wildcards, attempt):
+    return SIZING.qc_mem_mb(wildcards.dataset) * attempt
+
+
+def qc_runtime(wildcards, attempt):
+    return SIZING.qc_runtime_min(wildcards.dataset) * attempt
 
 
 def layer_diagrams_mem_mb(wildcards, attempt):

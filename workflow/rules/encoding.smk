@@ -21,6 +21,7 @@ rule encode:
     params:
         code=code_version("encode.py"),
         settings=encode_params,
+        qc=group_exclusions,
     script:
         "../scripts/encode.py"
 
@@ -43,6 +44,7 @@ rule baseline:
     params:
         code=code_version("baseline.py"),
         settings=baseline_params,
+        qc=group_exclusions,
     script:
         "../scripts/baseline.py"
 
@@ -60,5 +62,6 @@ rule ceiling:
         "../envs/brainshape.yaml"
     params:
         code=code_version("ceiling.py"),
+        qc=dataset_exclusions,
     script:
         "../scripts/ceiling.py"

@@ -17,6 +17,7 @@ rule topology_timebase:
     params:
         code=code_version("topology_timebase.py"),
         settings=topology_timebase_params,
+        qc=dataset_exclusions,
     script:
         "../scripts/topology_timebase.py"
 
@@ -36,6 +37,7 @@ rule topology_brain:
     params:
         code=code_version("topology_brain.py"),
         settings=topology_brain_params,
+        qc=dataset_exclusions,
     script:
         "../scripts/topology_brain.py"
 

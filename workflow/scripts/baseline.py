@@ -1,4 +1,4 @@
-from brainshape import baselines, encoding, runner, stimuli
+from brainshape import baselines, encoding, exclusions, runner, stimuli
 from brainshape.io import save_parquet
 from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
@@ -7,7 +7,7 @@ from brainshape.threads import limit_threads
 def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
-    subjects = read_subjects(job.input.fmri)
+    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
     with limit_threads(job.threads):
         table = baselines.encode_baseline(
             words, subjects, p["baseline"], **encoding.variant_options(p)

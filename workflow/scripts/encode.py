@@ -1,4 +1,4 @@
-from brainshape import encoding, features, runner, stimuli
+from brainshape import encoding, exclusions, features, runner, stimuli
 from brainshape.io import save_parquet
 from brainshape.subjects import read_subjects
 from brainshape.threads import limit_threads
@@ -8,7 +8,7 @@ def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
     feats = features.read_features(job.input.features, p["stories"])
-    subjects = read_subjects(job.input.fmri)
+    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
     with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)

@@ -1,10 +1,11 @@
-from brainshape import runner, topology
+from brainshape import exclusions, runner, topology
 
 
 def main(job):
     p = dict(job.params.settings)
     p.pop("stories")
-    topology.write_time_base(list(job.input), job.output[0], **p)
+    dirs = exclusions.keep_dirs(list(job.input), job.params.qc)
+    topology.write_time_base(dirs, job.output[0], **p)
 
 
 runner.run(snakemake, main)  # noqa: F821
