@@ -95,13 +95,13 @@ def _long_functions(path) -> list[str]:
 
 
 def test_no_library_function_is_longer_than_a_screen():
-    long = [f for path in sorted(SRC.glob("*.py")) for f in _long_functions(path)]
+    long = [f for path in sorted(SRC.rglob("*.py")) for f in _long_functions(path)]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
 def test_no_module_imports_another_modules_private_names():
     found = []
-    for path in sorted(SRC.glob("*.py")):
+    for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("brainshape"):

@@ -4,8 +4,9 @@ Each rule declares ``code=code_version("<script>.py")`` in its params. The stamp
 source of every ``brainshape`` module that the rule's script imports, followed through the
 library's own imports. Snakemake reruns a job whose params changed, so editing
 ``brainshape/fmri.py`` reruns the jobs of rules whose scripts reach that module and leaves the
-others alone. Comments and formatting count as changes: the stamp is deliberately simple and
-errs on the side of rerunning.
+others alone. A subpackage (``brainshape/ridge/``) counts as one module made of all its files.
+Comments and formatting count as changes: the stamp is deliberately simple and errs on the side
+of rerunning.
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ def _imported_modules(source: str, filename: str) -> set[str]:
                 found.add(parts[1])
             elif name == PACKAGE:
                 found.add("__init__")
-    return {m for m in found if (LIBRARY / f"{m}.py").is_file()}
+    return {m for m in found if _files(m)}
+
+
+def _files(name: str) -> list[Path]:
+    """The source files of library module ``name``: ``name.py``, or every file of the
+    subpackage ``name/``."""
+    module = LIBRARY / f"{name}.py"
+    if module.is_file():
+        return [module]
+    package = LIBRARY / name
+    return sorted(package.rglob("*.py")) if (package / "__init__.py").is_file() else []
 
 
 def library_modules(script: str | Path) -> list[str]:
@@ -60,8 +71,10 @@ def library_modules(script: str | Path) -> list[str]:
 def _module_imports(name: str) -> frozenset[str]:
     """The library modules one library module imports (parsed once per process: every rule's
     stamp walks the same modules)."""
-    module = LIBRARY / f"{name}.py"
-    return frozenset(_imported_modules(module.read_text(), str(module)))
+    found: set[str] = set()
+    for path in _files(name):
+        found |= _imported_modules(path.read_text(), str(path))
+    return frozenset(found - {name})
 
 
 @cache
@@ -70,5 +83,8 @@ def code_stamp(script: str | Path) -> str:
     digest = hashlib.sha256()
     for name in library_modules(script):
         digest.update(name.encode() + b"\0")
-        digest.update((LIBRARY / f"{name}.py").read_bytes() + b"\0")
+        for path in _files(name):
+            if path.parent != LIBRARY:  # a subpackage's file: its place in the package counts
+                digest.update(str(path.relative_to(LIBRARY)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
