@@ -14,8 +14,9 @@ a group in four steps:
    finite-impulse-response delays in TRs (``add_delays``, per run, so nothing leaks across
    stories) and trimmed to the kept volumes.
 3. **solve** (``_solve``): ``ridge.cross_validate``, outer folds holding out one story or one
-   contiguous block, the ridge penalty of each target chosen by an inner contiguous
-   cross-validation; with permutations, block-permuted copies of the targets go through the
+   contiguous block, the ridge penalty of each target chosen on the training rows by an inner
+   contiguous cross-validation or by bootstrap draws of held-out chunks
+   (``alpha_selection``); with permutations, block-permuted copies of the targets go through the
    same cross-validation for the pooled null (``scoring.null_copies``,
    ``scoring.target_p_values``).
 4. **tabulate** (``scoring.tabulate``): one row per layer, subject and target with the score,
@@ -39,6 +40,9 @@ from brainshape.subjects import ALL_RUN_KEYS, RUN_DEFAULTS, SubjectData, subject
 
 DEFAULT_DELAYS = (1, 2, 3, 4)
 DEFAULT_ALPHAS = np.logspace(0, 6, 13)
+#: How each target's alpha is chosen on an outer fold's training rows
+#: (``encoding.alpha_selection``).
+ALPHA_SELECTIONS = ("nested", "bootstrap")
 
 
 # --- time axis and resampling ---------------------------------------------------------------
@@ -180,6 +184,7 @@ class EncodeOptions:
     metrics: tuple[str, ...]
     segment_trs: int
     null_copies: int
+    bootstrap: ridge.Bootstrap | None = None
 
 
 def _check_options(options: EncodeOptions) -> EncodeOptions:
@@ -206,6 +211,7 @@ def _check_options(options: EncodeOptions) -> EncodeOptions:
         )
     return dataclasses.replace(
         options,
+        bootstrap=None if options.bootstrap is None else options.bootstrap.checked(),
         alphas=ridge.check_alphas(options.alphas),
         target_chunk=int(chunk),
         metrics=tuple(scoring.check_metrics(options.metrics)),
@@ -351,30 +357,42 @@ def _groups(
     return groups
 
 
+@dataclass(frozen=True)
+class FoldOptions:
+    """What :func:`segments_of` reads of the options (planning passes these alone)."""
+
+    folds: str
+    n_blocks: int | None
+    bootstrap: ridge.Bootstrap | None = None
+
+
 def run_times(run: Mapping) -> np.ndarray:
     """Word-clock times (s) of the volumes of one run: ``offset + tr_times(n_trs, tr)``."""
     return float(run.get("offset", 0.0)) + tr_times(run["n_trs"], run["tr"])
 
 
 def segments_of(
-    runs: Sequence[Mapping], options: EncodeOptions, labels: str
+    runs: Sequence[Mapping], options: EncodeOptions | FoldOptions, labels: str
 ) -> tuple[list[np.ndarray], list[int] | None]:
     """The held-out segments (rows of the concatenated kept volumes) of one group's runs, and
     which of them form a fixed test set (None: every segment is held out in turn).
 
-    ``folds: stories``: one segment per run, at least 3 (one scored, two to choose alphas);
-    ``folds: blocks``: ``n_blocks`` contiguous blocks, so a single story will do. Runs whose
-    ``split`` is ``test`` (a dataset's fixed test story) are the test segments; the folds are
-    then cut from the other runs only, which train.
+    ``folds: stories``: one segment per run, at least 3 (one scored, two to choose alphas; 2
+    with bootstrap alpha selection, whose draws come from one story's rows); ``folds:
+    blocks``: ``n_blocks`` contiguous blocks, so a single story will do. Runs whose ``split`` is
+    ``test`` (a dataset's fixed test story) are the test segments; the folds are then cut from
+    the other runs only, which train (at least 2 of them, or 1 with bootstrap).
     """
     lengths = [r["n_trs"] - r["trim_start"] - r["trim_end"] for r in runs]
     is_test = [r["split"] == "test" for r in runs]
     blocks = options.n_blocks if options.folds == "blocks" else None
+    bootstrap = options.bootstrap is not None
     if not any(is_test):
-        if blocks is None and len(runs) < 3:
+        if blocks is None and len(runs) < 3 - bootstrap:
             raise BrainshapeError(
-                f"{labels}: {len(runs)} stories; cross-validated brainscores need at least 3 "
-                "with encoding.folds: stories. Use more stories, or encoding.folds: blocks."
+                f"{labels}: {len(runs)} stories; cross-validated brainscores need at least "
+                f"{3 - bootstrap} with encoding.folds: stories. Use more stories, or "
+                "encoding.folds: blocks."
             )
         return ridge.contiguous_folds(lengths, blocks), None
     if all(is_test):
@@ -394,25 +412,35 @@ def segments_of(
         if flag:
             test.append(len(segments))
             segments.append(np.arange(starts[i], starts[i + 1]))
-    if len(segments) - len(test) < 2:
+    if len(segments) - len(test) < 2 - bootstrap:
         raise BrainshapeError(
             f"{labels}: {len(segments) - len(test)} training stor(ies) beside the test story; "
-            "choosing alphas needs at least 2: use more stories, or encoding.folds: blocks"
+            "choosing alphas needs at least 2 (1 with encoding.alpha_selection: bootstrap): use "
+            "more stories, or encoding.folds: blocks"
         )
     return segments, test
 
 
 def _stacked_targets(subjects, subs, run_list, segments, options) -> tuple[np.ndarray, int]:
-    """The targets of ``subs`` side by side, runs one after another, then the null's copies."""
-    Y = np.concatenate(
-        [np.concatenate([subjects[sub].data[r["story"]] for sub in subs], axis=1) for r in run_list]
-    )
-    m = Y.shape[1]
-    if options.n_permutations and options.null_copies:
-        copies = scoring.null_copies(
-            Y, segments, options.null_copies, options.permutation_block, options.seed
+    """The targets of ``subs`` side by side, runs one after another, then the null's copies.
+
+    Filled into one array, a subject's story at a time, so that the stored arrays (memory-mapped
+    by the encode job) are never held beside a second copy of the whole group.
+    """
+    blocks = [[subjects[sub].data[r["story"]] for sub in subs] for r in run_list]
+    rows = np.cumsum([0] + [story[0].shape[0] for story in blocks])
+    cols = np.cumsum([0] + [array.shape[1] for array in blocks[0]])
+    m = int(cols[-1])
+    copies = options.null_copies if options.n_permutations else 0
+    dtype = np.result_type(*[array.dtype for story in blocks for array in story])
+    Y = np.empty((int(rows[-1]), m + copies), dtype=dtype)
+    for i, story in enumerate(blocks):
+        for j, array in enumerate(story):
+            Y[rows[i] : rows[i + 1], cols[j] : cols[j + 1]] = array
+    if copies:
+        Y[:, m:] = scoring.null_copies(
+            Y[:, :m], segments, copies, options.permutation_block, options.seed
         )
-        Y = np.concatenate([Y, copies.astype(Y.dtype, copy=False)], axis=1)
     return Y, m
 
 
@@ -446,6 +474,7 @@ def _solve(
         seed=options.seed,
         keep_predictions=scoring.needs_predictions(options.metrics),
         test=group.test,
+        bootstrap=options.bootstrap,
     )
     m = group.m
     p_values = None
@@ -529,6 +558,8 @@ def encode_variant(
     metrics: Sequence[str] = ("r", "mi"),
     segment_trs: int = 10,
     null_copies: int = scoring.NULL_COPIES,
+    alpha_selection: str = "nested",
+    bootstrap: Mapping | None = None,
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -551,7 +582,9 @@ def encode_variant(
     permutations (``permutation_block`` TRs, ``seed``) per target, and ``null_copies``
     permuted copies of the targets in the pooled null, give the p-values
     (``scoring.target_p_values``). ``segment_trs``: TRs per segment for
-    ``segment_identification``.
+    ``segment_identification``. ``alpha_selection``: ``nested`` (inner folds of the other
+    training segments) or ``bootstrap`` (``bootstrap``: ``chunk_trs``, ``draws``, ``held_out``
+    of ``ridge.Bootstrap``, seeded with ``seed``).
     """
     options = _check_options(
         EncodeOptions(
@@ -568,6 +601,7 @@ def encode_variant(
             tuple(metrics),
             segment_trs,
             null_copies,
+            _bootstrap(alpha_selection, bootstrap),
         )  # fmt: skip
     )
     solver = ridge.get_backend(backend, dtype)
@@ -582,6 +616,17 @@ def encode_variant(
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)
 
 
+def _bootstrap(alpha_selection: str, settings: Mapping | None) -> ridge.Bootstrap | None:
+    if alpha_selection not in ALPHA_SELECTIONS:
+        raise BrainshapeError(
+            f"encoding.alpha_selection must be one of {list(ALPHA_SELECTIONS)}, got "
+            f"{alpha_selection!r}."
+        )
+    if alpha_selection == "nested":
+        return None
+    return ridge.Bootstrap(**dict(settings or {}))
+
+
 def variant_options(params: Mapping) -> dict:
     """``encode_variant`` keyword arguments from the encode job's params (``encoding:`` keys)."""
     options = {
@@ -593,7 +638,9 @@ def variant_options(params: Mapping) -> dict:
     for key in ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations"):
         if key in params:
             options[key] = params[key]
-    for key in ("permutation_block", "seed", "metrics", "segment_trs"):
+    for key in ("permutation_block", "seed", "metrics", "segment_trs", "alpha_selection"):
         if key in params:
             options[key] = params[key]
+    if params.get("bootstrap") is not None:
+        options["bootstrap"] = dict(params["bootstrap"])
     return options

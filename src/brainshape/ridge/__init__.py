@@ -53,6 +53,7 @@ from brainshape.ridge.folds import (
     bootstrap_splits,
     check_time_ordered,
     contiguous_folds,
+    fold_sizes,
     folds_from_segments,
     training_chunks,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "contiguous_folds",
     "cross_validate",
     "decompose",
+    "fold_sizes",
     "folds_from_segments",
     "get_backend",
     "gram_path",

@@ -189,11 +189,10 @@ class OuterFold:
         chosen = best_alpha_index(B, cv)
         sums.fold_alphas[k] = self.alphas[B.to_numpy(chosen).astype(int)]
         refit = Refit(B, self, B.to_numpy(chosen).astype(int))
-        tr, te = B.index(self.train), B.index(self.test)
         sums.n_total += self.test.size
         for chunk in chunks(Y.shape[1], target_chunk):
-            Yc = B.asarray(Y[:, chunk])
-            sums.add(k, self.test, chunk, refit.predict(Yc[tr], chunk), Yc[te], orders)
+            pred = refit.predict(B.asarray(Y[self.train, chunk]), chunk)
+            sums.add(k, self.test, chunk, pred, B.asarray(Y[self.test, chunk]), orders)
 
 
 class Refit:

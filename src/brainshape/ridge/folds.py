@@ -177,6 +177,35 @@ def bootstrap_splits(train: np.ndarray, spec: Bootstrap, seed: int, fold: int) -
     return splits
 
 
+def fold_sizes(
+    segments: Sequence[np.ndarray],
+    gap: int = 0,
+    test: Sequence[int] | None = None,
+    bootstrap: Bootstrap | None = None,
+) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
+    """Per scored outer fold ``(training rows, held-out rows, inner splits)``, each inner split
+    ``(training rows, validation rows)``: the shape of the work ``cross_validate`` does with
+    these arguments (``ridge.cost``, ``resources.encode_flops``), without the data."""
+    n = len(segments)
+    scored = list(range(n)) if test is None else sorted({int(i) for i in test})
+    training = [j for j in range(n) if j not in scored] if test is not None else scored
+    outer = folds_from_segments(segments, gap)
+    if test is not None:
+        kept = np.concatenate([segments[j] for j in training])
+        outer = [(train[np.isin(train, kept)], held) for train, held in outer]
+    sizes = []
+    for i in scored:
+        train, held = outer[i]
+        if bootstrap is None:
+            splits = nested_splits(segments, training, i, train, gap)
+            inner = tuple((a.size, b.size) for a, b in splits)
+        else:
+            out = bootstrap.chunks_held(train.size) * bootstrap.chunk_trs
+            inner = ((train.size - out, out),) * bootstrap.draws
+        sizes.append((int(train.size), int(held.size), inner))
+    return tuple(sizes)
+
+
 def block_permutations(
     lengths: Sequence[int], n_permutations: int, block: int, seed: int = 0
 ) -> list[np.ndarray]:

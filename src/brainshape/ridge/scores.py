@@ -152,13 +152,11 @@ def inner_cv_scores(
     if gram_matrix is None and gram_path(*Xz.shape):
         gram_matrix = B.gram(Xz)
     scorer_class = ComponentScorer if engine == "components" else PredictionScorer
-    picked = None if rows is None else B.index(rows)
     for split in splits:
         scorer = scorer_class(B, *split_decomposition(B, Xz, split, gram_matrix), alphas)
         tr, va = B.index(split[0]), B.index(split[1])
         for chunk in chunks(m, target_chunk):
-            Yc = B.asarray(Y[:, chunk])
-            Yc = Yc if picked is None else Yc[picked]
+            Yc = B.asarray(Y[:, chunk] if rows is None else Y[rows, chunk])
             scorer.add(Yc[tr], Yc[va], total[:, chunk])
     return total / len(splits)
 
