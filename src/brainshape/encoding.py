@@ -458,7 +458,7 @@ def _design(features: Mapping[str, np.ndarray], layer: int, group: Group, delays
 
 
 def _solve(
-    X: np.ndarray, group: Group, options: EncodeOptions, solver
+    X: np.ndarray, group: Group, options: EncodeOptions, solver, engine: str = "components"
 ) -> tuple[ridge.CVResult, np.ndarray | None]:
     """Cross-validate the group's targets and copies: (result of the real targets, p-values)."""
     result = ridge.cross_validate(
@@ -475,6 +475,7 @@ def _solve(
         keep_predictions=scoring.needs_predictions(options.metrics),
         test=group.test,
         bootstrap=options.bootstrap,
+        engine=engine,
     )
     m = group.m
     p_values = None
@@ -560,6 +561,7 @@ def encode_variant(
     null_copies: int = scoring.NULL_COPIES,
     alpha_selection: str = "nested",
     bootstrap: Mapping | None = None,
+    engine: str = "components",
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -584,7 +586,8 @@ def encode_variant(
     (``scoring.target_p_values``). ``segment_trs``: TRs per segment for
     ``segment_identification``. ``alpha_selection``: ``nested`` (inner folds of the other
     training segments) or ``bootstrap`` (``bootstrap``: ``chunk_trs``, ``draws``, ``held_out``
-    of ``ridge.Bootstrap``, seeded with ``seed``).
+    of ``ridge.Bootstrap``, seeded with ``seed``). ``engine``: ``components``, or ``reference``
+    for the previous ridge engine (``ridge.cross_validate``), to test and time against.
     """
     options = _check_options(
         EncodeOptions(
@@ -610,7 +613,7 @@ def encode_variant(
     for group in _groups(subjects, times, options):
         for layer in range(n_layers):
             X = _design(features, layer, group, options.delays)
-            result, p_values = _solve(X, group, options, solver)
+            result, p_values = _solve(X, group, options, solver, engine)
             tables.extend(_tabulate(result, p_values, group, subjects, layer, options))
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)
