@@ -3,7 +3,7 @@ selection against a plain loop.
 
 Equal science (``equal_science``): on the demo generator's data (voxel targets, two planted
 layers) and on ds003020's stand-in run through the workflow (voxel targets, a fixed test
-story), the engine (``engine="components"``) and the previous engine (``"reference"``, which
+story), the engine (``engine="fast"``) and the previous engine (``"reference"``, which
 forms every alpha's predictions) find the same best layer in every planted ROI, give ROI
 scores within 0.005 r, choose alphas within one grid step for at least 99% of the targets, and
 give the same per-target p-values (the pooled null's calibration is then that of
@@ -106,10 +106,10 @@ def test_engine_keeps_the_science_on_the_demo_data(demo_data):
     words, feats, subs = demo_data
     tables = {
         engine: encoding.encode_variant(words, feats, subs, engine=engine)
-        for engine in ("components", "reference")
+        for engine in ("fast", "reference")
     }
     planted = [("IFG", "L", 1), ("AG", "R", 2)]
-    figures = equal_science(tables["components"], tables["reference"], planted)
+    figures = equal_science(tables["fast"], tables["reference"], planted)
     print(figures)
     assert figures["targets"] == 3 * 2 * 408
 

@@ -458,7 +458,7 @@ def _design(features: Mapping[str, np.ndarray], layer: int, group: Group, delays
 
 
 def _solve(
-    X: np.ndarray, group: Group, options: EncodeOptions, solver, engine: str = "components"
+    X: np.ndarray, group: Group, options: EncodeOptions, solver, engine: str = "fast"
 ) -> tuple[ridge.CVResult, np.ndarray | None]:
     """Cross-validate the group's targets and copies: (result of the real targets, p-values)."""
     result = ridge.cross_validate(
@@ -561,7 +561,7 @@ def encode_variant(
     null_copies: int = scoring.NULL_COPIES,
     alpha_selection: str = "nested",
     bootstrap: Mapping | None = None,
-    engine: str = "components",
+    engine: str = "fast",
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -586,7 +586,7 @@ def encode_variant(
     (``scoring.target_p_values``). ``segment_trs``: TRs per segment for
     ``segment_identification``. ``alpha_selection``: ``nested`` (inner folds of the other
     training segments) or ``bootstrap`` (``bootstrap``: ``chunk_trs``, ``draws``, ``held_out``
-    of ``ridge.Bootstrap``, seeded with ``seed``). ``engine``: ``components``, or ``reference``
+    of ``ridge.Bootstrap``, seeded with ``seed``). ``engine``: ``fast``, or ``reference``
     for the previous ridge engine (``ridge.cross_validate``), to test and time against.
     """
     options = _check_options(

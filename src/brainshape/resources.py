@@ -470,7 +470,7 @@ def encode_mem_mb(shape: EncodeShape, overhead_mib: int = ENCODE_OVERHEAD_MIB) -
     return int(math.ceil(encode_memory(shape)["total"] / 2**20 + overhead_mib))
 
 
-def encode_flop_parts(shape: EncodeShape, engine: str = "components") -> dict[str, float]:
+def encode_flop_parts(shape: EncodeShape, engine: str = "fast") -> dict[str, float]:
     """Floating-point operations of one encode job (all layers), by kind.
 
     ``products``: the ridge engine's matrix products, Gram matrices and eigendecompositions,
@@ -479,7 +479,7 @@ def encode_flop_parts(shape: EncodeShape, engine: str = "components") -> dict[st
     work the refit's per-alpha choice between hat matrix and coefficients can cost).
     ``elementwise``: z-scoring (about ``10 n p`` per fold) and the permutation null (``2 Q n_te``
     per target and fold). ``build``: the Lanczos resampling, ``2 TRs x words x hidden`` per
-    story. ``engine``: ``components`` (the engine) or ``reference`` (the previous one).
+    story. ``engine``: ``fast`` (the engine) or ``reference`` (the previous one).
     """
     from brainshape.ridge.cost import fold_flops
 
@@ -498,7 +498,7 @@ def encode_flop_parts(shape: EncodeShape, engine: str = "components") -> dict[st
     return {k: shape.layers * v for k, v in parts.items()}
 
 
-def encode_flops(shape: EncodeShape, engine: str = "components") -> float:
+def encode_flops(shape: EncodeShape, engine: str = "fast") -> float:
     """Floating-point operations of one encode job: the sum of :func:`encode_flop_parts`."""
     return float(sum(encode_flop_parts(shape, engine).values()))
 

@@ -55,6 +55,7 @@ from brainshape.ridge.folds import (
     contiguous_folds,
     fold_sizes,
     folds_from_segments,
+    nested_splits,
     training_chunks,
 )
 from brainshape.ridge.linalg import decompose, gram_path, standardise
@@ -85,6 +86,7 @@ __all__ = [
     "get_backend",
     "gram_path",
     "inner_cv_scores",
+    "nested_splits",
     "standardise",
     "training_chunks",
 ]

@@ -39,23 +39,42 @@ def decomposition_flops(n_tr: int, n_va: int, p: int, from_gram: bool) -> float:
     return float(min(n_tr, p) ** 2 * max(n_tr, p)) + eigh_flops(k) + 2.0 * (n_tr + n_va) * p * k
 
 
+def component_flops(n_tr: int, n_va: int, p: int, m: int, n_alphas: int) -> float:
+    """Scores of every alpha for ``m`` targets from per-component sums (``scores.ComponentScorer``):
+    per target the training targets in the basis, the validation rows' covariances and ``H r``
+    (``2 k (n_tr + n_va + k)``) and three (alphas x k) products (``6 A k``); once, ``G = Pc^T Pc``
+    (``n_va k^2``)."""
+    k = rank(n_tr, p)
+    return n_va * k * k + m * (2.0 * k * (n_tr + n_va + k) + 6.0 * n_alphas * k)
+
+
+def prediction_flops(n_tr: int, n_va: int, p: int, m: int, n_alphas: int) -> float:
+    """Scores of every alpha for ``m`` targets from every alpha's predictions
+    (``scores.PredictionScorer``): per target the projection and covariances (``2 k (n_tr + n_va +
+    A)``) and one prediction per alpha (``2 A n_va k``), every component kept."""
+    k = min(n_tr, p)
+    return m * 2.0 * k * (n_tr + n_va + n_alphas + n_alphas * n_va)
+
+
+def use_components(n_tr: int, n_va: int, p: int, m: int, n_alphas: int) -> bool:
+    """Whether the per-component sums cost less than every alpha's predictions on a split: when
+    the split's components ``k`` are fewer than about ``alphas x validation rows`` (a few long
+    held-out blocks), not when many short ones are (leave one of many stories out)."""
+    return component_flops(n_tr, n_va, p, m, n_alphas) < prediction_flops(
+        n_tr, n_va, p, m, n_alphas
+    )
+
+
 def split_flops(
     n_tr: int, n_va: int, p: int, m: int, n_alphas: int, from_gram: bool, engine: str
 ) -> float:
-    """One inner split (or bootstrap draw) for ``m`` targets: decomposition and scores.
-
-    ``components``: per target the training targets in the basis, the validation rows'
-    covariances and ``H r`` (``2 k (n_tr + n_va + k)``) and three (alphas x k) products
-    (``6 A k``); once, ``G = Pc^T Pc`` (``n_va k^2``). ``reference``: per target the
-    projection, covariances (``2 k (n_tr + n_va + A)``) and one prediction per alpha
-    (``2 A n_va k``).
-    """
+    """One inner split (or bootstrap draw) for ``m`` targets: its decomposition and the scores
+    of every alpha, by per-component sums or by predictions, whichever costs less (``fast``), or
+    by predictions (``reference``)."""
     work = decomposition_flops(n_tr, n_va, p, from_gram)
-    k = rank(n_tr, p)
-    if engine == "reference":
-        k = min(n_tr, p)  # every component, null ones included
-        return work + m * 2.0 * k * (n_tr + n_va + n_alphas + n_alphas * n_va)
-    return work + n_va * k * k + m * (2.0 * k * (n_tr + n_va + k) + 6.0 * n_alphas * k)
+    if engine == "fast" and use_components(n_tr, n_va, p, m, n_alphas):
+        return work + component_flops(n_tr, n_va, p, m, n_alphas)
+    return work + prediction_flops(n_tr, n_va, p, m, n_alphas)
 
 
 def hat_cost(n_tr: int, n_te: int, k: int, targets: int) -> float:
@@ -87,7 +106,7 @@ def refit_flops(
     for count in counts:
         if not count:
             continue
-        if engine == "components" and use_hat(n_tr, n_te, k, count):
+        if engine == "fast" and use_hat(n_tr, n_te, k, count):
             work += hat_cost(n_tr, n_te, k, count)
         else:
             work += direct_cost(n_tr, n_te, k, count)
@@ -101,7 +120,7 @@ def fold_flops(
     inner: Sequence[tuple[int, int]],
     m: int,
     counts: Sequence[int],
-    engine: str = "components",
+    engine: str = "fast",
 ) -> float:
     """One outer fold of ``cross_validate``: ``n_rows`` training and ``n_te`` held-out rows,
     inner splits ``inner`` ((training, validation) row counts), ``m`` targets of which
@@ -119,3 +138,27 @@ def fold_flops(
     for n_tr, n_va in inner:
         work += split_flops(n_tr, n_va, p, m, n_alphas, inner_gram, engine)
     return work + refit_flops(n_rows, n_te, p, counts, fold_gram, engine)
+
+
+class Counted:
+    """A backend that counts the FLOPs of its products, Gram matrices and eigendecompositions
+    (``flops``) as the formulas above do; everything else is the wrapped backend's."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.flops = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def mm(self, a, b):
+        self.flops += 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+        return self.backend.mm(a, b)
+
+    def gram(self, A):
+        self.flops += float(A.shape[0]) ** 2 * A.shape[1]
+        return self.backend.gram(A)
+
+    def eigh(self, A):
+        self.flops += eigh_flops(A.shape[0])
+        return self.backend.eigh(A)

@@ -83,7 +83,7 @@ def cross_validate(
     keep_predictions: bool = False,
     test: Sequence[int] | None = None,
     bootstrap: Bootstrap | None = None,
-    engine: str = "components",
+    engine: str = "fast",
 ) -> CVResult:
     """Outer leave-one-segment-out ridge with per-target alphas chosen on the training rows.
 
@@ -100,8 +100,9 @@ def cross_validate(
     ``test`` fixes a test set instead: the indices of the segments (a test story) that are
     held out and scored, each in turn, with training and the inner folds on the other segments
     only (at least 2, or 1 with ``bootstrap``); ``CVResult.held_out`` then lists the scored
-    rows. ``engine``: ``components`` (the engine) or ``reference`` (the previous engine, which
-    forms every alpha's inner predictions and refits from coefficients; ``ridge.scores``).
+    rows. ``engine``: ``fast`` (the cheaper exact order of products at every step) or
+    ``reference`` (the previous engine, which forms every alpha's inner predictions and refits
+    from coefficients; ``ridge.scores``).
     """
     if engine not in ENGINES:
         raise BrainshapeError(f"engine must be one of {list(ENGINES)}, got {engine!r}.")
@@ -216,7 +217,7 @@ class Refit:
         self.alphas = fold.alphas
         self.chosen = chosen
         self.hats = {}
-        if fold.engine == "components":
+        if fold.engine == "fast":
             k, n_tr, n_te = self.rows.shape[1], fold.train.size, fold.test.size
             for a, count in enumerate(np.bincount(chosen, minlength=len(fold.alphas))):
                 if count and cost.use_hat(n_tr, n_te, k, int(count)):

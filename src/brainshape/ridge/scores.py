@@ -19,8 +19,10 @@ of r where eigenvalues crowd: docs/benchmarks.md); pairs of eigenvalues within :
 each other are summed directly, and components whose eigenvalue is rounding noise (at most
 ``10 eps`` of the largest: ``r_j`` or the projection is zero there) are dropped.
 
-``PredictionScorer`` is the previous engine, kept as the reference: it forms the prediction of
-every alpha. Both give the same r to rounding (tests/test_ridge.py).
+``PredictionScorer`` forms the prediction of every alpha, as the previous engine did: cheaper
+where a split's components outnumber ``alphas x validation rows`` (leaving one of many short
+stories out), so the engine takes it there (``cost.use_components``). Both give the same r to
+rounding (tests/test_ridge.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from brainshape.ridge.cost import use_components
 from brainshape.ridge.folds import Split
 from brainshape.ridge.linalg import (
     centred_grams,
@@ -48,7 +51,13 @@ NEAR = 1e-6
 #: Components whose eigenvalue is at most this many machine epsilons of the largest are dropped.
 NULL_EPS = 10.0
 
-ENGINES = ("components", "reference")
+#: The per-component sums in float64 whatever the backend's precision (False: in the backend's;
+#: benchmarks/encode_ideas.py measures what float32 sums lose).
+SUMS_FLOAT64 = True
+
+#: ``fast``: at every step the cheaper exact order of products; ``reference``: the previous engine
+#: (every alpha's predictions, the refit from coefficients).
+ENGINES = ("fast", "reference")
 
 
 def split_decomposition(B, Xz, split: Split, gram_matrix=None):
@@ -73,8 +82,9 @@ class ComponentScorer:
         self.rows = rows[:, keep]
         Pc = P[:, keep]
         self.Pc = Pc - Pc.mean(0)
-        e = B.as64(eig[keep])
-        G = B.gram(B.as64(self.Pc).T)
+        self.wide = B.as64 if SUMS_FLOAT64 else B.asarray
+        e = self.wide(eig[keep])
+        G = B.gram(self.wide(self.Pc).T)
         diff = e[None, :] - e[:, None]  # e_l - e_j
         scale = (e[:, None] + e[None, :]) / 2 + float(np.min(alphas))
         near = B.abs(diff) <= NEAR * scale
@@ -83,7 +93,7 @@ class ComponentScorer:
         upper = B.nonzero(B.triu(near, 1).flatten())
         k = e.shape[0]
         self.pairs = (B.index(upper // k), B.index(upper % k), G.flatten()[B.index(upper)])
-        self.shrink = 1.0 / (e[None, :] + B.as64(alphas)[:, None])
+        self.shrink = 1.0 / (e[None, :] + self.wide(alphas)[:, None])
 
     def add(self, Y_tr, Y_va, out) -> None:
         """Add the r of every alpha for a chunk of targets to ``out`` (n_alphas, chunk), float64.
@@ -91,15 +101,15 @@ class ComponentScorer:
         ``Y_tr`` and ``Y_va``: the chunk's training and validation rows (backend arrays).
         """
         B, s = self.B, self.shrink
-        r = B.as64(B.mm(self.rows.T, Y_tr - column_mean(B, Y_tr)))
+        r = self.wide(B.mm(self.rows.T, Y_tr - column_mean(B, Y_tr)))
         yv = Y_va - Y_va.mean(0)
-        q = B.as64(B.mm(self.Pc.T, yv))
+        q = self.wide(B.mm(self.Pc.T, yv))
         cov = B.mm(s, r * q)
         var = B.mm(s * s, self.g[:, None] * r * r) + 2.0 * B.mm(s, r * B.mm(self.H, r))
         J, L, G_jl = self.pairs
         if J.shape[0]:
             var = var + 2.0 * B.mm(s[:, J] * s[:, L], G_jl[:, None] * r[J] * r[L])
-        var_y = B.as64((yv * yv).sum(0))
+        var_y = self.wide((yv * yv).sum(0))
         # A target constant in training has r exactly 0 (exact centring): variance 0, r = 0.
         out += r_from_moments(B, cov, B.clip_min(var, 0.0), var_y, constant(B, Y_va))
 
@@ -133,7 +143,7 @@ def inner_cv_scores(
     alphas,
     target_chunk: int,
     gram_matrix=None,
-    engine: str = "components",
+    engine: str = "fast",
     rows: np.ndarray | None = None,
 ):
     """Mean over ``splits`` of held-out Pearson r per alpha and target: (n_alphas, m) float64.
@@ -143,16 +153,20 @@ def inner_cv_scores(
     are positions in those rows. Each split re-centres features and targets on its own
     training rows, as himalaya's ``solve_ridge_cv_svd(fit_intercept=True)`` does.
     ``gram_matrix`` (n, n): ``Xz Xz^T`` when the caller has it; with fewer rows than features it
-    is computed here and every split is solved from its blocks. ``engine``: ``components`` or
-    ``reference`` (module docstring).
+    is computed here and every split is solved from its blocks. ``engine``: ``fast`` scores each
+    split by per-component sums or by predictions, whichever costs less (``cost.use_components``:
+    a few long held-out blocks, or many short ones); ``reference`` always by predictions.
     """
     m = Y.shape[1]
     alphas = np.asarray(alphas, dtype=np.float64)
     total = B.zeros((len(alphas), m), float64=True)
     if gram_matrix is None and gram_path(*Xz.shape):
         gram_matrix = B.gram(Xz)
-    scorer_class = ComponentScorer if engine == "components" else PredictionScorer
+    n_rows, p = Xz.shape
     for split in splits:
+        n_tr, n_va = len(split[0]), len(split[1])
+        fast = engine == "fast" and use_components(n_tr, n_va, p, m, len(alphas))
+        scorer_class = ComponentScorer if fast else PredictionScorer
         scorer = scorer_class(B, *split_decomposition(B, Xz, split, gram_matrix), alphas)
         tr, va = B.index(split[0]), B.index(split[1])
         for chunk in chunks(m, target_chunk):
