@@ -113,7 +113,10 @@ def run(args) -> dict:
             "planned_flops": sum(planned.values()), "gflops": B.flops / wall / 1e9,
         }  # fmt: skip
     new, ref = results["fast"], results["reference"]
-    p_new, p_ref = (scoring.permutation_p_values(r.scores, r.null) for r in (new, ref))
+    p_new, p_ref = (
+        scoring.permutation_p_values(r.scores, r.null) if r.null is not None else r.scores
+        for r in (new, ref)
+    )
     out["ratio"] = {
         k: out["reference"][k] / out["fast"][k]
         for k in ("wall_s", "cpu_s", "counted_flops", "planned_flops")
