@@ -1,25 +1,38 @@
-"""Time one layer of an encode job as the demo runs it: the Gram path against per-split solves.
+"""One layer of an encode job at a scaled-down study shape: the engine against the previous one.
 
-    python benchmarks/encode_group.py                  # the demo's SmolLM2 encode shape
-    python benchmarks/encode_group.py --runs 300 300 300 300 300 --features 4096 --targets 2000
+    python benchmarks/encode_group.py                   # the shipped study's shape, 1/8 of its TRs
+    python benchmarks/encode_group.py --json out.json   # also write the figures as JSON
+    python benchmarks/encode_group.py --stories 4 --trs 216 --features 576 --targets 2000 \
+        --blocks 0                                      # the demo's SmolLM2 encode job
 
-``ridge.cross_validate`` with fewer rows than delayed columns takes every inner split and the
-refit from blocks of one Gram matrix per outer fold, and gathers the permutation null for many
-permutations at once. The reference, timed in the same run on the same data, is the same
-function made to decompose each split's features separately and to gather one permutation at a
-time (the engine's previous behaviour). Reported: CPU and wall seconds per layer, the ratio,
-the largest score difference and whether the p-values are identical.
+The shipped study (config/config.yaml) runs, per encode job and layer, 3 contiguous blocks of
+27 stories (15,930 kept TRs) with a gap of 10 TRs, 13 alphas, 100 permutations, about as many
+delayed columns as TRs (a 7B model: 16,384) and 25 times more stacked targets than TRs (20
+subjects of 20,000 voxels). The default shape keeps those proportions at 1/8 of the TRs: 6
+stories of 332 TRs, 512 features x 4 delays, 50,000 targets. The data are synthetic (slowly
+varying features, targets with planted signal of random strength).
+
+Both engines run ``ridge.cross_validate`` on the same data in the same process: the engine
+(``components``: every alpha scored from per-component sums, the refit through hat matrices)
+and the previous one (``reference``: every alpha's predictions formed, coefficients for the
+refit). Reported per engine: wall and CPU seconds, the FLOPs of its products, Gram matrices and
+eigendecompositions counted as they run (``ridge.cost.Counted``) beside those
+``resources.encode_flop_parts`` plans for the shape, and the achieved rate; then the ratios,
+the largest score difference, the share of targets with the same alphas and whether the
+permutation p-values are identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 
 import numpy as np
 
-from brainshape import ridge, scoring
+from brainshape import resources, ridge, scoring
+from brainshape.ridge.cost import Counted
 from brainshape.threads import limit_threads
 
 
@@ -40,65 +53,105 @@ def make_data(runs, n_features: int, delays: int, n_targets: int, seed: int = 0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, nargs="+", default=[229, 216, 217, 218])
-    parser.add_argument("--features", type=int, default=576, help="hidden size before delays")
+    parser.add_argument("--stories", type=int, default=6)
+    parser.add_argument("--trs", type=int, default=332, help="kept TRs per story")
+    parser.add_argument("--blocks", type=int, default=3, help="0: leave one story out")
+    parser.add_argument("--gap", type=int, default=10)
+    parser.add_argument("--features", type=int, default=512, help="hidden size before delays")
     parser.add_argument("--delays", type=int, default=4)
-    parser.add_argument("--targets", type=int, default=40, help="targets of all stacked subjects")
+    parser.add_argument("--targets", type=int, default=50000, help="stacked targets")
     parser.add_argument("--alphas", type=int, default=13)
     parser.add_argument("--permutations", type=int, default=100)
-    parser.add_argument("--layers", type=int, default=3, help="layers timed (best is reported)")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (encode jobs: 1)")
+    parser.add_argument("--chunk", type=int, default=ridge.DEFAULT_TARGET_CHUNK)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
+    parser.add_argument("--backend", default="numpy", choices=ridge.BACKENDS)
+    parser.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
     with limit_threads(args.threads):
-        run(args)
+        out = run(args)
+    print_table(args, out)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
 
 
-def run(args) -> None:
-    X, Y = make_data(args.runs, args.features, args.delays, args.targets)
+def run(args) -> dict:
+    runs = [args.trs] * args.stories
+    X, Y = make_data(runs, args.features, args.delays, args.targets)
     alphas = np.logspace(0, 6, args.alphas)
-    segments = ridge.contiguous_folds(args.runs)
-    options = {"n_permutations": args.permutations, "seed": 0}
-
-    def timed(fn):
-        best = (np.inf, np.inf, None)
-        for _ in range(args.layers):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            out = fn()
-            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-            if cpu < best[1]:
-                best = (wall, cpu, out)
-        return best
-
-    def fast():
-        return ridge.cross_validate(X, Y, alphas, segments, **options)
-
-    def reference():
-        gram_path, block = ridge._gram_path, ridge.NULL_BLOCK_ELEMENTS
-        ridge._gram_path = lambda n_rows, n_features: False
-        ridge.NULL_BLOCK_ELEMENTS = 1
-        try:
-            return ridge.cross_validate(X, Y, alphas, segments, **options)
-        finally:
-            ridge._gram_path, ridge.NULL_BLOCK_ELEMENTS = gram_path, block
-
-    t_ref, c_ref, ref = timed(reference)
-    t_new, c_new, new = timed(fast)
-    diff = np.max(np.abs(new.scores - ref.scores))
-    p_new, p_ref = (scoring.permutation_p_values(r.scores, r.null) for r in (new, ref))
-    same_p = bool(np.array_equal(p_new, p_ref))
-    p = args.features * args.delays
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
-    print(f"machine: {machine}, BLAS threads {args.threads}")
-    print(
-        f"shape: {sum(args.runs)} TRs in {len(args.runs)} runs x {p} delayed columns, "
-        f"{args.targets} targets, {args.alphas} alphas, {args.permutations} permutations"
+    blocks = args.blocks or None
+    segments = ridge.contiguous_folds(runs, blocks)
+    gap = args.gap if blocks else 0
+    shape = resources.EncodeShape(
+        story_trs=tuple(runs), story_words=(0,) * len(runs), trimmed=0, layers=1,
+        hidden=args.features, delays=args.delays, targets=args.targets, n_alphas=args.alphas,
+        target_chunk=args.chunk, n_permutations=args.permutations,
+        segments=tuple(len(s) for s in segments), sizes=ridge.fold_sizes(segments, gap),
+    )  # fmt: skip
+    out: dict = {
+        "shape": {
+            "n": shape.n, "p": shape.p, "m": shape.m, "folds": len(segments), "gap": gap,
+            "alphas": args.alphas, "permutations": args.permutations,
+        }
+    }  # fmt: skip
+    results = {}
+    for engine in ("reference", "fast"):
+        B = Counted(ridge.get_backend(args.backend, args.dtype))
+        start, start_cpu = time.perf_counter(), time.process_time()
+        results[engine] = ridge.cross_validate(
+            X, Y, alphas, segments, gap=gap, backend=B, target_chunk=args.chunk,
+            n_permutations=args.permutations, engine=engine,
+        )  # fmt: skip
+        if B.name == "torch" and B.device.type == "cuda":
+            B.torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        planned = resources.encode_flop_parts(shape, engine)
+        out[engine] = {
+            "wall_s": wall, "cpu_s": cpu, "counted_flops": B.flops,
+            "planned_product_flops": planned["products"],
+            "planned_flops": sum(planned.values()), "gflops": B.flops / wall / 1e9,
+        }  # fmt: skip
+    new, ref = results["fast"], results["reference"]
+    p_new, p_ref = (
+        scoring.permutation_p_values(r.scores, r.null) if r.null is not None else r.scores
+        for r in (new, ref)
     )
-    print("| path | wall s / layer | CPU s / layer | speed-up (CPU) | max score diff | same p |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| per-split decompositions, one permutation at a time | {t_ref:.2f} | {c_ref:.2f} "
-          "| 1.00 | | |")  # fmt: skip
-    print(f"| one Gram matrix per outer fold, batched null | {t_new:.2f} | {c_new:.2f} "
-          f"| {c_ref / c_new:.2f} | {diff:.1e} | {same_p} |")  # fmt: skip
+    out["ratio"] = {
+        k: out["reference"][k] / out["fast"][k]
+        for k in ("wall_s", "cpu_s", "counted_flops", "planned_flops")
+    }
+    out["max_score_difference"] = float(np.max(np.abs(new.scores - ref.scores)))
+    out["same_alphas"] = float(np.mean(new.alphas == ref.alphas))
+    out["same_p_values"] = bool(np.allclose(p_new, p_ref, atol=1e-12, rtol=0))
+    out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
+    out["backend"] = f"{args.backend} {args.dtype or 'default'}, {args.threads} BLAS thread(s)"
+    return out
+
+
+def print_table(args, out) -> None:
+    s = out["shape"]
+    print(f"machine: {out['machine']}; backend {out['backend']}")
+    print(
+        f"shape: {s['n']} TRs ({args.stories} stories, {s['folds']} folds, gap {s['gap']}) x "
+        f"{s['p']} delayed columns, {s['m']} targets, {s['alphas']} alphas, "
+        f"{s['permutations']} permutations"
+    )
+    print("| engine | wall s | CPU s | GFLOP counted | GFLOP planned (products) | GFLOP/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for engine in ("reference", "fast"):
+        e = out[engine]
+        print(
+            f"| {engine} | {e['wall_s']:.1f} | {e['cpu_s']:.1f} | {e['counted_flops'] / 1e9:,.0f} "
+            f"| {e['planned_product_flops'] / 1e9:,.0f} | {e['gflops']:.1f} |"
+        )
+    r = out["ratio"]
+    print(
+        f"ratio reference / engine: wall {r['wall_s']:.2f}, CPU {r['cpu_s']:.2f}, counted FLOPs "
+        f"{r['counted_flops']:.2f}, planned FLOPs {r['planned_flops']:.2f}; max score difference "
+        f"{out['max_score_difference']:.1e}, same alphas {out['same_alphas']:.4f}, same "
+        f"p-values {out['same_p_values']}"
+    )
 
 
 if __name__ == "__main__":

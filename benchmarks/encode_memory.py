@@ -64,7 +64,7 @@ base = rss_kib()
 start = time.perf_counter()
 words = stimuli.read_words_table(root / "words.parquet")
 feats = features.read_features(root / "features", settings["stories"])
-subjects = read_subjects(sorted((root / "fmri").iterdir()))
+subjects = read_subjects(sorted((root / "fmri").iterdir()), mmap=True)
 with limit_threads(settings["threads"]):
     table = encoding.encode_variant(words, feats, subjects, **settings["options"])
 wall = time.perf_counter() - start

@@ -13,11 +13,12 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMAS, snakemake
 
-from brainshape import demo, resources, sizing
+from brainshape import demo, resources, ridge, sizing
 from brainshape.checks import check_encode_gpu
 from brainshape.config import load_registry_dict, validate
 from brainshape.errors import BrainshapeError
 from brainshape.plan import dry_run_jobs
+from brainshape.ridge.cost import Counted, fold_flops
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
 
@@ -125,10 +126,13 @@ def test_memory_parts_follow_the_engine():
     parts = resources.encode_memory(s)
     n, p = s.n, s.p
     assert (n, p) == (784, 512)
-    # Y, the per-story stacks and the subjects' arrays, all float32
-    assert parts["bold"] == 3 * n * 2000 * 4
-    # the delayed runs (with their trimmed rows), X, Xz and the training rows of Xz
-    assert parts["design"] == (2 * n + 4 * 4 + (n - 196)) * p * 8
+    # Y as stored (float32), filled in place from the memory-mapped subjects: one copy.
+    assert parts["bold"] == n * 2000 * 4
+    with_null = resources.encode_memory(shape(null_copies=500))
+    assert with_null["bold"] - parts["bold"] == n * 500 * (4 + 8)  # stored, and while drawn
+    # the delayed runs (with their trimmed rows) and their concatenation X
+    assert parts["design"] == (2 * n + 4 * 4) * p * 8
+    assert parts["table"] == 3 * 3 * 2000 * resources.TABLE_ROW_BYTES
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
     # Predictions of every target (segment identification) add n x m float64.
     with_pred = resources.encode_memory(shape(predictions=True))
@@ -136,30 +140,83 @@ def test_memory_parts_follow_the_engine():
     # Targets in chunks bound the chunk arrays: a smaller chunk needs less.
     chunked = resources.encode_memory(shape(targets=40000, target_chunk=5000))["total"]
     assert chunked < resources.encode_memory(shape(targets=40000))["total"]
-    # More layers do not add memory (one layer at a time), only time.
-    assert resources.encode_memory(shape(layers=30))["total"] == parts["total"]
+    # Many targets per alpha: the refit keeps a hat matrix per alpha (A x n_te x n_tr).
+    big = dict(story_trs=(196,) * 3, story_words=(1000,) * 3, targets=400000, target_chunk=5000)
+    big["n_permutations"] = 0
+    many = resources.encode_memory(shape(**big))["phase"]
+    few = resources.encode_memory(shape(**big, n_alphas=1))["phase"]
+    assert many - few == pytest.approx(12 * 196 * 392 * 8)
+    # More layers do not add memory to the solver (one layer at a time), only rows and time.
+    thirty = resources.encode_memory(shape(layers=30))
+    assert thirty["phase"] == parts["phase"] and thirty["table"] == 10 * parts["table"]
     assert resources.encode_flops(shape(layers=30)) == 10 * resources.encode_flops(s)
     assert resources.encode_mem_mb(s) == int(np.ceil(parts["total"] / 2**20)) + 768
 
 
-def test_flops_count_the_decompositions_of_every_fold():
-    # Three stories of 100 TRs, p = 8 x 1 < n: per outer fold 2 inner splits on 100 rows and
-    # the refit on 200; each decomposition 4 n p k + 9 k^3 with k = p.
-    s = shape(
-        story_trs=(100, 100, 100),
-        story_words=(0, 0, 0),
-        layers=1,
-        hidden=8,
-        delays=1,
-        targets=1,
-        n_alphas=1,
-        n_permutations=0,
+@pytest.mark.parametrize(
+    ("lengths", "p", "blocks", "gap", "test", "bootstrap", "engine"),
+    [
+        ((60, 60, 60), 250, None, 0, None, None, "fast"),  # one Gram matrix per fold
+        ((180,), 150, 3, 3, None, None, "fast"),  # the training rows' Gram matrix
+        ((50, 45, 55, 40), 12, None, 0, None, None, "fast"),  # primal: features
+        ((50, 45, 55, 40), 250, None, 0, [3], None, "fast"),  # a fixed test story
+        ((90, 90), 250, None, 0, None, ridge.Bootstrap(10, 4, 0.25), "fast"),
+        ((20,) * 10, 250, None, 0, None, None, "fast"),  # many short folds: predictions
+        ((60, 60, 60), 250, None, 0, None, None, "reference"),
+        ((50, 45, 55, 40), 12, None, 0, None, None, "reference"),
+    ],
+)
+def test_flops_equal_a_count_of_the_engines_products(
+    lengths, p, blocks, gap, test, bootstrap, engine
+):
+    # The formulas of ridge.cost, which the planner's runtime and the engine's own choices use,
+    # against the work a real run does (its products, Gram matrices and decompositions).
+    rng = np.random.default_rng(30)
+    n, m = sum(lengths), 400
+    X = rng.standard_normal((n, p))
+    Y = X @ rng.standard_normal((p, m)) * rng.uniform(0, 0.3, m) + rng.standard_normal((n, m))
+    alphas = np.logspace(0, 5, 6)
+    segments = ridge.contiguous_folds(lengths, blocks)
+    B = Counted(ridge.get_backend("numpy"))
+    kw = dict(gap=gap, test=test, bootstrap=bootstrap, engine=engine, target_chunk=150)
+    result = ridge.cross_validate(X, Y, alphas, segments, backend=B, **kw)
+    sizes = ridge.fold_sizes(segments, gap, test, bootstrap)
+    expected = 0.0
+    for (n_tr, n_te, inner), chosen in zip(sizes, result.alphas, strict=True):
+        counts = np.bincount(np.searchsorted(alphas, chosen), minlength=alphas.size)
+        expected += fold_flops(n_tr, n_te, p, inner, m, counts, engine)
+    assert B.flops == pytest.approx(expected, rel=1e-12)
+    # The plan counts the targets spread evenly over the alphas: the most the refit can cost.
+    shape = resources.EncodeShape(
+        story_trs=tuple(lengths), story_words=(0,) * len(lengths), trimmed=0, layers=1,
+        hidden=p, delays=1, targets=m, n_alphas=alphas.size, target_chunk=150,
+        n_permutations=0, sizes=sizes,
+    )  # fmt: skip
+    planned = resources.encode_flop_parts(shape, engine)["products"]
+    assert planned >= B.flops
+    even = [m // 6 + (a < m % 6) for a in range(6)]
+    assert planned == pytest.approx(
+        sum(fold_flops(a, b, p, c, m, even, engine) for a, b, c in sizes), rel=1e-12
     )
-    p = 8
-    inner = 4 * 100 * p * p + 9 * p**3 + 2 * 100 * p * p + 2 * p * (100 + 100 + 1 + 100)
-    outer = 4 * 200 * p * p + 9 * p**3 + 2 * 100 * p * p + 2 * p * (200 + 100) + 10 * 300 * p
-    assert resources.encode_flops(s) == 3 * (2 * inner + outer)
-    # Runtime: safety x FLOPs / rate, in minutes, at least the floor.
+
+
+def test_engine_needs_a_quarter_of_the_reference_flops_at_the_study_shape():
+    # The shipped study's shape: 27 stories of 590 kept TRs in 3 blocks with a gap of 10, a
+    # 7B model's 4096 x 4 delayed columns, 64 subjects of 20,000 voxels and the null's copies.
+    kept = (590,) * 27
+    segments = ridge.contiguous_folds(kept, 3)
+    shape = resources.EncodeShape(
+        story_trs=kept, story_words=(2700,) * 27, trimmed=10, layers=33, hidden=4096,
+        delays=4, targets=64 * 20000, null_copies=500, n_alphas=13, target_chunk=20000,
+        n_permutations=100, segments=tuple(len(s) for s in segments),
+        sizes=ridge.fold_sizes(segments, 10),
+    )  # fmt: skip
+    ratio = resources.encode_flops(shape, "reference") / resources.encode_flops(shape)
+    assert ratio > 4.0
+
+
+def test_runtime_is_flops_over_the_rate_with_a_floor():
+    s = shape(story_trs=(100, 100, 100), story_words=(0, 0, 0), layers=1, hidden=8, targets=1)
     big = shape(targets=200000, layers=40, hidden=1024)
     flops = resources.encode_flops(big)
     minutes = resources.encode_runtime_min(big, gflops=1.0, floor=0)
@@ -277,20 +334,20 @@ def test_bad_encoding_gpus_is_refused_with_the_key():
 
 
 def test_gpus_switch_the_runtime_to_the_gpu_rate():
-    cfg = demo_config(threads=4, cpu_gflops=0.25)
+    cfg = demo_config(threads=4, cpu_gflops=0.05)
     cfg["datasets"]["demo"]["stories"] = ["lighthouse", "orchard", "ferry"]
     cpu = study(cfg)
     shp = cpu.encode_shape("demo", "smollm2-135m", "g1")
     flops = resources.encode_flops(shp)
     assert cpu.encode_gpus("smollm2-135m") == 0
     assert cpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
-        10, int(np.ceil(2 * flops / (0.25 * 4 * 1e9) / 60))
+        10, int(np.ceil(2 * flops / (0.05 * 4 * 1e9) / 60))
     )
-    cfg["encoding"].update(gpus=1, gpu_tflops=0.0005)
+    cfg["encoding"].update(gpus=1, gpu_tflops=0.0001)
     gpu = study(cfg)
     assert gpu.encode_gpus("smollm2-135m") == 1 and gpu.encode_gpus(None) == 0
     assert gpu.encode_runtime_min("demo", "smollm2-135m", "g1") == max(
-        10, int(np.ceil(2 * flops / 0.5e9 / 60))
+        10, int(np.ceil(2 * flops / 0.1e9 / 60))
     )
     # Both figures are computed, not the floor, at the rates given.
     assert (

@@ -4,9 +4,10 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMAS, dry_run, write_config
 
-from brainshape import params
+from brainshape import encoding, params
 from brainshape.config import load_registry_dict, validate
 from brainshape.errors import BrainshapeError
+from brainshape.sizing import JobSizing
 from brainshape.study import Study
 
 
@@ -69,3 +70,24 @@ def test_solver_options_reach_the_job_parameters():
     assert p["n_permutations"] == 100 and p["metrics"] == ["r", "mi"]
     with pytest.raises(BrainshapeError, match="encoding.folds is 'blocks' but encoding.n_blocks"):
         params.encode(study(folds="blocks"), "demo")
+
+
+def test_alpha_selection_reaches_the_encode_and_baseline_jobs():
+    # A change reruns the jobs that use it: the keys are in the params; the bootstrap keys only
+    # where bootstrap is chosen, so editing them leaves nested jobs alone.
+    nested = params.encode(study(), "demo")
+    assert nested["alpha_selection"] == "nested" and "bootstrap" not in nested
+    boot = study(alpha_selection="bootstrap", bootstrap={"draws": 7})
+    p = params.encode(boot, "demo")
+    assert p["alpha_selection"] == "bootstrap"
+    assert p["bootstrap"] == {"chunk_trs": 40, "draws": 7, "held_out": 0.2}  # schema defaults
+    assert params.baseline(boot, "demo", "word_rate", "g1")["bootstrap"] == p["bootstrap"]
+    options = encoding.variant_options(p)
+    assert options["alpha_selection"] == "bootstrap" and options["bootstrap"]["draws"] == 7
+    # ... and planning counts the draws: 7 inner fits per outer fold instead of 3 other stories.
+    drawn = JobSizing(boot).encode_shape("demo", "tiny-gpt2")
+    folded = JobSizing(study()).encode_shape("demo", "tiny-gpt2")
+    assert [len(inner) for _, _, inner in drawn.fold_sizes()] == [7] * 4
+    assert [len(inner) for _, _, inner in folded.fold_sizes()] == [3] * 4
+    (n_tr, _, inner), *_ = drawn.fold_sizes()
+    assert inner[0] == (n_tr - 40 * round(0.2 * n_tr / 40), 40 * round(0.2 * n_tr / 40))

@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from brainshape import ridge, scoring
 from brainshape.errors import BrainshapeError
+from brainshape.ridge import crossval, scores
 
 
 def _data(rng, lengths, p, m, noise=2.0):
@@ -99,7 +100,7 @@ def test_wide_design_uses_the_small_gram_matrix_and_matches_the_tall_path():
     Y = rng.standard_normal((30, 3))
     B = ridge.get_backend("numpy")
     Xc = X - X.mean(0)
-    basis, rows, eig = ridge._decompose(B, Xc)
+    basis, rows, eig = ridge.decompose(B, Xc)
     coef = basis @ ((rows.T @ (Y - Y.mean(0))) / (eig[:, None] + 5.0))
     np.testing.assert_allclose(coef, Ridge(alpha=5.0).fit(X, Y).coef_.T, atol=1e-10)
 
@@ -209,7 +210,8 @@ def test_wide_design_from_one_gram_matrix_equals_per_split_decompositions_and_hi
     np.testing.assert_allclose(fast.fold_scores, ref_fold_r, atol=1e-6)
     np.testing.assert_allclose(fast.scores, ref_r, atol=1e-6)
     # The per-split decompositions of the features give the same numbers to rounding.
-    monkeypatch.setattr(ridge, "_gram_path", lambda n_rows, n_features: False)
+    for module in (crossval, scores):
+        monkeypatch.setattr(module, "gram_path", lambda n_rows, n_features: False)
     slow = ridge.cross_validate(X, Y, alphas, segments, gap=gap, target_chunk=5)
     np.testing.assert_array_equal(fast.alphas, slow.alphas)
     np.testing.assert_allclose(fast.scores, slow.scores, atol=1e-12)
@@ -252,7 +254,7 @@ def test_permutation_null_is_the_r_of_the_predictions_with_block_permuted_data(m
             r = np.corrcoef(result.predictions[:, t], permuted[:, t])[0, 1]
             assert result.null[q, t] == pytest.approx(r, abs=1e-12)
     # Gathering one permutation at a time or many at once gives the same null.
-    monkeypatch.setattr(ridge, "NULL_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(crossval, "NULL_BLOCK_ELEMENTS", 1)
     one_by_one = ridge.cross_validate(X, Y, [1.0, 10.0, 100.0], segments, **kw)
     np.testing.assert_allclose(one_by_one.null, result.null, atol=1e-14)
     np.testing.assert_array_equal(
@@ -268,7 +270,8 @@ def test_auto_backend_does_not_import_torch_without_a_gpu_driver():
     code = (
         "import sys\n"
         "from brainshape import ridge\n"
-        "ridge.GPU_DEVICE_FILES = ('/nonexistent/nvidiactl',)\n"
+        "from brainshape.ridge import backends\n"
+        "backends.GPU_DEVICE_FILES = ('/nonexistent/nvidiactl',)\n"
         "assert ridge.get_backend('auto').name == 'numpy'\n"
         "print('torch' in sys.modules)\n"
     )

@@ -4,8 +4,9 @@ Each rule declares ``code=code_version("<script>.py")`` in its params. The stamp
 source of every ``brainshape`` module that the rule's script imports, followed through the
 library's own imports. Snakemake reruns a job whose params changed, so editing
 ``brainshape/fmri.py`` reruns the jobs of rules whose scripts reach that module and leaves the
-others alone. Comments and formatting count as changes: the stamp is deliberately simple and
-errs on the side of rerunning.
+others alone. A subpackage (``brainshape/ridge/``) counts as one module made of all its files.
+Comments and formatting count as changes: the stamp is deliberately simple and errs on the side
+of rerunning.
 """
 
 from __future__ import annotations

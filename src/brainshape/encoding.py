@@ -15,8 +15,9 @@ a group in four steps:
    finite-impulse-response delays in TRs (``add_delays``, per run, so nothing leaks across
    stories) and trimmed to the kept volumes.
 3. **solve** (``_solve``): ``ridge.cross_validate``, outer folds holding out one story or one
-   contiguous block, the ridge penalty of each target chosen by an inner contiguous
-   cross-validation; with permutations, block-permuted copies of the targets go through the
+   contiguous block, the ridge penalty of each target chosen on the training rows by an inner
+   contiguous cross-validation or by bootstrap draws of held-out chunks
+   (``alpha_selection``); with permutations, block-permuted copies of the targets go through the
    same cross-validation for the pooled null (``scoring.null_copies``,
    ``scoring.target_p_values``).
 4. **tabulate** (``scoring.tabulate``): one row per layer, subject and target with the score,
@@ -41,6 +42,9 @@ from brainshape.subjects import ALL_RUN_KEYS, RUN_DEFAULTS, SubjectData, subject
 
 DEFAULT_DELAYS = (1, 2, 3, 4)
 DEFAULT_ALPHAS = np.logspace(0, 6, 13)
+#: How each target's alpha is chosen on an outer fold's training rows
+#: (``encoding.alpha_selection``).
+ALPHA_SELECTIONS = ("nested", "bootstrap")
 
 
 # --- time axis and resampling ---------------------------------------------------------------
@@ -169,6 +173,7 @@ class EncodeOptions:
     metrics: tuple[str, ...]
     segment_trs: int
     null_copies: int
+    bootstrap: ridge.Bootstrap | None = None
 
 
 def _check_options(options: EncodeOptions) -> EncodeOptions:
@@ -195,6 +200,7 @@ def _check_options(options: EncodeOptions) -> EncodeOptions:
         )
     return dataclasses.replace(
         options,
+        bootstrap=None if options.bootstrap is None else options.bootstrap.checked(),
         alphas=ridge.check_alphas(options.alphas),
         target_chunk=int(chunk),
         metrics=tuple(scoring.check_metrics(options.metrics)),
@@ -341,25 +347,37 @@ def _groups(
     return groups
 
 
+@dataclass(frozen=True)
+class FoldOptions:
+    """What :func:`segments_of` reads of the options (planning passes these alone)."""
+
+    folds: str
+    n_blocks: int | None
+    bootstrap: ridge.Bootstrap | None = None
+
+
 def segments_of(
-    runs: Sequence[Mapping], options: EncodeOptions, labels: str
+    runs: Sequence[Mapping], options: EncodeOptions | FoldOptions, labels: str
 ) -> tuple[list[np.ndarray], list[int] | None]:
     """The held-out segments (rows of the concatenated kept volumes) of one group's runs, and
     which of them form a fixed test set (None: every segment is held out in turn).
 
-    ``folds: stories``: one segment per run, at least 3 (one scored, two to choose alphas);
-    ``folds: blocks``: ``n_blocks`` contiguous blocks, so a single story will do. Runs whose
-    ``split`` is ``test`` (a dataset's fixed test story) are the test segments; the folds are
-    then cut from the other runs only, which train.
+    ``folds: stories``: one segment per run, at least 3 (one scored, two to choose alphas; 2
+    with bootstrap alpha selection, whose draws come from one story's rows); ``folds:
+    blocks``: ``n_blocks`` contiguous blocks, so a single story will do. Runs whose ``split`` is
+    ``test`` (a dataset's fixed test story) are the test segments; the folds are then cut from
+    the other runs only, which train (at least 2 of them, or 1 with bootstrap).
     """
     lengths = [r["n_trs"] - r["trim_start"] - r["trim_end"] for r in runs]
     is_test = [r["split"] == "test" for r in runs]
     blocks = options.n_blocks if options.folds == "blocks" else None
+    bootstrap = options.bootstrap is not None
     if not any(is_test):
-        if blocks is None and len(runs) < 3:
+        if blocks is None and len(runs) < 3 - bootstrap:
             raise BrainshapeError(
-                f"{labels}: {len(runs)} stories; cross-validated brainscores need at least 3 "
-                "with encoding.folds: stories. Use more stories, or encoding.folds: blocks."
+                f"{labels}: {len(runs)} stories; cross-validated brainscores need at least "
+                f"{3 - bootstrap} with encoding.folds: stories. Use more stories, or "
+                "encoding.folds: blocks."
             )
         return ridge.contiguous_folds(lengths, blocks), None
     if all(is_test):
@@ -379,25 +397,35 @@ def segments_of(
         if flag:
             test.append(len(segments))
             segments.append(np.arange(starts[i], starts[i + 1]))
-    if len(segments) - len(test) < 2:
+    if len(segments) - len(test) < 2 - bootstrap:
         raise BrainshapeError(
             f"{labels}: {len(segments) - len(test)} training stor(ies) beside the test story; "
-            "choosing alphas needs at least 2: use more stories, or encoding.folds: blocks"
+            "choosing alphas needs at least 2 (1 with encoding.alpha_selection: bootstrap): use "
+            "more stories, or encoding.folds: blocks"
         )
     return segments, test
 
 
 def _stacked_targets(subjects, subs, run_list, segments, options) -> tuple[np.ndarray, int]:
-    """The targets of ``subs`` side by side, runs one after another, then the null's copies."""
-    Y = np.concatenate(
-        [np.concatenate([subjects[sub].data[r["story"]] for sub in subs], axis=1) for r in run_list]
-    )
-    m = Y.shape[1]
-    if options.n_permutations and options.null_copies:
-        copies = scoring.null_copies(
-            Y, segments, options.null_copies, options.permutation_block, options.seed
+    """The targets of ``subs`` side by side, runs one after another, then the null's copies.
+
+    Filled into one array, a subject's story at a time, so that the stored arrays (memory-mapped
+    by the encode job) are never held beside a second copy of the whole group.
+    """
+    blocks = [[subjects[sub].data[r["story"]] for sub in subs] for r in run_list]
+    rows = np.cumsum([0] + [story[0].shape[0] for story in blocks])
+    cols = np.cumsum([0] + [array.shape[1] for array in blocks[0]])
+    m = int(cols[-1])
+    copies = options.null_copies if options.n_permutations else 0
+    dtype = np.result_type(*[array.dtype for story in blocks for array in story])
+    Y = np.empty((int(rows[-1]), m + copies), dtype=dtype)
+    for i, story in enumerate(blocks):
+        for j, array in enumerate(story):
+            Y[rows[i] : rows[i + 1], cols[j] : cols[j + 1]] = array
+    if copies:
+        Y[:, m:] = scoring.null_copies(
+            Y[:, :m], segments, copies, options.permutation_block, options.seed
         )
-        Y = np.concatenate([Y, copies.astype(Y.dtype, copy=False)], axis=1)
     return Y, m
 
 
@@ -415,7 +443,7 @@ def _design(features: Mapping[str, np.ndarray], layer: int, group: Group, delays
 
 
 def _solve(
-    X: np.ndarray, group: Group, options: EncodeOptions, solver
+    X: np.ndarray, group: Group, options: EncodeOptions, solver, engine: str = "fast"
 ) -> tuple[ridge.CVResult, np.ndarray | None]:
     """Cross-validate the group's targets and copies: (result of the real targets, p-values)."""
     result = ridge.cross_validate(
@@ -431,6 +459,8 @@ def _solve(
         seed=options.seed,
         keep_predictions=scoring.needs_predictions(options.metrics),
         test=group.test,
+        bootstrap=options.bootstrap,
+        engine=engine,
     )
     m = group.m
     p_values = None
@@ -514,6 +544,9 @@ def encode_variant(
     metrics: Sequence[str] = ("r", "mi"),
     segment_trs: int = 10,
     null_copies: int = scoring.NULL_COPIES,
+    alpha_selection: str = "nested",
+    bootstrap: Mapping | None = None,
+    engine: str = "fast",
 ) -> pd.DataFrame:
     """Brainscores of every layer of one model variant for every subject and target.
 
@@ -536,7 +569,10 @@ def encode_variant(
     permutations (``permutation_block`` TRs, ``seed``) per target, and ``null_copies``
     permuted copies of the targets in the pooled null, give the p-values
     (``scoring.target_p_values``). ``segment_trs``: TRs per segment for
-    ``segment_identification``.
+    ``segment_identification``. ``alpha_selection``: ``nested`` (inner folds of the other
+    training segments) or ``bootstrap`` (``bootstrap``: ``chunk_trs``, ``draws``, ``held_out``
+    of ``ridge.Bootstrap``, seeded with ``seed``). ``engine``: ``fast``, or ``reference``
+    for the previous ridge engine (``ridge.cross_validate``), to test and time against.
     """
     options = _check_options(
         EncodeOptions(
@@ -553,6 +589,7 @@ def encode_variant(
             tuple(metrics),
             segment_trs,
             null_copies,
+            _bootstrap(alpha_selection, bootstrap),
         )  # fmt: skip
     )
     solver = ridge.get_backend(backend, dtype)
@@ -561,10 +598,21 @@ def encode_variant(
     for group in _groups(subjects, times, options):
         for layer in range(n_layers):
             X = _design(features, layer, group, options.delays)
-            result, p_values = _solve(X, group, options, solver)
+            result, p_values = _solve(X, group, options, solver, engine)
             tables.extend(_tabulate(result, p_values, group, subjects, layer, options))
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["layer", "subject", "target"], ignore_index=True)
+
+
+def _bootstrap(alpha_selection: str, settings: Mapping | None) -> ridge.Bootstrap | None:
+    if alpha_selection not in ALPHA_SELECTIONS:
+        raise BrainshapeError(
+            f"encoding.alpha_selection must be one of {list(ALPHA_SELECTIONS)}, got "
+            f"{alpha_selection!r}."
+        )
+    if alpha_selection == "nested":
+        return None
+    return ridge.Bootstrap(**dict(settings or {}))
 
 
 def variant_options(params: Mapping) -> dict:
@@ -578,7 +626,9 @@ def variant_options(params: Mapping) -> dict:
     for key in ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations"):
         if key in params:
             options[key] = params[key]
-    for key in ("permutation_block", "seed", "metrics", "segment_trs"):
+    for key in ("permutation_block", "seed", "metrics", "segment_trs", "alpha_selection"):
         if key in params:
             options[key] = params[key]
+    if params.get("bootstrap") is not None:
+        options["bootstrap"] = dict(params["bootstrap"])
     return options

@@ -135,7 +135,12 @@ def ridge(study: Study) -> dict:
             "give the number of contiguous blocks (at least 3)"
         )
     keys = ("folds", "n_blocks", "gap", "backend", "dtype", "n_permutations")
-    return {k: e[k] for k in (*keys, "permutation_block", "seed", "metrics", "segment_trs")}
+    out = {k: e[k] for k in (*keys, "permutation_block", "seed", "metrics", "segment_trs")}
+    out["alpha_selection"] = e["alpha_selection"]
+    if e["alpha_selection"] == "bootstrap":
+        # Only where it is used: editing the bootstrap keys reruns nothing that nests.
+        out["bootstrap"] = dict(e["bootstrap"])
+    return out
 
 
 def encode(study: Study, ds: str, group: str | None = None) -> dict:

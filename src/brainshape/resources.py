@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from brainshape.errors import BrainshapeError
 
 
@@ -302,7 +304,10 @@ class EncodeShape:
     including the embeddings (``n_layers + 1``); ``hidden``: units per layer; ``delays``: FIR
     delays, so the design has ``hidden x delays`` columns. ``targets``: targets of all stacked
     subjects (targets per subject x subjects in the group). ``predictions``: the held-out
-    predictions are kept (``segment_identification``).
+    predictions are kept (``segment_identification``). ``sizes``: per scored outer fold its
+    training and held-out TRs and the (training, validation) TRs of each split that chooses its
+    alphas (``ridge.folds.fold_sizes``: the gap, a fixed test set, bootstrap draws); default:
+    every segment held out in turn, the others its inner folds, no gap.
     """
 
     story_trs: tuple[int, ...]
@@ -318,6 +323,7 @@ class EncodeShape:
     predictions: bool = False
     segments: tuple[int, ...] | None = None
     null_copies: int = 0
+    sizes: tuple | None = None
 
     @property
     def m(self) -> int:
@@ -339,76 +345,95 @@ class EncodeShape:
             return tuple(int(s) for s in self.segments)
         return tuple(int(s) for s in self.story_trs)
 
+    def fold_sizes(self) -> tuple:
+        """:attr:`sizes`, or those of leaving each of :meth:`folds` out in turn."""
+        if self.sizes is not None:
+            return self.sizes
+        from brainshape.ridge.folds import fold_sizes
+
+        edges = np.cumsum([0, *self.folds()])
+        return fold_sizes([np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+
+
+#: Bytes per row of an encode job's table (13 columns of 8 bytes: numbers and pointers to the
+#: shared strings of subject, ROI and hemisphere).
+TABLE_ROW_BYTES = 104
+
 
 def _data_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
-    """The ``features``, ``bold``, ``resamplers``, ``design`` and ``results`` parts of
-    :func:`encode_memory` (``f`` bytes per solver value)."""
+    """The ``features``, ``bold``, ``resamplers``, ``design``, ``results`` and ``table`` parts
+    of :func:`encode_memory` (``f`` bytes per solver value)."""
     s = STORED_BYTES
     n, p, m = shape.n, shape.p, shape.m
-    folds = shape.folds()
-    n_tr = max(2, n - min(folds))
-    Q = int(shape.n_permutations)
+    F = len(shape.fold_sizes())
+    Q, A = int(shape.n_permutations), int(shape.n_alphas)
     trim = int(shape.trimmed) * len(shape.story_trs)
     words = int(sum(shape.story_words))
     parts: dict[str, float] = {}
     parts["features"] = float(words * shape.hidden * s + max(shape.story_words) * shape.hidden * 8)
-    parts["bold"] = 3.0 * n * m * s
+    parts["bold"] = float(n * m * s + n * shape.null_copies * 8)
     story = zip(shape.story_trs, shape.story_words, strict=True)
     parts["resamplers"] = float(sum((t + shape.trimmed) * w for t, w in story) * 8)
-    parts["design"] = float((2 * n + trim + n_tr) * p * 8)
-    parts["results"] = float(Q * m * f + (n * m * 8 if shape.predictions else 0))
-    parts["results"] += float((2 * len(folds) + 5) * m * 8)
+    parts["design"] = float((2 * n + trim) * p * 8)
+    parts["results"] = float(Q * m * 8 + (n * m * 8 if shape.predictions else 0))
+    parts["results"] += float((2 * F + 7 + 2 * A) * m * 8)
+    # Per layer and target one row: the layers' tables, their concatenation and its sorted copy.
+    parts["table"] = float(3 * shape.layers * shape.targets * TABLE_ROW_BYTES)
     return parts
 
 
-def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
-    """The ``phase`` part of :func:`encode_memory`: the solver's largest transient (each outer
-    fold frees its arrays before the next one starts, so nothing of a fold stays bound)."""
-    s = STORED_BYTES
-    n, p, m = shape.n, shape.p, shape.m
-    folds = shape.folds()
-    n_te = max(folds)
-    n_tr = max(2, n - min(folds))
-    n_i = max(2, n_tr - min(folds))
-    c = min(int(shape.target_chunk), m)
-    A, Q = int(shape.n_alphas), int(shape.n_permutations)
-    k = min(n_tr, p)
-    dec_t, dec_keep = _decompose_bytes(n_tr, p, f)
-    k_i = min(n_i, p)
-    dec_i_t, dec_i_keep = _decompose_bytes(n_i, p, f)
-    keep_i = n_i * p * f + dec_i_keep + n_te * k_i * f  # X_tr, basis and rows, projection
-    # Inner chunk at its peak (the scores of one alpha): Yc (n_tr, c), Y_tr (n_i, c), three
-    # (k_i, c) arrays, four (n_va, c) ones (held-out data, centred, prediction, its square) and
-    # the (A, c) covariances.
-    inner_chunk = (n_tr + n_i + 3 * k_i + 4 * n_te + A) * c * f
-    # A split's decomposition while the previous split's chunk arrays are still bound.
-    inner_dec = (n_tr + n_i + k_i) * c * f + n_i * p * f + dec_i_t + 2 * n_te * p * f
-    inner = n_tr * m * s + 2 * A * m * f + keep_i + max(inner_chunk, inner_dec)
-    outer_chunk = (n + n_tr + 2 * k + 2 * n_te) * c * f  # new Yc, temporaries, new coef
-    # The null: permuted held-out targets of a block of permutations and their product with the
-    # predictions, beside the fold's chunk arrays.
+def _inner_bytes(n_tr: int, n_T: int, n_V: int, p: int, c: int, f: int) -> float:
+    """One inner split at its peak, beyond the fold's design and Gram matrix: its decomposition
+    (copies and centred Gram blocks, ``syevd``'s copy and workspace, or the features' copies),
+    then the scorer's set-up (float64 (k, k) matrices: ``ridge.scores.ComponentScorer``), then a
+    chunk of ``c`` targets, whichever is largest."""
+    k = min(n_T, p)
+    if n_T < p:
+        dec = (6 * n_T * n_T + 2 * n_V * n_T) * f
+        kept = (n_T * n_T + n_V * n_T) * f  # eigenvectors and projection
+    else:
+        dec = (3 * n_T * p + 2 * n_V * p + 5 * p * p) * f
+        kept = (2 * n_T * p + n_V * p + p * p) * f
+    setup = kept + (n_T * k + 2 * n_V * k) * f + 6 * k * k * 8
+    scorer = (n_T * k + n_V * k) * f + k * k * 8
+    chunk = scorer + (n_tr + 2 * n_T + 2 * n_V) * c * f + 4 * k * c * 8
+    return float(max(dec, setup, chunk))
+
+
+def _refit_bytes(shape: EncodeShape, n_tr: int, n_te: int, f: int) -> float:
+    """The refit of one fold at its peak: its decomposition, the hat matrices of the alphas
+    whose targets it predicts through one (``ridge.cost.use_hat`` with the targets spread
+    evenly, as :func:`encode_flop_parts`), and a chunk's arrays with the null's gathered block."""
     from brainshape.ridge import NULL_BLOCK_ELEMENTS
+    from brainshape.ridge.cost import use_hat
 
-    null_block = 2 * max(NULL_BLOCK_ELEMENTS, n_te * c) * f if Q else 0
-    phase = max(
-        inner,
-        dec_t + dec_keep,
-        outer_chunk + null_block,
-        (2 * n_tr + 2 * n) * p * 8,
-        2 * Q * m * 8,
-    )
-    return {"phase": float(phase)}
+    p, c, A = shape.p, min(int(shape.target_chunk), shape.m), int(shape.n_alphas)
+    k = min(n_tr, p)
+    if n_tr + n_te < p:
+        dec, kept = 5 * n_tr * n_tr * f, (n_tr * n_tr + n_te * n_tr) * f
+    else:
+        dec = (2 * n_tr * p + n_te * p + 5 * k * k) * f
+        kept = (p + n_tr + n_te) * k * f
+    hats = A * n_te * n_tr * f if use_hat(n_tr, n_te, k, shape.m // A) else 0
+    null = 2 * max(NULL_BLOCK_ELEMENTS, n_te * c) * f if shape.n_permutations else 0
+    chunk = (2 * n_tr + 6 * n_te) * c * f + null
+    return float(max(dec, kept + hats + chunk))
 
 
-def _decompose_bytes(n: int, p: int, f: int) -> tuple[float, float]:
-    """(transient, kept) bytes of ``ridge._decompose`` on an (n, p) design of ``f``-byte values.
-
-    The Gram matrix of ``k = min(n, p)``, LAPACK's copy of it, ``syevd``'s workspace (about
-    ``2 k^2``) and the eigenvectors copied out: ``5 k^2`` at the peak. Kept: ``basis`` (p, k) and
-    ``rows`` (n, k).
-    """
-    k = min(n, p)
-    return 5.0 * k * k * f, float((p + n) * k * f)
+def _solver_bytes(shape: EncodeShape, f: int) -> dict[str, float]:
+    """The ``phase`` part of :func:`encode_memory`: the largest transient of one outer fold
+    (each frees its arrays before the next starts): the z-scoring, the fold's Gram matrix being
+    formed, an inner split or the refit, beside the z-scored design and the Gram matrix."""
+    n, p = shape.n, shape.p
+    c = min(int(shape.target_chunk), shape.m)
+    phase = 0.0
+    for n_tr, n_te, inner in shape.fold_sizes():
+        n_g = n_tr + n_te
+        gram = n_g * n_g * f if n_g < p else (n_tr * n_tr * f if n_tr < p else 0.0)
+        steps = [n_g * p * f if n_g < p else 0.0, _refit_bytes(shape, n_tr, n_te, f)]
+        steps += [n_tr * p * f + _inner_bytes(n_tr, a, b, p, c, f) for a, b in inner]
+        phase = max(phase, (2 * n_tr + 2 * n) * p * f, n * p * f + gram + max(steps))
+    return {"phase": float(max(phase, 2 * shape.n_permutations * shape.m * 8))}
 
 
 def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]:
@@ -416,29 +441,31 @@ def encode_memory(shape: EncodeShape, solver_bytes: int = 8) -> dict[str, float]
 
     Follows what ``encoding.encode_variant`` and ``ridge.cross_validate`` allocate, with ``n``
     kept TRs, ``p = hidden x delays`` columns, ``m`` stacked targets, ``c = min(target_chunk,
-    m)``, ``A`` alphas, ``Q`` permutations, outer folds holding out ``n_te`` TRs at most and
-    training on ``n_tr = n - shortest fold`` rows, inner folds on ``n_i = n_tr - shortest fold``
-    rows, ``k = min(n_tr, p)`` and ``k_i = min(n_i, p)``; ``f`` bytes per solver value (8 on the
-    CPU), 4 per stored value.
+    m)``, ``A`` alphas, ``Q`` permutations and the folds of ``shape.fold_sizes()`` (training
+    ``n_tr`` and held-out ``n_te`` rows, inner splits of ``n_T`` and ``n_V``); ``f`` bytes per
+    solver value (8 on the CPU), 4 per stored value.
 
     - ``features``: one layer of every story as stored, and the float64 copy of one story's
       layer: ``words x hidden x 4 + longest story's words x hidden x 8``. The features file is
       memory-mapped and read layer by layer; its pages are clean page cache, which the kernel
-      drops under the job's memory limit, so only the layer in use has to fit.
-    - ``bold``: the subjects' arrays, the per-story stacks and their concatenation ``Y``:
-      ``3 n m 4``. ``resamplers``: Lanczos weights of every run, ``(TRs + trimmed) x words x 8``.
-    - ``design``: per layer the delayed runs, their concatenation ``X``, the z-scored ``Xz`` and
-      its training rows: ``(2 n + trimmed runs + n_tr) p 8``.
-    - ``results``: permutation sums ``Q m f``, predictions ``n m 8`` (with segment
-      identification), fold scores and alphas ``(2 folds + 5) m 8``.
-    - ``phase``: the largest transient on top: the inner loop (``Y[train]`` as stored, scores of
-      every alpha twice, one split's design copies, decomposition and chunk arrays, the previous
-      split's ones still bound), the outer decomposition ``5 k^2 f``, the z-scoring
-      (``2 n_tr p + 2 n p``), a fold's chunk with the permuted held-out targets gathered for the
-      null (a block of permutations at a time, ``2 x max(ridge.NULL_BLOCK_ELEMENTS, n_te c) f``),
+      drops under the job's memory limit, so only the layer in use has to fit. So are the
+      subjects' stored arrays, which the job copies once into ``Y``.
+    - ``bold``: the stacked targets ``Y`` as stored, ``n m 4``, and the null's copies while they
+      are drawn (``n x copies x 8``). ``resamplers``: Lanczos weights of every run, ``(TRs +
+      trimmed) x words x 8``. ``design``: per layer the delayed runs and their concatenation
+      ``X``: ``(2 n + trimmed runs) p 8``.
+    - ``results``: permutation sums ``Q m 8``, predictions ``n m 8`` (with segment
+      identification), fold scores and alphas, running sums and the inner scores of every alpha
+      ``(2 folds + 7 + 2 A) m 8``. ``table``: the output rows, one per layer and target
+      (:data:`TABLE_ROW_BYTES`), three times (the layers' tables, their concatenation, sorted).
+    - ``phase``: the largest transient of one outer fold on top: the z-scoring (``2 n_tr p + 2 n
+      p``), or the fold's z-scored design, training rows and Gram matrix with one inner split
+      (its decomposition, the scorer's float64 (k, k) matrices, a chunk's arrays) or the refit
+      (its decomposition, one (n_te, n_tr) hat matrix per alpha, a chunk with the permuted
+      held-out targets gathered for the null, ``2 x max(ridge.NULL_BLOCK_ELEMENTS, n_te c) f``),
       or the null's division and clipping after the folds (``2 Q m 8``).
-    - ``runtime``: BLAS buffers, allocator slack, tables: ``64 MiB + 15%`` of the parts above,
-      from the measured peaks in docs/benchmarks.md.
+    - ``runtime``: BLAS buffers, allocator slack: ``64 MiB + 15%`` of the parts above, from the
+      measured peaks in docs/benchmarks.md.
 
     A job that solves on a GPU keeps most of these arrays on the device; for its host memory
     this is an upper bound.
@@ -457,7 +484,7 @@ def encode_gpu_bytes(shape: EncodeShape) -> float:
     chunk arrays of :func:`encode_memory` at 4 bytes a value, less what stays on the host (the
     features, the stored targets, the Lanczos weights)."""
     parts = encode_memory(shape, solver_bytes=4)
-    host = ("features", "bold", "resamplers", "runtime", "total")
+    host = ("features", "bold", "resamplers", "table", "runtime", "total")
     return float(sum(v for k, v in parts.items() if k not in host))
 
 
@@ -466,43 +493,37 @@ def encode_mem_mb(shape: EncodeShape, overhead_mib: int = ENCODE_OVERHEAD_MIB) -
     return int(math.ceil(encode_memory(shape)["total"] / 2**20 + overhead_mib))
 
 
-def _decompose_flops(n: int, p: int) -> float:
-    """Gram matrix and basis products (``4 n p k``) and ``syevd`` with vectors (``9 k^3``)."""
-    k = min(n, p)
-    return 4.0 * n * p * k + 9.0 * k**3
+def encode_flop_parts(shape: EncodeShape, engine: str = "fast") -> dict[str, float]:
+    """Floating-point operations of one encode job (all layers), by kind.
 
-
-def encode_flops(shape: EncodeShape) -> float:
-    """Floating-point operations of one encode job (all layers), by the ridge engine's steps.
-
-    Per layer and outer fold (``n_tr`` training, ``n_te`` held-out TRs): per inner split
-    (``n_i``, ``n_va``) one decomposition :func:`_decompose_flops`, the held-out projection
-    ``2 n_va p k_i`` and per target ``2 k_i (n_i + n_va + A + A n_va)`` (training targets in the
-    basis, covariances, one prediction per alpha); then the refit's decomposition, projection
-    ``2 n_te p k`` and ``2 k (n_tr + n_te)`` per target, and ``2 Q n_te`` per target for the
-    permutations. Building the design adds ``2 TRs x words x hidden`` (Lanczos) and the z-scoring
-    about ``10 n p`` per fold.
+    ``products``: the ridge engine's matrix products, Gram matrices and eigendecompositions,
+    fold by fold (``ridge.cost.fold_flops``, the formulas the engine's own choices use; tested
+    against a count of a real run), with the targets spread evenly over the alphas (the most
+    work the refit's per-alpha choice between hat matrix and coefficients can cost).
+    ``elementwise``: z-scoring (about ``10 n p`` per fold) and the permutation null (``2 Q n_te``
+    per target and fold). ``build``: the Lanczos resampling, ``2 TRs x words x hidden`` per
+    story. ``engine``: ``fast`` (the engine) or ``reference`` (the previous one).
     """
+    from brainshape.ridge.cost import fold_flops
+
     n, p, m = shape.n, shape.p, shape.m
     A, Q = int(shape.n_alphas), int(shape.n_permutations)
-    folds = shape.folds()
-    total = 0.0
-    for i, n_te in enumerate(folds):
-        n_tr = max(2, n - n_te)
-        k = min(n_tr, p)
-        inner = [f for j, f in enumerate(folds) if j != i]
-        for n_va in inner:
-            n_i = max(2, n_tr - n_va)
-            k_i = min(n_i, p)
-            total += _decompose_flops(n_i, p) + 2.0 * n_va * p * k_i
-            total += 2.0 * k_i * m * (n_i + n_va + A + A * n_va)
-        total += _decompose_flops(n_tr, p) + 2.0 * n_te * p * k
-        total += 2.0 * k * m * (n_tr + n_te) + 2.0 * Q * n_te * m + 10.0 * n * p
+    counts = [m // A + (1 if a < m % A else 0) for a in range(A)]
+    products = elementwise = 0.0
+    for n_tr, n_te, inner in shape.fold_sizes():
+        products += fold_flops(n_tr, n_te, p, inner, m, counts, engine)
+        elementwise += 10.0 * n * p + 2.0 * Q * n_te * m
     build = sum(
         2.0 * (t + shape.trimmed) * w * shape.hidden
         for t, w in zip(shape.story_trs, shape.story_words, strict=True)
     )
-    return shape.layers * (total + build)
+    parts = {"products": products, "elementwise": elementwise, "build": build}
+    return {k: shape.layers * v for k, v in parts.items()}
+
+
+def encode_flops(shape: EncodeShape, engine: str = "fast") -> float:
+    """Floating-point operations of one encode job: the sum of :func:`encode_flop_parts`."""
+    return float(sum(encode_flop_parts(shape, engine).values()))
 
 
 def encode_runtime_min(

@@ -322,17 +322,12 @@ class JobSizing:
     ) -> resources.EncodeShape:
         """The :class:`resources.EncodeShape` of an encode job of ``group`` (the largest group
         when None); ``model`` None is a baseline job (one layer of word-rate features)."""
-        from brainshape import ridge
-
         e = self.config["encoding"]
         groups = self.study.subject_groups(ds)
         members = groups[group] if group is not None else max(groups.values(), key=len)
         stories = self.study.subject_stories(ds, members[0])
         kept, words, trim = self.kept_story_shapes(ds, stories)
-        subjects = len(members)
-        segments = None
-        if e["folds"] == "blocks" and e["n_blocks"]:
-            segments = tuple(len(b) for b in ridge.contiguous_folds(kept, e["n_blocks"]))
+        segments, sizes = self.encode_folds(ds, stories, kept)
         layers, hidden = self.encode_dims(model)
         return resources.EncodeShape(
             story_trs=kept,
@@ -341,15 +336,42 @@ class JobSizing:
             layers=layers,
             hidden=hidden,
             delays=len(e["delays"]),
-            targets=self.targets_per_subject(ds) * subjects,
+            targets=self.targets_per_subject(ds) * len(members),
             # The pooled null cross-validates block-permuted copies beside the targets.
             null_copies=scoring.NULL_COPIES if int(e["n_permutations"]) else 0,
             n_alphas=len(set(e["alphas"])),
             target_chunk=int(e["target_chunk"]),
             n_permutations=int(e["n_permutations"]),
             predictions=scoring.needs_predictions(e["metrics"]),
-            segments=segments,
+            segments=tuple(len(s) for s in segments),
+            sizes=sizes,
         )
+
+    def encode_folds(self, ds: str, stories: list[str], kept: tuple[int, ...]):
+        """(held-out segments, fold sizes) of an encode job over ``stories`` (sorted, as the
+        job orders them) with ``kept`` TRs each: :func:`encoding.segments_of` on the runs
+        sheet's fixed test stories, then :func:`ridge.fold_sizes` with the gap and the alpha
+        selection."""
+        from brainshape import encoding, ridge
+
+        e = self.config["encoding"]
+        runs = self.study.runs(ds)
+        split = runs["split"] if "split" in runs.columns else None
+        tests = set() if split is None else set(runs.loc[split.fillna("train") == "test", "story"])
+        order = sorted(range(len(stories)), key=lambda i: stories[i])
+        run_list = [
+            {"n_trs": kept[i], "trim_start": 0, "trim_end": 0, "split": "test"}
+            if stories[i] in tests
+            else {"n_trs": kept[i], "trim_start": 0, "trim_end": 0, "split": "train"}
+            for i in order
+        ]
+        bootstrap = None
+        if e["alpha_selection"] == "bootstrap":
+            bootstrap = ridge.Bootstrap(**e["bootstrap"]).checked()
+        options = encoding.FoldOptions(e["folds"], e["n_blocks"], bootstrap)
+        segments, test = encoding.segments_of(run_list, options, f"datasets.{ds}")
+        gap = int(e["gap"]) if e["folds"] == "blocks" else 0
+        return segments, ridge.fold_sizes(segments, gap, test, bootstrap)
 
     def encode_gpus(self, model: str | None = None) -> int:
         """GPUs of one encode job (``encoding.gpus``); baselines always run on CPU cores."""

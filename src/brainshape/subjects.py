@@ -213,9 +213,11 @@ def read_subject(directory: str | os.PathLike, *, mmap: bool = False) -> Subject
     return SubjectData(data=data, targets=targets, runs=runs)
 
 
-def read_subjects(directories: Iterable[str | os.PathLike]) -> dict[str, SubjectData]:
+def read_subjects(
+    directories: Iterable[str | os.PathLike], *, mmap: bool = False
+) -> dict[str, SubjectData]:
     """:func:`read_subject` of each ``sub-<label>`` folder, keyed by ``<label>``."""
-    return {Path(d).name.removeprefix("sub-"): read_subject(d) for d in directories}
+    return {Path(d).name.removeprefix("sub-"): read_subject(d, mmap=mmap) for d in directories}
 
 
 def write_subject(

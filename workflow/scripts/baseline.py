@@ -7,7 +7,8 @@ from brainshape.threads import limit_threads
 def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
-    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
+    # Memory-mapped: the job copies them once, into the stacked targets of its group.
+    subjects = exclusions.apply(read_subjects(job.input.fmri, mmap=True), job.params.qc)
     with limit_threads(job.threads):
         table = baselines.encode_baseline(
             words, subjects, p["baseline"], **encoding.variant_options(p)

@@ -8,7 +8,8 @@ def main(job):
     p = job.params.settings
     words = stimuli.read_words_table(job.input.words)
     feats = features.read_features(job.input.features, p["stories"])
-    subjects = exclusions.apply(read_subjects(job.input.fmri), job.params.qc)
+    # Memory-mapped: the job copies them once, into the stacked targets of its group.
+    subjects = exclusions.apply(read_subjects(job.input.fmri, mmap=True), job.params.qc)
     with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
