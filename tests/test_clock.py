@@ -19,6 +19,7 @@ from brainshape import topology as T
 from brainshape.baselines import encode_baseline, inter_subject_ceiling
 from brainshape.encoding import encode_variant
 from brainshape.errors import BrainshapeError
+from brainshape.stimuli import word_times
 from brainshape.subjects import SubjectData
 
 OFFSETS = (10.0, -3.0)
@@ -192,7 +193,7 @@ def test_layer_clouds_pair_each_brain_volume_with_the_stimulus_delay_s_before(tm
     moved, shifted = _shifted(words, subjects, d)
     dirs = _write_subjects(tmp_path, shifted)
     base = T.shared_time_base(dirs, delay_s=4.0)
-    times = {s: t for s, t in T.word_times(moved).items()}
+    times = {s: t for s, t in word_times(moved).items()}
     features = {s: np.stack([np.ones_like(t), t], axis=1)[None] for s, t in times.items()}
     resamplers = T.landmark_resamplers(moved, base, np.arange(base.n_points()), window=3)
     cloud = T.layer_cloud(features, resamplers, 0)

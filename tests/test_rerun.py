@@ -149,6 +149,26 @@ def test_code_stamp_follows_imports_through_the_library():
     assert {"demo", "features", "models"} <= set(library_modules(scripts / "demo_data.py"))
 
 
+def test_code_stamps_follow_the_shape_package_module_by_module(tmp_path):
+    # The shape stage is a package: a rule reaches the modules its script imports and theirs,
+    # so a change to the null or the measures reruns the pairings, not the layers' persistent
+    # homology (the stage's costly part), and a change to the figure reruns only the figure.
+    scripts = REPO / "workflow" / "scripts"
+    layers = set(library_modules(scripts / "layer_diagrams.py"))
+    pairs = set(library_modules(scripts / "topology_pairs.py"))
+    assert {"topology.layers", "topology.clouds", "topology.persistence"} <= layers
+    assert not {"topology.measures", "topology.pairs", "topology.figures"} & layers
+    assert {"topology.pairs", "topology.measures", "topology.nulls"} <= pairs
+    assert "topology.figures" not in pairs and "topology.layers" not in pairs
+    figure = {m for m in library_modules(scripts / "plot_topology.py") if "topology" in m}
+    assert figure == {"topology.figures"}
+    # Importing the package itself reaches every module its __init__ imports.
+    whole = tmp_path / "whole.py"
+    whole.write_text("from brainshape import topology\n")
+    package = {p.stem for p in (REPO / "src" / "brainshape" / "topology").glob("[a-z]*.py")}
+    assert {f"topology.{m}" for m in package} <= set(library_modules(whole))
+
+
 def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp_path):
     data = tmp_path / "bids"
     cfg = yaml.safe_load((small_run / "config.yaml").read_text())

@@ -1,11 +1,12 @@
-from brainshape import runner, topology
+from brainshape import runner
 from brainshape.threads import limit_threads
+from brainshape.topology import brain
 
 
 def main(job):
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with limit_threads(job.threads):
-        topology.compute_brain(
+        brain.compute_brain(
             list(job.input.fmri),
             job.input.time_base,
             job.output[0],

@@ -1,6 +1,7 @@
-from brainshape import features, runner, stimuli, topology
+from brainshape import features, runner, stimuli
 from brainshape.io import save_parquet
 from brainshape.threads import limit_threads
+from brainshape.topology import pairs
 
 
 def main(job):
@@ -8,7 +9,7 @@ def main(job):
     feats = features.read_features(job.input.features, p.pop("stories"))
     words = stimuli.read_words_table(job.input.words)
     with limit_threads(job.threads):
-        table = topology.pair_variant(
+        table = pairs.pair_variant(
             job.input.layers, job.input.brain, feats, words, job.input.time_base, **p
         )
     table.insert(0, "variant", job.wildcards.variant)

@@ -1,10 +1,11 @@
-from brainshape import runner, topology
+from brainshape import runner
+from brainshape.topology import timebase
 
 
 def main(job):
     p = dict(job.params.settings)
     p.pop("stories")
-    topology.write_time_base(list(job.input), job.output[0], **p)
+    timebase.write_time_base(list(job.input), job.output[0], **p)
 
 
 runner.run(snakemake, main)  # noqa: F821
