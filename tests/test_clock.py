@@ -159,8 +159,7 @@ def _write_subjects(tmp_path, subjects: dict) -> list[str]:
 def _shape_table(tmp_path, words, features, subjects) -> pd.DataFrame:
     dirs = _write_subjects(tmp_path / "fmri", subjects)
     time_base = tmp_path / "timebase.json"
-    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=4.0, max_points=90, seed=0,
-                      null_shifts=4)  # fmt: skip
+    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=4.0, max_points=90, seed=0)
     T.compute_brain(dirs, time_base, tmp_path / "brain", embedding=EMBEDDING, per_subject=False,
                     **SETTINGS)  # fmt: skip
     T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
@@ -168,6 +167,7 @@ def _shape_table(tmp_path, words, features, subjects) -> pd.DataFrame:
         tmp_path / "layers", tmp_path / "brain", features, words, time_base,
         orders=[{"q": 1, "p": math.inf}], metric="euclidean", components=None,
         measures=["rsa", "cka_debiased"], summaries=["total_persistence"],
+        null=T.NullSettings(draws=8, min_story_taus=5),
     )  # fmt: skip
 
 

@@ -148,7 +148,7 @@ def topology_timebase(study: Study, ds: str) -> dict:
         "stories": study.stories(ds),
         "delay_s": float(t["delay_s"]),
         "history_s": (int(emb["dimension"]) - 1) * float(emb["lag_s"]) if roi_mean else 0.0,
-        **{k: t[k] for k in ("max_points", "seed", "null_shifts")},
+        **{k: t[k] for k in ("max_points", "seed")},
     }
 
 
@@ -171,6 +171,13 @@ def layer_diagrams(study: Study, ds: str) -> dict:
     }
 
 
+#: The ``topology`` keys of the geometry's null (:func:`brainshape.topology.nulls.null_settings`).
+NULL_KEYS = (
+    "null_shifts", "null_scheme", "null_min_stories", "null_shift_factor",
+    "null_min_story_taus", "seed",
+)  # fmt: skip
+
+
 def topology_pairs(study: Study, ds: str) -> dict:
     t = study.config["topology"]
     return {
@@ -180,6 +187,7 @@ def topology_pairs(study: Study, ds: str) -> dict:
         "orders": [dict(o) for o in t["wasserstein"]],
         "measures": list(t["measures"]),
         "summaries": list(t["summaries"]),
+        "null": {k: t[k] for k in NULL_KEYS},
     }
 
 

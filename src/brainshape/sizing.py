@@ -364,15 +364,37 @@ class JobSizing:
 
     def topology_pairs_mem_mb(self, ds: str, model: str) -> int:
         """Host memory (MiB) of a topology_pairs job: every layer's geometry against every
-        brain cloud, no diagram computed."""
-        return resources.layer_diagrams_mem_mb(**self.topology_shape(ds, model), persistence=False)
+        brain cloud, no diagram computed, each layer's cloud on the whole time base once."""
+        return resources.layer_diagrams_mem_mb(
+            **self.topology_shape(ds, model), persistence=False, whole=True
+        )
+
+    def topology_pairs_runtime_min(self, ds: str, model: str) -> int:
+        """Wall minutes of a topology_pairs job (:func:`resources.topology_pairs_runtime_min`):
+        every brain cloud (ROI x hemisphere, and each subject's with ``per_subject``) and its
+        ``null_shifts`` null clouds against every layer."""
+        t = self.config["topology"]
+        shape = self.topology_shape(ds, model)
+        sites = self.targets_per_subject(ds, "roi_mean")
+        if t["per_subject"]:
+            sites *= 1 + len(self.study.subjects(ds))
+        layers, _ = self.encode_dims(model)
+        return resources.topology_pairs_runtime_min(
+            n_points=shape["n_points"],
+            layers=layers,
+            brain_clouds=sites,
+            draws=int(t["null_shifts"]),
+            measures=len(t["measures"]),
+            distances=len(t["wasserstein"]) * (int(t["maxdim"]) + 1),
+        )
 
     def topology_shape(self, ds: str, model: str) -> dict:
         """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant.
 
         ``clouds`` and ``cloud_columns`` describe what a topology_pairs job holds: every layer's
         prepared cloud (points, distances, ranks and Gram matrix: about two clouds of the
-        formula's kind each) and the ``null_shifts + 1`` copies of one brain cloud at a time.
+        formula's kind each) and two brain clouds at a time (the observed one and one of its
+        null's, prepared one after another).
         """
         t = self.config["topology"]
         kept, words, trim = self.kept_story_shapes(ds)
@@ -391,7 +413,7 @@ class JobSizing:
             "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
-            "clouds": 2 * layers + int(t["null_shifts"]) + 1,
+            "clouds": 2 * layers + 2,
             "cloud_columns": max(hidden, columns, n_points),
         }
 

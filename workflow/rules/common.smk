@@ -410,5 +410,10 @@ def topology_pairs_mem_mb(wildcards, attempt):
     return SIZING.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt
 
 
+def topology_pairs_runtime(wildcards, attempt):
+    minutes = SIZING.topology_pairs_runtime_min(wildcards.dataset, wildcards.model)
+    return minutes * attempt
+
+
 def plot_topology_params(wildcards):
     return P.plot_topology(STUDY, wildcards.dataset)

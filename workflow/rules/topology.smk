@@ -74,6 +74,7 @@ rule topology_pairs:
         "../envs/brainshape.yaml"
     resources:
         mem_mb=topology_pairs_mem_mb,
+        runtime=topology_pairs_runtime,
     params:
         code=code_version("topology_pairs.py"),
         settings=topology_pairs_params,

@@ -11,7 +11,8 @@ change to one part reruns only the jobs that use it):
   diagram summaries;
 - :mod:`~brainshape.topology.measures`: geometry measures between two clouds (RSA, debiased
   CKA, Procrustes, CKA);
-- :mod:`~brainshape.topology.nulls`: each geometry value against time-shifted brain clouds;
+- :mod:`~brainshape.topology.nulls`: each geometry value against brain clouds moved in time
+  (stories permuted, or shifted within stories), and the clouds' autocorrelation time;
 - :mod:`~brainshape.topology.brain`, :mod:`~brainshape.topology.layers`,
   :mod:`~brainshape.topology.pairs`: the jobs (brain clouds, layer diagrams, pairings);
 - :mod:`~brainshape.topology.figures`: the report's figure.
@@ -30,6 +31,7 @@ from brainshape.topology.clouds import (
     layer_cloud,
     prepare,
     standardize,
+    time_base_resamplers,
 )
 from brainshape.topology.figures import plot_agreement
 from brainshape.topology.layers import compute_layers
@@ -42,7 +44,18 @@ from brainshape.topology.measures import (
     procrustes,
     rsa,
 )
-from brainshape.topology.nulls import MIN_SHIFT_S, against_null, null_columns, time_shifts
+from brainshape.topology.nulls import (
+    MIN_SHIFT_S,
+    SCHEMES,
+    NullPlan,
+    NullSettings,
+    against_null,
+    autocorrelation,
+    autocorrelation_time,
+    null_columns,
+    null_settings,
+    plan_null,
+)
 from brainshape.topology.pairs import check_settings, pair_variant, wasserstein_column
 from brainshape.topology.persistence import (
     BACKENDS,
@@ -69,12 +82,14 @@ from brainshape.topology.timebase import (
 )
 
 __all__ = [
-    "BACKENDS", "Cloud", "MEASURES", "METRICS", "MIN_SHIFT_S", "Measure", "SUMMARIES", "TimeBase",
-    "against_null", "bar_count", "base_members", "betti_argpeak", "betti_peak", "brain_clouds",
-    "check_settings", "cka", "cka_debiased", "compute_brain", "compute_layers",
+    "BACKENDS", "Cloud", "MEASURES", "METRICS", "MIN_SHIFT_S", "Measure", "NullPlan",
+    "NullSettings", "SCHEMES", "SUMMARIES", "TimeBase", "against_null", "autocorrelation",
+    "autocorrelation_time", "bar_count", "base_members", "betti_argpeak", "betti_peak",
+    "brain_clouds", "check_settings", "cka", "cka_debiased", "compute_brain", "compute_layers",
     "diagram_summaries", "diagrams", "distances", "embed", "hsic_unbiased", "landmark_resamplers",
-    "landmarks", "layer_cloud", "load_diagrams", "longest_bar", "null_columns", "pair_variant",
-    "persistent_entropy", "plot_agreement", "prepare", "procrustes", "read_time_base", "rsa",
-    "save_diagrams", "shared_time_base", "standardize", "time_shifts", "total_persistence",
-    "wasserstein", "wasserstein_column", "write_time_base",
+    "landmarks", "layer_cloud", "load_diagrams", "longest_bar", "null_columns", "null_settings",
+    "pair_variant", "persistent_entropy", "plan_null", "plot_agreement", "prepare", "procrustes",
+    "read_time_base", "rsa", "save_diagrams", "shared_time_base", "standardize",
+    "time_base_resamplers", "total_persistence", "wasserstein", "wasserstein_column",
+    "write_time_base",
 ]  # fmt: skip

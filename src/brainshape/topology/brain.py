@@ -41,11 +41,11 @@ def compute_brain(
     The clouds are taken at the landmarks of ``time_base`` (:func:`write_time_base`), which must
     still describe the subjects' runs. Each file holds ``dgm_<k>`` (the cloud's diagrams, in
     units of its median distance), ``scale`` (that median), ``series`` (the whole cloud before
-    standardisation, one row per point of the time base: the null's shifted clouds are cut
-    from it), ``index`` and ``shifts``. Returns (and writes as ``clouds.parquet``) the list:
+    standardisation, one row per point of the time base: the null's clouds are cut from it)
+    and ``index``. Returns (and writes as ``clouds.parquet``) the list:
     ``cloud``, ``subject``, ``roi``, ``hemisphere``, ``n_points``, ``n_columns``.
     """
-    base, index, shifts = read_time_base(time_base)
+    base, index = read_time_base(time_base)
     fmri_dirs = base_members(fmri_dirs, base)
     if not fmri_dirs:
         raise BrainshapeError(
@@ -65,7 +65,6 @@ def compute_brain(
             scale=np.float64(cloud.scale),
             series=series.astype(np.float32),
             index=index,
-            shifts=np.asarray(shifts, dtype=np.int64),
         )
         rows.append((name, key[0], key[1], key[2], len(index), series.shape[1]))
     table = pd.DataFrame(

@@ -58,6 +58,14 @@ def _resamplers(
     return out
 
 
+def time_base_resamplers(
+    words: pd.DataFrame, base: TimeBase, window: float
+) -> dict[str, np.ndarray]:
+    """Per story, the Lanczos weights of every point of the time base (n_points_story, n_words):
+    with :func:`layer_cloud`, a layer's cloud on the whole time base (for its autocorrelation)."""
+    return _resamplers(word_times(words), base, window)
+
+
 def landmark_resamplers(
     words: pd.DataFrame, base: TimeBase, index: np.ndarray, window: float
 ) -> dict[str, np.ndarray]:

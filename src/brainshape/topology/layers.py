@@ -37,7 +37,7 @@ def compute_layers(
     Each file holds ``dgm_<k>``, ``index`` and ``scale`` (the median distance the diagrams are
     in units of).
     """
-    base, index, _ = read_time_base(time_base)
+    base, index = read_time_base(time_base)
     resamplers = landmark_resamplers(words, base, index, window)
     n_layers = features[base.stories()[0]].shape[0]
     for layer in range(n_layers):

@@ -4,6 +4,7 @@ beside their null."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,9 +15,23 @@ import numpy as np
 import pandas as pd
 
 from brainshape.errors import BrainshapeError
-from brainshape.topology.clouds import Cloud, landmark_resamplers, layer_cloud, prepare
+from brainshape.topology.clouds import (
+    Cloud,
+    landmark_resamplers,
+    layer_cloud,
+    prepare,
+    time_base_resamplers,
+)
 from brainshape.topology.measures import MEASURES
-from brainshape.topology.nulls import against_null, shifted
+from brainshape.topology.nulls import (
+    PLAN_COLUMNS,
+    NullSettings,
+    autocorrelation_time,
+    plan_null,
+    shiftable,
+    story_parts,
+)
+from brainshape.topology.nulls import geometry as null_geometry
 from brainshape.topology.persistence import (
     SUMMARIES,
     diagram_summaries,
@@ -24,6 +39,8 @@ from brainshape.topology.persistence import (
     wasserstein,
 )
 from brainshape.topology.timebase import read_time_base
+
+log = logging.getLogger("brainshape")
 
 
 def check_settings(topology: Mapping, targets: str) -> None:
@@ -61,25 +78,38 @@ def _same_landmarks(found: np.ndarray, expected: np.ndarray, path: Path, rule: s
 @dataclass
 class _Brain:
     """One brain cloud of ``topology_brain``: its row of ``clouds.parquet``, its diagrams and its
-    whole series (the shifted clouds of the null are cut from it)."""
+    whole series (the null's clouds are cut from it)."""
 
     info: object
     dgms: list[np.ndarray]
     series: np.ndarray
 
 
-def _brains(brain_dir: Path, index: np.ndarray, shifts: Sequence[int]) -> Iterator[_Brain]:
+def _brains(brain_dir: Path, index: np.ndarray) -> Iterator[_Brain]:
     """Every brain cloud of ``brain_dir``, one at a time, checked against the time base."""
     for row in pd.read_parquet(brain_dir / "clouds.parquet").itertuples():
         path = brain_dir / f"{row.cloud}.npz"
         dgms, extra = load_diagrams(path)
         _same_landmarks(extra["index"], index, path, "topology_brain")
-        _same_landmarks(extra["shifts"], np.asarray(shifts), path, "topology_brain")
         yield _Brain(info=row, dgms=dgms, series=extra["series"].astype(np.float64))
 
 
-def _layers(layers_dir, features, resamplers, index, metric, components, summary_names) -> list:
-    """Every layer: (layer, prepared cloud, diagrams, ``layer_<summary>_h<k>`` values)."""
+@dataclass
+class _Layer:
+    """One layer of the variant: its prepared cloud at the landmarks, its stored diagrams, the
+    columns that describe it alone (``layer_*``) and its autocorrelation time (s)."""
+
+    number: int
+    cloud: Cloud
+    dgms: list[np.ndarray]
+    columns: dict
+    tau_s: float
+
+
+def _layers(layers_dir, features, words, base, index, window, settings) -> list[_Layer]:
+    """Every layer of the variant (``settings``: metric, components, summaries)."""
+    resamplers = landmark_resamplers(words, base, index, window)
+    whole = time_base_resamplers(words, base, window)
     out = []
     for layer in range(next(iter(features.values())).shape[0]):
         path = Path(layers_dir) / f"layer-{layer}.npz"
@@ -87,13 +117,18 @@ def _layers(layers_dir, features, resamplers, index, metric, components, summary
             raise BrainshapeError(f"{path} is missing; rerun rule layer_diagrams for this variant")
         dgms, extra = load_diagrams(path)
         _same_landmarks(extra["index"], index, path, "layer_diagrams")
-        cloud = prepare(layer_cloud(features, resamplers, layer), metric, components)
+        cloud = prepare(
+            layer_cloud(features, resamplers, layer), settings["metric"], settings["components"]
+        )
+        tau = autocorrelation_time(
+            story_parts(layer_cloud(features, whole, layer), base), base.seconds_per_point()
+        )
         values = {
             f"layer_{k}_h{dim}": v
             for dim, g in enumerate(dgms)
-            for k, v in diagram_summaries(g, summary_names).items()
+            for k, v in diagram_summaries(g, settings["summaries"]).items()
         }
-        out.append((layer, cloud, dgms, values))
+        out.append(_Layer(layer, cloud, dgms, {**values, "layer_tau_s": tau}, tau))
     return out
 
 
@@ -106,22 +141,55 @@ def wasserstein_column(q: float, p: float, dim: int) -> str:
     return f"wasserstein_q{_tag(q)}_p{_tag(p)}_h{dim}"
 
 
-def _pair_row(layer, brain: _Brain, versions: Sequence[Cloud], orders, measures) -> dict:
-    """Wasserstein distances and geometry (with its null) of one layer against one brain cloud.
+def _distances(layer: _Layer, brain: _Brain, orders) -> dict:
+    """The Wasserstein distances between one layer's and one brain cloud's diagrams."""
+    return {
+        wasserstein_column(o["q"], o["p"], dim): wasserstein(g, h, o["q"], o["p"])
+        for o in orders
+        for dim, (g, h) in enumerate(zip(layer.dgms, brain.dgms, strict=True))
+    }
 
-    ``versions[0]`` is the brain cloud at the landmarks, the others its shifted copies.
+
+def _geometry(brain, layers, base, index, null, settings) -> tuple[float, list[dict]]:
+    """The brain cloud's autocorrelation time, and per layer its geometry beside the null.
+
+    One null serves the layers that can have one: its shifts are set by the slowest of them and
+    the brain cloud. A layer too slow for any shift of these stories gets none (NaN), so that it
+    does not take the null away from the others.
     """
-    number, cloud, ldgms, lsum = layer
-    row: dict = {"layer": int(number)}
-    row.update({k: getattr(brain.info, k) for k in ("subject", "roi", "hemisphere")})
-    for o in orders:
-        for dim, (g, h) in enumerate(zip(ldgms, brain.dgms, strict=True)):
-            row[wasserstein_column(o["q"], o["p"], dim)] = wasserstein(g, h, o["q"], o["p"])
-    row.update(lsum)
-    for name in measures:
-        m = MEASURES[name]
-        row.update(against_null(name, [m.function(cloud, v) for v in versions], m.closer))
-    return row
+    tau = autocorrelation_time(story_parts(brain.series, base), base.seconds_per_point())
+    fits = [shiftable(base, max(tau, layer.tau_s), null) for layer in layers]
+    slowest = max([tau, *(layer.tau_s for layer, ok in zip(layers, fits, strict=True) if ok)])
+    plan = plan_null(base, index, slowest, null)
+    if plan.scheme == "none" or not all(fits):
+        why = plan.reason or f"{fits.count(False)} layer(s) change too slowly for these stories"
+        log.warning("%s: layers without a null for the geometry: %s", brain.info.cloud, why)
+    groups = [[k for k, ok in enumerate(fits) if ok], [k for k, ok in enumerate(fits) if not ok]]
+    out: list = [None] * len(layers)
+    for members, group_plan in zip(groups, [plan, plan.without_draws()], strict=True):
+        values = null_geometry(
+            [layers[k].cloud for k in members], brain.series, index, group_plan,
+            settings["measures"], settings["metric"], settings["components"],
+        )  # fmt: skip
+        for k, v in zip(members, values, strict=True):
+            out[k] = v
+    return tau, out
+
+
+def _brain_rows(brain, layers, base, index, null, orders, settings) -> list[dict]:
+    """The rows of one brain cloud: every layer against it, with the null of its geometry."""
+    tau, geometry = _geometry(brain, layers, base, index, null, settings)
+    site = {k: getattr(brain.info, k) for k in ("subject", "roi", "hemisphere")}
+    bsum = {
+        f"brain_{k}_h{dim}": v
+        for dim, g in enumerate(brain.dgms)
+        for k, v in diagram_summaries(g, settings["summaries"]).items()
+    }
+    return [
+        {"layer": layer.number, **site, **_distances(layer, brain, orders), **layer.columns,
+         **bsum, "brain_tau_s": tau, **values}
+        for layer, values in zip(layers, geometry, strict=True)
+    ]  # fmt: skip
 
 
 def pair_variant(
@@ -136,46 +204,43 @@ def pair_variant(
     components: int | None,
     measures: Sequence[str],
     summaries: Sequence[str],
+    null: NullSettings | None = None,
     window: float = 3,
 ) -> pd.DataFrame:
     """One row per (layer, brain cloud): Wasserstein distances, diagram summaries, geometry.
 
     ``orders`` lists ``{"q": q, "p": p}`` pairs; ``measures`` and ``summaries`` name entries of
-    :data:`MEASURES` and :data:`SUMMARIES`. Columns: ``layer``, ``subject``, ``roi``,
-    ``hemisphere``; ``wasserstein_q<q>_p<p>_h<k>`` per order and dimension (between the two
-    clouds' diagrams, which do not know which volume is which: no time-shift null can move
-    them); ``layer_<summary>_h<k>``; ``brain_<summary>_h<k>``; and the five columns of
-    :func:`null_columns` per measure (the layer cloud against the brain cloud and against each
-    shifted copy). Each layer cloud is rebuilt from the features (a resampling, cheap next to
-    its diagram).
+    :data:`MEASURES` and :data:`SUMMARIES`; ``null`` sets the null of the geometry (default
+    :class:`NullSettings`). Columns: ``layer``, ``subject``, ``roi``, ``hemisphere``;
+    ``wasserstein_q<q>_p<p>_h<k>`` per order and dimension (between the two clouds' diagrams,
+    which do not know which volume is which: no time-shift null can move them);
+    ``layer_<summary>_h<k>``, ``layer_tau_s`` (the layer cloud's autocorrelation time);
+    ``brain_<summary>_h<k>``, ``brain_tau_s``; the five columns of :func:`null_columns` per
+    measure; and how the null was made (:data:`PLAN_COLUMNS`). Each layer cloud is rebuilt from
+    the features (a resampling, cheap next to its diagram).
     """
-    base, index, shifts = read_time_base(time_base)
+    base, index = read_time_base(time_base)
     unknown = [n for n in measures if n not in MEASURES]
     if unknown:
         raise BrainshapeError(
             f"topology.measures lists {unknown}, not known; use some of {sorted(MEASURES)}"
         )
-    resamplers = landmark_resamplers(words, base, index, window)
-    layers = _layers(layers_dir, features, resamplers, index, metric, components, summaries)
+    null = null or NullSettings()
+    null.check()
+    settings = {"metric": metric, "components": components}
+    settings.update(measures=list(measures), summaries=list(summaries))
+    layers = _layers(layers_dir, features, words, base, index, window, settings)
     rows = []
-    for brain in _brains(Path(brain_dir), index, shifts):
-        versions = [
-            prepare(shifted(brain.series, index, s), metric, components) for s in [0, *shifts]
-        ]
-        bsum = {
-            f"brain_{k}_h{dim}": v
-            for dim, g in enumerate(brain.dgms)
-            for k, v in diagram_summaries(g, summaries).items()
-        }
-        for layer in layers:
-            row = _pair_row(layer, brain, versions, orders, measures)
-            row.update(bsum)
-            rows.append(row)
+    for brain in _brains(Path(brain_dir), index):
+        rows += _brain_rows(brain, layers, base, index, null, orders, settings)
     table = pd.DataFrame(rows)
     front = ["layer", "subject", "roi", "hemisphere"]
     wcols = [c for c in table.columns if c.startswith("wasserstein_")]
     summ = [c for c in table.columns if c.startswith(("layer_", "brain_"))]
-    rest = [c for c in table.columns if c not in front + wcols + summ]
-    table = table[front + wcols + summ + rest]
+    plan = [c for c in PLAN_COLUMNS if c in table.columns]
+    rest = [c for c in table.columns if c not in front + wcols + summ + plan]
+    table = table[front + wcols + summ + rest + plan]
     table["layer"] = table["layer"].astype("int64")
+    table["null_draws"] = table["null_draws"].astype("int64")
+    table["null_stories"] = table["null_stories"].astype("int64")
     return table

@@ -22,7 +22,6 @@ from brainshape.clock import kept_times, run_start
 from brainshape.errors import BrainshapeError
 from brainshape.io import save_json
 from brainshape.subjects import read_runs
-from brainshape.topology.nulls import time_shifts
 
 log = logging.getLogger("brainshape")
 
@@ -151,9 +150,8 @@ def write_time_base(
     history_s: float,
     max_points: int,
     seed: int,
-    null_shifts: int,
-) -> tuple[TimeBase, np.ndarray, list[int]]:
-    """The dataset's time base, landmark volumes and null shifts, written to ``path`` (JSON).
+) -> tuple[TimeBase, np.ndarray]:
+    """The dataset's time base and landmark volumes, written to ``path`` (JSON).
 
     Every cloud of the dataset, brain or layer, is taken at these landmarks, so diagrams of
     both sides are computed once and paired freely. The file depends on the subjects' runs
@@ -162,7 +160,6 @@ def write_time_base(
     """
     base = shared_time_base(fmri_dirs, delay_s, history_s)
     index = landmarks(base.n_points(), max_points, seed)
-    shifts = time_shifts(base, int(null_shifts))
     save_json(
         path,
         {
@@ -170,14 +167,13 @@ def write_time_base(
             "delay_s": base.delay_s,
             "history_s": base.history_s,
             "index": index.tolist(),
-            "shifts": shifts,
         },
     )
-    return base, index, shifts
+    return base, index
 
 
-def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray, list[int]]:
-    """The time base, landmark volumes and null shifts of :func:`write_time_base`."""
+def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray]:
+    """The time base and landmark volumes of :func:`write_time_base`."""
     data = json.loads(Path(path).read_text())
     if "delay_s" not in data:
         raise BrainshapeError(
@@ -185,4 +181,4 @@ def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray, list[
             "topology_timebase computes it again"
         )
     base = TimeBase(runs=data["runs"], delay_s=data["delay_s"], history_s=data["history_s"])
-    return base, np.asarray(data["index"], dtype=np.int64), [int(s) for s in data["shifts"]]
+    return base, np.asarray(data["index"], dtype=np.int64)
