@@ -11,6 +11,7 @@ from brainshape import analysis
 from brainshape import regressions as R
 from brainshape.errors import BrainshapeError
 from brainshape.models import quantized_kinds
+from brainshape.regressions import variants as contrast_pairs
 
 ROIS = [("STG", "L"), ("STG", "R"), ("IFG", "L")]
 
@@ -362,7 +363,7 @@ def test_gain_p_value_equals_a_freedman_lane_loop():
     rng = np.random.default_rng(4)
     R.permutation_orders(groups, 60, rng, "free")
     fitted = LinearRegression().fit(xn, y).predict(xn)
-    permuted = R._permuted_residuals(y - fitted, groups, 60, rng, "free")
+    permuted = R.permuted_residuals(y - fitted, groups, 60, rng, "free")
     null = [gain(fitted + permuted[:, b]) for b in range(60)]
     assert res.gain == pytest.approx(gain(y), abs=1e-9)
     assert res.p_gain == pytest.approx((1 + np.sum(np.array(null) >= gain(y) - 1e-12)) / 61)
@@ -461,7 +462,8 @@ def test_held_out_choice_equals_a_loop():
 
 def test_contrast_labels_follow_the_registry_kinds():
     kinds = {("m", "full"): "full", **{("m", k): k for k in quantized_kinds()}}
-    labels = {c for _, _, c in R._pairs(list(kinds and [v for _, v in kinds]), "m", kinds)}
+    pairs = contrast_pairs._pairs([v for _, v in kinds], "m", kinds)
+    labels = {c for _, _, c in pairs}
     assert labels == {f"{k} - full" for k in quantized_kinds()}
 
 

@@ -1,7 +1,8 @@
 import pandas as pd
 
-from brainshape import regressions, runner
+from brainshape import runner
 from brainshape.io import save_parquet
+from brainshape.regressions import fitting, inputs, variants
 from brainshape.threads import limit_threads
 
 
@@ -9,11 +10,11 @@ def main(job):
     p = job.params.settings
     topology = pd.read_parquet(job.input.topology)
     if p["published"]:
-        scores = regressions.read_published(job.input.scores)
+        scores = inputs.read_published(job.input.scores)
     else:
         scores = pd.read_parquet(job.input.scores)
     kinds = {(m, v): k for m, v, k in p["kinds"]}
-    obs = regressions.observations(
+    obs = inputs.observations(
         scores,
         topology,
         p["families"],
@@ -22,10 +23,10 @@ def main(job):
         default_variants=p["default_variants"],
         untrained=p["untrained"],
         kinds=kinds,
-        params=regressions.parameter_counts(p["registry"], p["model_dirs"]),
+        params=inputs.parameter_counts(p["registry"], p["model_dirs"]),
     )
     with limit_threads(job.threads):
-        table = regressions.run_regressions(
+        table = fitting.run_regressions(
             obs,
             p["feature_sets"],
             n_permutations=p["n_permutations"],
@@ -35,8 +36,8 @@ def main(job):
             permutation=p["permutation"],
         )
     save_parquet(job.output.regressions, table)
-    contrasts = regressions.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
-    save_parquet(job.output.contrasts, contrasts)
+    pairs = variants.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
+    save_parquet(job.output.contrasts, pairs)
 
 
 runner.run(snakemake, main)  # noqa: F821
