@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binom
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
@@ -12,6 +13,7 @@ from brainshape import regressions as R
 from brainshape.errors import BrainshapeError
 from brainshape.models import quantized_kinds
 from brainshape.regressions import variants as contrast_pairs
+from brainshape.threads import limit_threads
 
 ROIS = [("STG", "L"), ("STG", "R"), ("IFG", "L")]
 
@@ -252,10 +254,14 @@ def test_units_and_published_scores(tmp_path):
     feats = topo[(topo.model == "m1") & (topo.variant == "full") & (topo.roi == "IFG")]
     chosen = feats.set_index("layer").loc[one["layer"], "feat_a"].mean()
     assert row["feat_a"] == pytest.approx(chosen)
-    assert row["nuisance_depth"] == pytest.approx(one["layer"].mean() / 3)  # layers 0 to 3
+    assert row["depth"] == pytest.approx(one["layer"].mean() / 3)  # layers 0 to 3
     mean = obs_of(scores, topo, families, unit="mean")
     assert "layer" not in mean.columns and len(mean) == len(best)
-    assert "nuisance_depth" not in mean.columns and "nuisance_log_params" in mean.columns
+    assert (
+        "depth" not in mean.columns
+        and "nuisance_depth_s1" not in mean.columns
+        and "nuisance_log_params" in mean.columns
+    )
     csv = tmp_path / "published.csv"
     pd.DataFrame(
         {"model": ["m0", "m1", "m2"], "roi": "STG", "hemisphere": "L", "score": [0.1, 0.2, 0.3]}
@@ -283,13 +289,19 @@ def test_nuisance_columns_and_strata():
     kinds = {**KINDS, ("m1", "untrained"): "bnb4"}  # one variant made a quantized twin
     obs = R.observations(scores, topo, families, params=PARAMS, kinds=kinds)
     assert set(obs["stratum"]) == {"trained", "untrained"}
+    splines = [f"nuisance_depth_s{j}" for j in range(1, 9)]
     assert R.nuisance_columns(obs) == [
-        "nuisance_depth", "nuisance_depth2", "nuisance_depth3", "nuisance_log_params",
-        "nuisance_kind_bnb4", "nuisance_kind_untrained",
+        *splines, "nuisance_log_params", "nuisance_kind_bnb4", "nuisance_kind_untrained",
     ]  # fmt: skip
     row = obs[(obs.model == "m2") & (obs.layer == 2)].iloc[0]
-    assert row["nuisance_depth"] == pytest.approx(2 / 3)  # layers 0 to 3
-    assert row["nuisance_depth3"] == pytest.approx((2 / 3) ** 3)
+    assert row["depth"] == pytest.approx(2 / 3)  # layers 0 to 3
+    # Cubic B-splines with fixed knots: with the intercept they span every cubic of depth.
+    basis = np.column_stack([np.ones(101), R.depth_basis(np.linspace(0, 1, 101))])
+    for power in (1, 2, 3):
+        target = np.linspace(0, 1, 101) ** power
+        fitted = basis @ np.linalg.lstsq(basis, target, rcond=None)[0]
+        assert np.abs(fitted - target).max() < 1e-10
+    np.testing.assert_allclose(row[splines].to_numpy(float), R.depth_basis(np.array([2 / 3]))[0])
     assert row["nuisance_log_params"] == pytest.approx(7 + 2 / 3)
     assert obs.loc[obs.model.eq("m1") & obs.variant.eq("untrained"), "stratum"].eq("trained").all()
     excluded = R.observations(
@@ -344,6 +356,82 @@ def test_shape_is_told_from_depth_and_size():
     row = table.set_index("feature").loc["shape_depth"]
     assert row["q_gain"] < 0.01 and row["gain"] > 0.05
     assert row["stability"] == 1.0 and row["ci_low"] > 0
+
+
+def depth_profile_study(seed, kind, n_families=8):
+    """Scores that depend on depth, size and a family level only, and one feature unrelated to
+    them beyond depth. ``peaked``: scores peak at 0.65 relative depth and the feature is that
+    same profile of depth; ``smooth``: each family adds its own smooth curve over depth to the
+    scores, and the feature is another smooth curve per family, unrelated to the first."""
+    rng = np.random.default_rng(seed)
+    topo, scores, params = [], [], {}
+    for f in range(n_families):
+        model = f"m{f}"
+        params[model] = 10 ** rng.uniform(7, 10)
+        n_layers, level = int(rng.integers(6, 25)), 0.03 * rng.standard_normal()
+        (a, b), (pa, pb) = rng.standard_normal(2), rng.uniform(0, 2 * np.pi, 2)
+        for layer in range(n_layers + 1):
+            d = layer / n_layers
+            peak = np.exp(-0.5 * ((d - 0.65) / 0.15) ** 2)
+            score = 0.03 * np.log10(params[model]) + level
+            if kind == "peaked":
+                feature = peak + 0.02 * rng.standard_normal()
+                score += 0.2 * peak + 0.02 * rng.standard_normal()
+            else:
+                feature = b * np.sin(2 * np.pi * d + pb) + 0.1 * rng.standard_normal()
+                score += 0.2 * np.sin(np.pi * d) + 0.05 * a * np.sin(2 * np.pi * d + pa)
+                score += 0.01 * rng.standard_normal()
+            keys = dict(model=model, variant="full", layer=layer, roi="STG", hemisphere="L")
+            topo.append(dict(keys, subject="group", shape_a=feature))
+            scores.append(dict(keys, subject="01", score=score))
+    families = {f"m{f}": f"fam{f}" for f in range(n_families)}
+    kinds = {(m, "full"): "full" for m in families}
+    return R.observations(pd.DataFrame(scores), pd.DataFrame(topo), families, params=params,
+                          kinds=kinds)  # fmt: skip
+
+
+def _cubic(obs):
+    """The same observations with the former depth term: depth, its square and its cube."""
+    obs = obs.drop(columns=[c for c in R.nuisance_columns(obs) if "depth" in c])
+    for power in (1, 2, 3):
+        obs[f"nuisance_depth{power}"] = obs["depth"] ** power
+    return obs
+
+
+def _gain_hits(studies, **kw) -> int:
+    p = [
+        R.run_regressions(
+            obs, {"shape": ["shape_*"]}, n_permutations=200, n_bootstrap=2, seed=k, **kw
+        )["p_gain"].iloc[0]
+        for k, obs in enumerate(studies)
+    ]
+    return int(np.sum(np.array(p) < 0.05))  # fmt: skip
+
+
+def test_a_depth_profile_peaking_inside_the_network_does_not_pass_for_shape():
+    # The nuisance model's depth term must span a profile that peaks at 0.65 relative depth: a
+    # feature that is that profile is depth, not shape. Tolerance: the 99th percentile of the
+    # count a test rejecting at 1.5 times 5% would give. The former cubic fails it (98 of 100).
+    n = 40
+    studies = [depth_profile_study(seed, "peaked") for seed in range(n)]
+    bound = binom.ppf(0.99, n, 1.5 * 0.05)
+    with limit_threads(1):
+        splines, cubic = _gain_hits(studies), _gain_hits([_cubic(o) for o in studies])
+    print(f"gain at 5% in {n} studies: splines {splines}, cubic {cubic} (bound {bound:g})")
+    assert splines <= bound < cubic
+
+
+def test_smooth_family_residuals_are_permuted_within_depth_bins():
+    # Residuals that follow a smooth curve of depth in each family are not exchangeable across
+    # depth: exchanging them over the whole family made an unrelated smooth feature significant
+    # too often; within depth bins it holds (tolerance as above).
+    n = 150
+    studies = [depth_profile_study(seed, "smooth") for seed in range(n)]
+    bound = binom.ppf(0.99, n, 1.5 * 0.05)
+    with limit_threads(1):
+        bins, whole = _gain_hits(studies), _gain_hits(studies, depth_bins=1)
+    print(f"gain at 5% in {n} studies: depth bins {bins}, whole families {whole} (bound {bound:g})")
+    assert bins <= bound < whole
 
 
 def test_gain_p_value_equals_a_freedman_lane_loop():

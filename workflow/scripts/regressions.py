@@ -24,6 +24,7 @@ def main(job):
         untrained=p["untrained"],
         kinds=kinds,
         params=inputs.parameter_counts(p["registry"], p["model_dirs"]),
+        depth_splines=p["depth_splines"],
     )
     with limit_threads(job.threads):
         table = fitting.run_regressions(
@@ -34,6 +35,7 @@ def main(job):
             n_folds=p["n_folds"],
             seed=p["seed"],
             permutation=p["permutation"],
+            depth_bins=p["depth_bins"],
         )
     save_parquet(job.output.regressions, table)
     pairs = variants.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])

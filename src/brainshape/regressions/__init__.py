@@ -30,18 +30,25 @@ from brainshape.regressions.inputs import (
     PUBLISHED_COLUMNS,
     UNITS,
     UNTRAINED,
+    depth_basis,
     feature_columns,
     nuisance_columns,
     observations,
     parameter_counts,
     read_published,
 )
-from brainshape.regressions.permutation import PERMUTATIONS, permutation_orders, permuted_residuals
+from brainshape.regressions.permutation import (
+    PERMUTATIONS,
+    depth_blocks,
+    permutation_orders,
+    permuted_residuals,
+)
 from brainshape.regressions.variants import contrasts, scaling_table
 
 __all__ = [
     "FEATURE_COLUMNS", "Fit", "NUISANCE", "PERMUTATIONS", "PUBLISHED_COLUMNS",
-    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "contrasts", "cv_r2", "feature_columns", "fit",
+    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "contrasts", "cv_r2", "depth_basis",
+    "depth_blocks", "feature_columns", "fit",
     "group_folds", "nuisance_columns", "observations", "parameter_counts", "permutation_orders",
     "permuted_residuals", "plot_contrasts", "plot_regressions", "plot_scaling", "read_published",
     "run_regressions", "scaling_table",

@@ -29,7 +29,13 @@ from brainshape.errors import BrainshapeError
 from brainshape.regressions.bootstrap import family_bootstrap
 from brainshape.regressions.crossval import cv_r2, design, group_folds, standardise
 from brainshape.regressions.inputs import feature_columns, nuisance_columns
-from brainshape.regressions.permutation import gain_test, permutation_orders, permutation_p
+from brainshape.regressions.permutation import (
+    DEPTH_BINS,
+    depth_blocks,
+    gain_test,
+    permutation_orders,
+    permutation_p,
+)
 
 
 @dataclass
@@ -71,13 +77,16 @@ def fit(
     seed: int = 0,
     ci: float = 0.95,
     permutation: str = "free",
+    blocks: np.ndarray | None = None,
 ) -> Fit:
     """Cross-validated OLS of ``y`` (n_obs,) on ``x`` (n_obs, n_features), grouped by ``groups``,
     alone and beside the ``nuisance`` columns (n_obs, n_nuisance; none: intercept only).
 
     Constant columns are left out (coefficient NaN, stability 0). Coefficients are per standard
     deviation of each feature, in score units. ``permutation`` picks the null (``PERMUTATIONS``)
-    of both p-values: the scores' for the set alone, the nuisance residuals' for the gain.
+    of both p-values: the scores' for the set alone, the nuisance residuals' for the gain,
+    whose deviations from their family's mean are exchanged within ``blocks`` (default: within
+    each family; :func:`~brainshape.regressions.permutation.depth_blocks`).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -97,7 +106,7 @@ def fit(
     p_value = permutation_p(cv_r2(xs, y[order].T, folds, groups), observed)
     combined = np.column_stack([xn, xs])
     r2_nuisance, r2_combined, gain, p_gain = gain_test(
-        xn, combined, y, groups, folds, n_permutations, rng, permutation
+        xn, combined, y, groups, folds, n_permutations, rng, permutation, blocks
     )
     k = x.shape[1]
     coef, low, high, stability = (np.full(k, np.nan) for _ in range(4))
@@ -159,8 +168,12 @@ def run_regressions(
     n_folds: int = 5,
     seed: int = 0,
     permutation: str = "free",
+    depth_bins: int = DEPTH_BINS,
 ) -> pd.DataFrame:
     """Every stratum x ROI x hemisphere x feature set; one row per (regression, feature).
+
+    The gain's null exchanges residual deviations within each family and relative-depth bin
+    (``depth_bins`` equal bins; :func:`~brainshape.regressions.permutation.depth_blocks`).
 
     A stratum with fewer than two model families is skipped (nothing to cross-validate by
     family). ``q_value`` and ``q_gain``: Benjamini-Hochberg over all regressions of the table.
@@ -183,6 +196,11 @@ def run_regressions(
                 n_folds=n_folds,
                 seed=seed,
                 permutation=permutation,
+                blocks=depth_blocks(
+                    part["family"].to_numpy(),
+                    part["depth"].to_numpy() if "depth" in part.columns else None,
+                    depth_bins,
+                ),
             )
             rows += _rows(key, name, res)
     if not rows:

@@ -32,6 +32,26 @@ UNTRAINED = ("separate", "exclude", "pool")
 #: Prefix of the nuisance columns of an observations table.
 NUISANCE = "nuisance_"
 
+#: Cubic B-spline functions of relative depth in the nuisance model (``regressions.depth_splines``).
+DEPTH_SPLINES = 8
+
+
+def depth_basis(depth: np.ndarray, n_functions: int = DEPTH_SPLINES) -> np.ndarray:
+    """Cubic B-splines of relative depth (n_obs, n_functions), knots evenly spaced on [0, 1].
+
+    The knots do not depend on the data, so every fold and every permutation sees the same
+    basis; with the intercept the nuisance model spans ``n_functions + 1`` functions of depth,
+    enough for a profile that peaks inside the network (a cubic is not).
+    """
+    from sklearn.preprocessing import SplineTransformer
+
+    if n_functions < 2:
+        raise BrainshapeError(f"regressions.depth_splines is {n_functions}; use 2 or more")
+    # n_knots + degree - 1 B-splines, one fewer without the one the intercept stands for.
+    spline = SplineTransformer(n_knots=n_functions - 1, degree=3, include_bias=False)
+    spline.fit(np.linspace(0.0, 1.0, 11)[:, None])
+    return spline.transform(np.clip(np.asarray(depth, np.float64), 0.0, 1.0)[:, None])
+
 
 def read_published(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV of published scores: columns model, roi, hemisphere, score (variant optional)."""
@@ -81,13 +101,13 @@ def _units(scores: pd.DataFrame, unit: str, published: bool) -> tuple[pd.DataFra
     return by_layer, [*site, "layer"]
 
 
-def _nuisance(table: pd.DataFrame, params: Mapping[str, float]) -> pd.DataFrame:
-    """Add the nuisance columns: relative depth (cubic, where there is a layer), log10
-    parameters, one indicator per variant kind other than ``full``."""
+def _nuisance(table: pd.DataFrame, params: Mapping[str, float], depth_splines: int) -> pd.DataFrame:
+    """Add the nuisance columns: relative depth (``depth_splines`` cubic B-splines, where there
+    is a layer), log10 parameters, one indicator per variant kind other than ``full``."""
     if "depth" in table.columns:
-        depth = table.pop("depth").to_numpy(np.float64)
-        for power, suffix in ((1, ""), (2, "2"), (3, "3")):
-            table[f"{NUISANCE}depth{suffix}"] = depth**power
+        basis = depth_basis(table["depth"].to_numpy(np.float64), depth_splines)
+        for j in range(basis.shape[1]):
+            table[f"{NUISANCE}depth_s{j + 1}"] = basis[:, j]
     counts = table["model"].map(params)
     unknown = sorted(table.loc[~(counts > 0), "model"].unique())
     if unknown:
@@ -112,9 +132,11 @@ def observations(
     untrained: str = "separate",
     published: bool = False,
     default_variants: Mapping[str, str] | None = None,
+    depth_splines: int = DEPTH_SPLINES,
 ) -> pd.DataFrame:
     """One row per observation and ROI x hemisphere: ``stratum``, ``kind``, ``family``,
-    ``score``, the nuisance columns (``nuisance_*``) and the features.
+    ``score``, ``depth`` (relative depth, where there is a layer), the nuisance columns
+    (``nuisance_*``) and the features.
 
     ``scores`` has ``model, variant, layer, subject, roi, hemisphere, score`` (the pipeline's
     brainscores; averaged over subjects, or with ``unit: best_layer`` each subject at the layer
@@ -169,7 +191,7 @@ def observations(
     if untrained == "exclude":
         stratum = "trained"
     table.insert(0, "stratum", stratum)
-    return _nuisance(table, params)
+    return _nuisance(table, params, depth_splines)
 
 
 def feature_columns(table: pd.DataFrame, patterns: Sequence[str], name: str) -> list[str]:

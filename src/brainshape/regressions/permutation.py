@@ -62,22 +62,48 @@ def permutation_p(null: np.ndarray, observed: float) -> float:
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + null.size))
 
 
+#: Equal bins of relative depth within which a family's residual deviations are exchanged
+#: (``regressions.depth_bins``).
+DEPTH_BINS = 5
+
+
+def depth_blocks(groups: np.ndarray, depth: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Labels of the blocks within which a family's deviations are exchanged: the family and
+    its relative-depth bin (``n_bins`` equal bins of [0, 1]); the family alone without depth
+    (or with ``n_bins`` 1)."""
+    groups = np.asarray(groups).astype(str)
+    if depth is None or n_bins <= 1:
+        return groups
+    bins = np.minimum(
+        (np.clip(np.asarray(depth, np.float64), 0, 1) * n_bins).astype(int), n_bins - 1
+    )
+    return np.char.add(np.char.add(groups, "|"), bins.astype(str))
+
+
 def permuted_residuals(
-    r: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator, scheme: str
+    r: np.ndarray,
+    groups: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    scheme: str,
+    blocks: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n`` permutations (n_obs, n) of residuals ``r`` that keep their family structure.
 
     Each residual is its family's mean plus a deviation. Deviations are exchanged within each
-    family; with ``free`` the family means are also exchanged between families (so that what a
-    family shares moves as a block, as it must for the gain's null to have the observed spread
-    when families differ), with ``within_family`` they stay.
+    of ``blocks`` (default: each family; :func:`depth_blocks` keeps them at their depth, for
+    residuals that change smoothly with depth); with ``free`` the family means are also
+    exchanged between families (so that what a family shares moves as a block, as it must for
+    the gain's null to have the observed spread when families differ), with ``within_family``
+    they stay.
     """
     labels, inverse = np.unique(groups, return_inverse=True)
     means = np.bincount(inverse, r) / np.bincount(inverse)
     deviations = r - means[inverse]
     order = np.tile(np.arange(len(r)), (n, 1))
-    for g in range(labels.size):
-        block = np.flatnonzero(inverse == g)
+    within = inverse if blocks is None else np.unique(blocks, return_inverse=True)[1]
+    for g in range(within.max() + 1):
+        block = np.flatnonzero(within == g)
         order[:, block] = rng.permuted(np.tile(block, (n, 1)), axis=1)
     if scheme == "free":
         family = np.argsort(rng.random((n, labels.size)), axis=1)
@@ -88,18 +114,27 @@ def permuted_residuals(
 
 
 def gain_test(
-    xn: np.ndarray, xc: np.ndarray, y: np.ndarray, groups, folds, n: int, rng, scheme: str
+    xn: np.ndarray,
+    xc: np.ndarray,
+    y: np.ndarray,
+    groups,
+    folds,
+    n: int,
+    rng,
+    scheme: str,
+    blocks: np.ndarray | None = None,
 ) -> tuple[float, float, float, float]:
     """Nuisance-only and combined cross-validated R^2, the gain and its p-value.
 
     Freedman and Lane: the nuisance model is fitted to all observations, its residuals are
-    permuted (:func:`permuted_residuals`) and added back to its fitted values; each permuted
+    permuted (:func:`permuted_residuals`, deviations within ``blocks``) and added back to its
+    fitted values; each permuted
     score vector goes through the cross-validation of both models, as the observed one does.
     """
     both = cv_r2(xn, y[:, None], folds, groups)[0], cv_r2(xc, y[:, None], folds, groups)[0]
     d = design(xn)
     fitted = d @ (np.linalg.pinv(d) @ y)
-    ys = fitted[:, None] + permuted_residuals(y - fitted, groups, n, rng, scheme)
+    ys = fitted[:, None] + permuted_residuals(y - fitted, groups, n, rng, scheme, blocks)
     null = cv_r2(xc, ys, folds, groups) - cv_r2(xn, ys, folds, groups)
     gain = float(both[1] - both[0])
     return float(both[0]), float(both[1]), gain, permutation_p(null, gain)
