@@ -233,6 +233,30 @@ def test_values_against_their_null():
     assert none["rsa"] == 0.5 and all(math.isnan(none[c]) for c in T.null_columns("rsa")[1:])
 
 
+def test_intrinsic_dimension_of_clouds_of_known_dimension():
+    rng = np.random.default_rng(3)
+    # Participation ratio: (sum l)^2 / sum l^2 of the principal variances, against numpy's SVD.
+    x = rng.standard_normal((200, 6)) * [5, 4, 3, 1, 0.5, 0.1]
+    cloud = T.prepare(x)
+    var = np.linalg.svd(T.standardize(x), compute_uv=False) ** 2
+    assert T.participation_ratio(cloud) == pytest.approx(var.sum() ** 2 / (var**2).sum())
+    # Standardised columns of independent noise: all directions alike, a ratio near 6.
+    assert T.participation_ratio(T.prepare(rng.standard_normal((2000, 6)))) > 5.8
+    # TwoNN: the maximum-likelihood formula written out with scipy's neighbour search...
+    from scipy.spatial import cKDTree
+
+    pts = rng.uniform(size=(400, 3)) @ rng.standard_normal((3, 40))
+    cloud = T.prepare(pts)
+    dist, _ = cKDTree(T.standardize(pts)).query(T.standardize(pts), k=3)
+    expected = (len(pts) - 1) / np.log(dist[:, 2] / dist[:, 1]).sum()
+    assert T.twonn(cloud) == pytest.approx(expected, rel=1e-6)
+    # ...which finds a 3-dimensional cube in 40 columns, and a circle in 50.
+    assert 2.5 < T.twonn(cloud) < 3.5
+    t = rng.uniform(0, 2 * np.pi, 400)
+    circle = np.stack([np.cos(t), np.sin(t)], axis=1) @ rng.standard_normal((2, 50))
+    assert 0.8 < T.twonn(T.prepare(circle)) < 1.3
+
+
 def test_landmarks_fixed_seed():
     a = T.landmarks(500, 100, seed=4)
     assert len(a) == 100 and np.all(np.diff(a) > 0)
@@ -396,6 +420,7 @@ def test_stage_end_to_end(tmp_path):
     assert len(table) == 3 * 4
     wanted = ["wasserstein_q1_pinf_h0", "wasserstein_q2_p2_h1", "layer_entropy_h1"]
     wanted += ["brain_betti_peak_h0", "cka_debiased_z", "procrustes_p", "rsa_null_sd"]
+    wanted += ["layer_participation_ratio", "layer_twonn", "layer_tau_s", "brain_tau_s"]
     for col in wanted:
         assert table[col].notna().all(), col
     assert not [c for c in table.columns if c.startswith("wasserstein") and "null" in c]

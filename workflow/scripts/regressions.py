@@ -25,6 +25,7 @@ def main(job):
         kinds=kinds,
         params=inputs.parameter_counts(p["registry"], p["model_dirs"]),
         depth_splines=p["depth_splines"],
+        dimension=p["dimension"],
     )
     with limit_threads(job.threads):
         table = fitting.run_regressions(

@@ -101,9 +101,20 @@ def _units(scores: pd.DataFrame, unit: str, published: bool) -> tuple[pd.DataFra
     return by_layer, [*site, "layer"]
 
 
-def _nuisance(table: pd.DataFrame, params: Mapping[str, float], depth_splines: int) -> pd.DataFrame:
+#: Intrinsic-dimension columns of topology.parquet and how each enters the nuisance model.
+DIMENSION_COLUMNS = {
+    "layer_participation_ratio": ("log_participation_ratio", np.log10),
+    "layer_twonn": ("twonn", lambda v: v),
+}
+
+
+def _nuisance(
+    table: pd.DataFrame, params: Mapping[str, float], depth_splines: int, dimension: bool
+) -> pd.DataFrame:
     """Add the nuisance columns: relative depth (``depth_splines`` cubic B-splines, where there
-    is a layer), log10 parameters, one indicator per variant kind other than ``full``."""
+    is a layer), log10 parameters, with ``dimension`` the layer's intrinsic dimension (log10
+    participation ratio and TwoNN, where the topology table has them), one indicator per variant
+    kind other than ``full``."""
     if "depth" in table.columns:
         basis = depth_basis(table["depth"].to_numpy(np.float64), depth_splines)
         for j in range(basis.shape[1]):
@@ -116,6 +127,9 @@ def _nuisance(table: pd.DataFrame, params: Mapping[str, float], depth_splines: i
             "their registry entries"
         )
     table[f"{NUISANCE}log_params"] = np.log10(counts.to_numpy(np.float64))
+    for column, (name, transform) in DIMENSION_COLUMNS.items():
+        if dimension and column in table.columns:
+            table[f"{NUISANCE}{name}"] = transform(table[column].to_numpy(np.float64))
     for k in sorted(set(table["kind"]) - {"full"}):
         table[f"{NUISANCE}kind_{k}"] = (table["kind"] == k).astype(np.float64)
     return table
@@ -133,6 +147,7 @@ def observations(
     published: bool = False,
     default_variants: Mapping[str, str] | None = None,
     depth_splines: int = DEPTH_SPLINES,
+    dimension: bool = True,
 ) -> pd.DataFrame:
     """One row per observation and ROI x hemisphere: ``stratum``, ``kind``, ``family``,
     ``score``, ``depth`` (relative depth, where there is a layer), the nuisance columns
@@ -144,7 +159,9 @@ def observations(
     ``published``, ``model, roi, hemisphere, score`` (+ optional ``variant``; missing variants
     come from ``default_variants``). Features come from the ``group`` rows of ``topology``.
     Published scores have no layer, so their features are averaged over layers whatever
-    ``unit`` says. ``params``: parameters per model; ``kinds``: (model, variant) -> kind.
+    ``unit`` says. ``params``: parameters per model; ``kinds``: (model, variant) -> kind;
+    ``depth_splines`` and ``dimension``: the nuisance model's depth basis and whether it holds
+    the layers' intrinsic dimension.
     """
     if unit not in UNITS:
         raise BrainshapeError(f"regressions.unit is '{unit}'; use one of {list(UNITS)}")
@@ -191,7 +208,7 @@ def observations(
     if untrained == "exclude":
         stratum = "trained"
     table.insert(0, "stratum", stratum)
-    return _nuisance(table, params, depth_splines)
+    return _nuisance(table, params, depth_splines, dimension)
 
 
 def feature_columns(table: pd.DataFrame, patterns: Sequence[str], name: str) -> list[str]:

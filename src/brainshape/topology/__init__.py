@@ -11,6 +11,8 @@ change to one part reruns only the jobs that use it):
   diagram summaries;
 - :mod:`~brainshape.topology.measures`: geometry measures between two clouds (RSA, debiased
   CKA, Procrustes, CKA);
+- :mod:`~brainshape.topology.dimension`: how many directions a cloud fills (participation
+  ratio, TwoNN);
 - :mod:`~brainshape.topology.nulls`: each geometry value against brain clouds moved in time
   (stories permuted, or shifted within stories), and the clouds' autocorrelation time;
 - :mod:`~brainshape.topology.brain`, :mod:`~brainshape.topology.layers`,
@@ -33,6 +35,7 @@ from brainshape.topology.clouds import (
     standardize,
     time_base_resamplers,
 )
+from brainshape.topology.dimension import DIMENSIONS, participation_ratio, twonn
 from brainshape.topology.figures import plot_agreement
 from brainshape.topology.layers import compute_layers
 from brainshape.topology.measures import (
@@ -82,14 +85,14 @@ from brainshape.topology.timebase import (
 )
 
 __all__ = [
-    "BACKENDS", "Cloud", "MEASURES", "METRICS", "MIN_SHIFT_S", "Measure", "NullPlan",
+    "BACKENDS", "Cloud", "DIMENSIONS", "MEASURES", "METRICS", "MIN_SHIFT_S", "Measure", "NullPlan",
     "NullSettings", "SCHEMES", "SUMMARIES", "TimeBase", "against_null", "autocorrelation",
     "autocorrelation_time", "bar_count", "base_members", "betti_argpeak", "betti_peak",
     "brain_clouds", "check_settings", "cka", "cka_debiased", "compute_brain", "compute_layers",
     "diagram_summaries", "diagrams", "distances", "embed", "hsic_unbiased", "landmark_resamplers",
     "landmarks", "layer_cloud", "load_diagrams", "longest_bar", "null_columns", "null_settings",
-    "pair_variant", "persistent_entropy", "plan_null", "plot_agreement", "prepare", "procrustes",
-    "read_time_base", "rsa", "save_diagrams", "shared_time_base", "standardize",
-    "time_base_resamplers", "total_persistence", "wasserstein", "wasserstein_column",
-    "write_time_base",
+    "pair_variant", "participation_ratio", "persistent_entropy", "plan_null", "plot_agreement",
+    "prepare", "procrustes", "read_time_base", "rsa", "save_diagrams", "shared_time_base",
+    "standardize", "time_base_resamplers", "total_persistence", "twonn", "wasserstein",
+    "wasserstein_column", "write_time_base",
 ]  # fmt: skip

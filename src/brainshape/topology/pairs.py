@@ -22,6 +22,7 @@ from brainshape.topology.clouds import (
     prepare,
     time_base_resamplers,
 )
+from brainshape.topology.dimension import DIMENSIONS
 from brainshape.topology.measures import MEASURES
 from brainshape.topology.nulls import (
     PLAN_COLUMNS,
@@ -128,6 +129,7 @@ def _layers(layers_dir, features, words, base, index, window, settings) -> list[
             for dim, g in enumerate(dgms)
             for k, v in diagram_summaries(g, settings["summaries"]).items()
         }
+        values.update({f"layer_{k}": f(cloud) for k, f in DIMENSIONS.items()})
         out.append(_Layer(layer, cloud, dgms, {**values, "layer_tau_s": tau}, tau))
     return out
 
@@ -214,7 +216,9 @@ def pair_variant(
     :class:`NullSettings`). Columns: ``layer``, ``subject``, ``roi``, ``hemisphere``;
     ``wasserstein_q<q>_p<p>_h<k>`` per order and dimension (between the two clouds' diagrams,
     which do not know which volume is which: no time-shift null can move them);
-    ``layer_<summary>_h<k>``, ``layer_tau_s`` (the layer cloud's autocorrelation time);
+    ``layer_<summary>_h<k>``, ``layer_participation_ratio`` and ``layer_twonn`` (its intrinsic
+    dimension, :mod:`~brainshape.topology.dimension`), ``layer_tau_s`` (the layer cloud's
+    autocorrelation time);
     ``brain_<summary>_h<k>``, ``brain_tau_s``; the five columns of :func:`null_columns` per
     measure; and how the null was made (:data:`PLAN_COLUMNS`). Each layer cloud is rebuilt from
     the features (a resampling, cheap next to its diagram).
