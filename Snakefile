@@ -23,6 +23,7 @@ include: "workflow/rules/fmri.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/topology.smk"
+include: "workflow/rules/crossfit.smk"
 include: "workflow/rules/regressions.smk"
 
 

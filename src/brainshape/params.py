@@ -129,6 +129,18 @@ def encode(study: Study, ds: str, group: str | None = None) -> dict:
     }
 
 
+def encode_half(study: Study, ds: str, group: str, half: str) -> dict:
+    """An encode job of one half of the stories (cross-fitting): the stories of ``half`` only,
+    and no permutation null (the halves' scores feed the regressions, not p-values)."""
+    from brainshape import crossfit
+
+    return {
+        **encode(study, ds, group),
+        "stories": crossfit.half_stories(study.stories(ds), half),
+        "n_permutations": 0,
+    }
+
+
 def baseline(study: Study, ds: str, name: str, group: str) -> dict:
     return {**encode(study, ds, group), "baseline": name}
 
@@ -178,9 +190,14 @@ NULL_KEYS = (
 )  # fmt: skip
 
 
-def topology_pairs(study: Study, ds: str) -> dict:
+def topology_pairs(study: Study, ds: str, half: str | None = None) -> dict:
+    """A pairing job; with ``half`` (cross-fitting), on the stories of that half only."""
+    from brainshape import crossfit
+
     t = study.config["topology"]
+    only = None if half is None else crossfit.half_stories(study.stories(ds), half)
     return {
+        "only_stories": only,
         "stories": study.stories(ds),
         "window": study.config["encoding"]["lanczos_window"],
         **_cloud_settings(study),

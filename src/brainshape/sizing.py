@@ -9,6 +9,7 @@ know nothing about configs. ``common.smk`` asks it for every job's ``gpu``, ``me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -341,19 +342,55 @@ class JobSizing:
             overhead += resources.ENCODE_GPU_HOST_MIB
         return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
 
+    def encode_rate(self, model: str | None) -> float:
+        """GFLOP/s of an encode job: ``encoding.cpu_gflops`` x threads, or the GPU's rate for
+        this engine with ``encoding.gpus``."""
+        e = self.config["encoding"]
+        if self.encode_gpus(model):
+            return resources.encode_gpu_gflops(self.gpu(), e["gpu_tflops"])
+        return float(e["cpu_gflops"]) * int(e["threads"])
+
     def encode_runtime_min(self, ds: str, model: str | None, group: str | None = None) -> int:
         """Wall minutes of an encode job: its FLOPs (:func:`resources.encode_flops`) at
         ``encoding.cpu_gflops`` x threads, or at the GPU's rate with ``encoding.gpus``."""
-        e = self.config["encoding"]
-        if self.encode_gpus(model):
-            rate = resources.encode_gpu_gflops(self.gpu(), e["gpu_tflops"])
-        else:
-            rate = float(e["cpu_gflops"]) * int(e["threads"])
+        rate = self.encode_rate(model)
         shape = self.encode_shape(ds, model, group)
         # Many variants and groups share a shape: count its FLOPs once (a loop over the folds).
         if shape not in self._flops:
             self._flops[shape] = resources.encode_flops(shape)
         return resources.encode_runtime_min(shape, gflops=rate, flops=self._flops[shape])
+
+    def encode_half_shape(self, ds: str, model: str, group: str, stories) -> resources.EncodeShape:
+        """The shape of a cross-fitting half's encode job: the job of ``group`` on the
+        ``stories`` of the half its subjects heard, with no permutation null."""
+        from brainshape import ridge
+
+        shape = self.encode_shape(ds, model, group)
+        members = self.study.subject_groups(ds)[group]
+        mine = [s for s in self.study.subject_stories(ds, members[0]) if s in set(stories)]
+        kept, words, _ = self.kept_story_shapes(ds, mine)
+        segments = None
+        e = self.config["encoding"]
+        if e["folds"] == "blocks" and e["n_blocks"]:
+            segments = tuple(len(b) for b in ridge.contiguous_folds(kept, e["n_blocks"]))
+        return dataclasses.replace(
+            shape, story_trs=kept, story_words=words, segments=segments, null_copies=0,
+            n_permutations=0,
+        )  # fmt: skip
+
+    def encode_half_mem_mb(self, ds: str, model: str, group: str, stories) -> int:
+        """Host memory (MiB) of a cross-fitting half's encode job (:meth:`encode_mem_mb`)."""
+        overhead = resources.ENCODE_OVERHEAD_MIB
+        if self.encode_gpus(model):
+            overhead += resources.ENCODE_GPU_HOST_MIB
+        shape = self.encode_half_shape(ds, model, group, stories)
+        return resources.encode_mem_mb(shape, overhead)
+
+    def encode_half_runtime_min(self, ds: str, model: str, group: str, stories) -> int:
+        """Wall minutes of a cross-fitting half's encode job, at the rate of
+        :meth:`encode_runtime_min`."""
+        shape = self.encode_half_shape(ds, model, group, stories)
+        return resources.encode_runtime_min(shape, gflops=self.encode_rate(model))
 
     # --- the shape stage -------------------------------------------------------------------------
 

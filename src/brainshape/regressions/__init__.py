@@ -30,6 +30,7 @@ from brainshape.regressions.inputs import (
     PUBLISHED_COLUMNS,
     UNITS,
     UNTRAINED,
+    crossfit_observations,
     depth_basis,
     feature_columns,
     nuisance_columns,
@@ -47,9 +48,9 @@ from brainshape.regressions.variants import contrasts, scaling_table
 
 __all__ = [
     "FEATURE_COLUMNS", "Fit", "NUISANCE", "PERMUTATIONS", "PUBLISHED_COLUMNS",
-    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "contrasts", "cv_r2", "depth_basis",
-    "depth_blocks", "feature_columns", "fit",
-    "group_folds", "nuisance_columns", "observations", "parameter_counts", "permutation_orders",
-    "permuted_residuals", "plot_contrasts", "plot_regressions", "plot_scaling", "read_published",
-    "run_regressions", "scaling_table",
+    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "contrasts", "crossfit_observations", "cv_r2",
+    "depth_basis", "depth_blocks", "feature_columns", "fit", "group_folds", "nuisance_columns",
+    "observations", "parameter_counts", "permutation_orders", "permuted_residuals",
+    "plot_contrasts", "plot_regressions", "plot_scaling", "read_published", "run_regressions",
+    "scaling_table",
 ]  # fmt: skip

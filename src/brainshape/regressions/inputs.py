@@ -211,6 +211,27 @@ def observations(
     return _nuisance(table, params, depth_splines, dimension)
 
 
+def crossfit_observations(
+    scores: Mapping[str, pd.DataFrame], topology: Mapping[str, pd.DataFrame], families, **kw
+) -> pd.DataFrame:
+    """Cross-fitted observations (:mod:`brainshape.crossfit`): the features of half A beside the
+    brainscores of half B, and those of B beside A's, one above the other.
+
+    ``scores`` and ``topology`` map ``A`` and ``B`` to each half's tables; ``kw`` as
+    :func:`observations`. The column ``crossfit`` names the half of the features, and the
+    nuisance model gets the indicator ``nuisance_crossfit_B``, so that each direction is centred
+    on its own mean: no sum over rows then pairs the two halves' noise.
+    """
+    parts = []
+    for features, scored in (("A", "B"), ("B", "A")):
+        part = observations(scores[scored], topology[features], families, **kw)
+        part.insert(1, "crossfit", features)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    table[f"{NUISANCE}crossfit_B"] = (table["crossfit"] == "B").astype(np.float64)
+    return table
+
+
 def feature_columns(table: pd.DataFrame, patterns: Sequence[str], name: str) -> list[str]:
     """Columns of ``table`` matched by the glob ``patterns`` of feature set ``name``."""
     cols = [c for c in table.columns if any(fnmatch.fnmatchcase(c, p) for p in patterns)]

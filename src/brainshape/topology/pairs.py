@@ -39,7 +39,7 @@ from brainshape.topology.persistence import (
     load_diagrams,
     wasserstein,
 )
-from brainshape.topology.timebase import read_time_base
+from brainshape.topology.timebase import read_time_base, restrict
 
 log = logging.getLogger("brainshape")
 
@@ -107,8 +107,9 @@ class _Layer:
     tau_s: float
 
 
-def _layers(layers_dir, features, words, base, index, window, settings) -> list[_Layer]:
-    """Every layer of the variant (``settings``: metric, components, summaries)."""
+def _layers(layers_dir, features, words, base, index, stored, window, settings) -> list[_Layer]:
+    """Every layer of the variant (``settings``: metric, components, summaries), its cloud at
+    the landmarks ``index`` of ``base``; ``stored``: the landmarks its diagrams were made at."""
     resamplers = landmark_resamplers(words, base, index, window)
     whole = time_base_resamplers(words, base, window)
     out = []
@@ -117,7 +118,7 @@ def _layers(layers_dir, features, words, base, index, window, settings) -> list[
         if not path.is_file():
             raise BrainshapeError(f"{path} is missing; rerun rule layer_diagrams for this variant")
         dgms, extra = load_diagrams(path)
-        _same_landmarks(extra["index"], index, path, "layer_diagrams")
+        _same_landmarks(extra["index"], stored, path, "layer_diagrams")
         cloud = prepare(
             layer_cloud(features, resamplers, layer), settings["metric"], settings["components"]
         )
@@ -179,17 +180,19 @@ def _geometry(brain, layers, base, index, null, settings) -> tuple[float, list[d
 
 
 def _brain_rows(brain, layers, base, index, null, orders, settings) -> list[dict]:
-    """The rows of one brain cloud: every layer against it, with the null of its geometry."""
+    """The rows of one brain cloud: every layer against it, with the null of its geometry; the
+    distances between diagrams and the brain's summaries with ``orders`` (none for a part of
+    the time base, whose brain cloud has no diagram of its own)."""
     tau, geometry = _geometry(brain, layers, base, index, null, settings)
     site = {k: getattr(brain.info, k) for k in ("subject", "roi", "hemisphere")}
     bsum = {
         f"brain_{k}_h{dim}": v
-        for dim, g in enumerate(brain.dgms)
+        for dim, g in enumerate(brain.dgms if orders is not None else [])
         for k, v in diagram_summaries(g, settings["summaries"]).items()
     }
     return [
-        {"layer": layer.number, **site, **_distances(layer, brain, orders), **layer.columns,
-         **bsum, "brain_tau_s": tau, **values}
+        {"layer": layer.number, **site, **_distances(layer, brain, orders or []),
+         **layer.columns, **bsum, "brain_tau_s": tau, **values}
         for layer, values in zip(layers, geometry, strict=True)
     ]  # fmt: skip
 
@@ -208,6 +211,7 @@ def pair_variant(
     summaries: Sequence[str],
     null: NullSettings | None = None,
     window: float = 3,
+    only_stories: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, brain cloud): Wasserstein distances, diagram summaries, geometry.
 
@@ -222,8 +226,17 @@ def pair_variant(
     ``brain_<summary>_h<k>``, ``brain_tau_s``; the five columns of :func:`null_columns` per
     measure; and how the null was made (:data:`PLAN_COLUMNS`). Each layer cloud is rebuilt from
     the features (a resampling, cheap next to its diagram).
+
+    ``only_stories`` (a half of cross-fitting, :mod:`brainshape.crossfit`): the clouds, their
+    geometry, null, autocorrelation and dimension on those stories' landmarks alone; the
+    layer's diagram summaries stay those of the whole time base (they involve no fMRI), and the
+    Wasserstein distances and brain summaries, whose brain diagrams hold every story, are left
+    out.
     """
-    base, index = read_time_base(time_base)
+    base, stored = read_time_base(time_base)
+    index, kept = stored, None
+    if only_stories is not None:
+        base, index, kept = restrict(base, stored, only_stories)
     unknown = [n for n in measures if n not in MEASURES]
     if unknown:
         raise BrainshapeError(
@@ -233,10 +246,13 @@ def pair_variant(
     null.check()
     settings = {"metric": metric, "components": components}
     settings.update(measures=list(measures), summaries=list(summaries))
-    layers = _layers(layers_dir, features, words, base, index, window, settings)
+    layers = _layers(layers_dir, features, words, base, index, stored, window, settings)
     rows = []
-    for brain in _brains(Path(brain_dir), index):
-        rows += _brain_rows(brain, layers, base, index, null, orders, settings)
+    for brain in _brains(Path(brain_dir), stored):
+        if kept is not None:
+            brain.series = brain.series[kept]
+        whole = orders if kept is None else None
+        rows += _brain_rows(brain, layers, base, index, null, whole, settings)
     table = pd.DataFrame(rows)
     front = ["layer", "subject", "roi", "hemisphere"]
     wcols = [c for c in table.columns if c.startswith("wasserstein_")]

@@ -131,6 +131,31 @@ def base_members(fmri_dirs: Sequence[str | os.PathLike], base: TimeBase) -> list
     return members
 
 
+def restrict(
+    base: TimeBase, index: np.ndarray, stories: Sequence[str]
+) -> tuple[TimeBase, np.ndarray, np.ndarray]:
+    """The time base of ``stories`` only: that time base, the landmarks that fall in those
+    stories (as points of it), and the points of the whole time base it keeps (in order)."""
+    missing = sorted(set(stories) - set(base.stories()))
+    if missing:
+        raise BrainshapeError(
+            f"stories {missing} are not in the time base ({', '.join(base.stories())}); rerun "
+            "rule topology_timebase"
+        )
+    sizes = [base.brain_rows(s).size for s in base.stories()]
+    starts = dict(zip(base.stories(), np.cumsum([0, *sizes[:-1]]), strict=True))
+    sub = TimeBase(
+        runs={s: base.runs[s] for s in sorted(stories)},
+        delay_s=base.delay_s,
+        history_s=base.history_s,
+    )
+    kept = np.concatenate(
+        [starts[s] + np.arange(base.brain_rows(s).size) for s in sub.stories()]
+    ).astype(np.int64)
+    inside = np.isin(index, kept)
+    return sub, np.searchsorted(kept, index[inside]).astype(np.int64), kept
+
+
 def landmarks(n_points: int, max_points: int, seed: int) -> np.ndarray:
     """Sorted indices of at most ``max_points`` of ``n_points``, drawn with a fixed seed.
 
