@@ -118,7 +118,7 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
         **shape, clouds=0, cloud_columns=200
     )
     assert s.topology_pairs_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
-        **shape, clouds=2 * 5 + 2, cloud_columns=200, persistence=False, whole=True
+        **shape, clouds=2 * 5 * 2 + 2 + 1, cloud_columns=200, persistence=False, whole=True
     )
     whole = resources.layer_diagrams_memory(
         **shape, clouds=0, cloud_columns=200, persistence=False, whole=True

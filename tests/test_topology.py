@@ -466,6 +466,35 @@ def _parts(series, base):
     return np.split(series, np.cumsum(sizes)[:-1])
 
 
+def test_every_feature_is_measured_again_at_another_landmark_draw(tmp_path):
+    dirs, words, features, _ = _fake_dataset(tmp_path)
+    time_base = tmp_path / "timebase.json"
+    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=6.0, max_points=80, seed=0,
+                      stability_seeds=1)  # fmt: skip
+    (other,) = T.timebase.read_stability(time_base)
+    base, index = T.read_time_base(time_base)
+    np.testing.assert_array_equal(other, T.landmarks(base.n_points(), 80, seed=1))
+    T.compute_brain(dirs, time_base, tmp_path / "brain", embedding=EMBEDDING, per_subject=False,
+                    **SETTINGS)  # fmt: skip
+    T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
+    table = T.pair_variant(
+        tmp_path / "layers", tmp_path / "brain", features, words, time_base, orders=[],
+        metric="euclidean", components=None, measures=["rsa"], summaries=["entropy"], null=NULL,
+    )  # fmt: skip
+    row = table[(table.layer == 1) & (table.roi == "AG") & (table.hemisphere == "L")].iloc[0]
+    _, extra = T.load_diagrams(tmp_path / "brain" / "group_AG_L.npz")
+    series = extra["series"].astype(np.float64)
+    resamplers = T.landmark_resamplers(words, base, np.arange(base.n_points()), window=3)
+    whole = T.layer_cloud(features, resamplers, 1)
+    layers = [T.prepare(whole[i]) for i in (index, other)]
+    rsa = [T.rsa(c, T.prepare(series[i])) for c, i in zip(layers, (index, other), strict=True)]
+    assert row["rsa_landmark_sd"] == pytest.approx(np.std(rsa, ddof=1), abs=1e-12)
+    entropy = [T.persistent_entropy(T.diagrams(c.distances)[1]) for c in layers]
+    assert row["layer_entropy_h1_landmark_sd"] == pytest.approx(np.std(entropy, ddof=1))
+    ratio = [T.participation_ratio(c) for c in layers]
+    assert row["layer_participation_ratio_landmark_sd"] == pytest.approx(np.std(ratio, ddof=1))
+
+
 def test_a_geometry_measure_and_a_summary_added_through_the_registries_alone(tmp_path, monkeypatch):
     def distance_ratio(layer, brain):
         return float(np.mean(layer.distances) / np.mean(brain.distances))

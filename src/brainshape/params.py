@@ -160,7 +160,7 @@ def topology_timebase(study: Study, ds: str) -> dict:
         "stories": study.stories(ds),
         "delay_s": float(t["delay_s"]),
         "history_s": (int(emb["dimension"]) - 1) * float(emb["lag_s"]) if roi_mean else 0.0,
-        **{k: t[k] for k in ("max_points", "seed")},
+        **{k: t[k] for k in ("max_points", "seed", "stability_seeds")},
     }
 
 

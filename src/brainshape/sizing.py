@@ -434,6 +434,7 @@ class JobSizing:
         null's, prepared one after another).
         """
         t = self.config["topology"]
+        draws = int(t["stability_seeds"])
         kept, words, trim = self.kept_story_shapes(ds)
         if self.config["fmri"]["targets"] == "roi_mean":
             columns = int(t["embedding"]["dimension"])
@@ -450,7 +451,9 @@ class JobSizing:
             "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
-            "clouds": 2 * layers + 2,
+            # Each layer's prepared clouds at every landmark draw, and per brain cloud the
+            # observed one, one of the null's and one per extra draw.
+            "clouds": 2 * layers * (1 + draws) + 2 + draws,
             "cloud_columns": max(hidden, columns, n_points),
         }
 

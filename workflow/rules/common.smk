@@ -252,12 +252,16 @@ def topology_pairs_inputs(wildcards):
 
 
 def topology_table_inputs(wildcards):
-    return [
-        rules.topology_pairs.output[0].format(
-            dataset=wildcards.dataset, model=m, variant=v
-        )
-        for m, v in STUDY.model_variants()
-    ]
+    ds, variants = wildcards.dataset, STUDY.model_variants()
+    pairs = rules.topology_pairs.output
+    return {
+        "tables": [
+            pairs.table.format(dataset=ds, model=m, variant=v) for m, v in variants
+        ],
+        "null_max": [
+            pairs.null_max.format(dataset=ds, model=m, variant=v) for m, v in variants
+        ],
+    }
 
 
 def regression_scores(ds):

@@ -69,7 +69,7 @@ rule topology_pairs_half:
 
 rule topology_table_half:
     input:
-        topology_pairs_half_outputs,
+        tables=topology_pairs_half_outputs,
     output:
         "results/{dataset}/crossfit/{half}/topology.parquet",
     log:

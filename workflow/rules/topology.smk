@@ -65,7 +65,8 @@ rule topology_pairs:
     input:
         unpack(topology_pairs_inputs),
     output:
-        "results/{dataset}/topology/pairs/{model}/{variant}.parquet",
+        table="results/{dataset}/topology/pairs/{model}/{variant}.parquet",
+        null_max="results/{dataset}/topology/pairs/{model}/{variant}.null_max.npy",
     log:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
     benchmark:
@@ -84,7 +85,7 @@ rule topology_pairs:
 
 rule topology_table:
     input:
-        topology_table_inputs,
+        unpack(topology_table_inputs),
     output:
         "results/{dataset}/topology.parquet",
     log:

@@ -40,6 +40,7 @@ def main(job):
             seed=p["seed"],
             permutation=p["permutation"],
             depth_bins=p["depth_bins"],
+            weights=p["weights"],
         )
     table.insert(4, "crossfit", bool(p["crossfit"]))
     save_parquet(job.output.regressions, table)

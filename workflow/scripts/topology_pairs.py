@@ -1,5 +1,5 @@
 from brainshape import features, runner, stimuli
-from brainshape.io import save_parquet
+from brainshape.io import save_npy, save_parquet
 from brainshape.threads import limit_threads
 from brainshape.topology import nulls, pairs
 
@@ -13,9 +13,12 @@ def main(job):
         table = pairs.pair_variant(
             job.input.layers, job.input.brain, feats, words, job.input.time_base, null=null, **p
         )
+    maxima = table.attrs.pop("null_max_z")
     table.insert(0, "variant", job.wildcards.variant)
     table.insert(0, "model", job.wildcards.model)
     save_parquet(job.output[0], table)
+    if "null_max" in job.output.keys():
+        save_npy(job.output.null_max, maxima)
 
 
 runner.run(snakemake, main)  # noqa: F821

@@ -21,8 +21,10 @@ from brainshape.regressions.figures import plot_contrasts, plot_regressions, plo
 from brainshape.regressions.fitting import (
     FEATURE_COLUMNS,
     REGRESSION_COLUMNS,
+    WEIGHTS,
     Fit,
     fit,
+    row_weights,
     run_regressions,
 )
 from brainshape.regressions.inputs import (
@@ -33,6 +35,7 @@ from brainshape.regressions.inputs import (
     crossfit_observations,
     depth_basis,
     feature_columns,
+    landmark_reliability,
     nuisance_columns,
     observations,
     parameter_counts,
@@ -48,9 +51,9 @@ from brainshape.regressions.variants import contrasts, scaling_table
 
 __all__ = [
     "FEATURE_COLUMNS", "Fit", "NUISANCE", "PERMUTATIONS", "PUBLISHED_COLUMNS",
-    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "contrasts", "crossfit_observations", "cv_r2",
-    "depth_basis", "depth_blocks", "feature_columns", "fit", "group_folds", "nuisance_columns",
-    "observations", "parameter_counts", "permutation_orders", "permuted_residuals",
-    "plot_contrasts", "plot_regressions", "plot_scaling", "read_published", "run_regressions",
-    "scaling_table",
+    "REGRESSION_COLUMNS", "UNITS", "UNTRAINED", "WEIGHTS", "contrasts", "crossfit_observations",
+    "cv_r2", "depth_basis", "depth_blocks", "feature_columns", "fit", "group_folds",
+    "landmark_reliability", "nuisance_columns", "observations", "parameter_counts",
+    "permutation_orders", "permuted_residuals", "plot_contrasts", "plot_regressions",
+    "plot_scaling", "read_published", "row_weights", "run_regressions", "scaling_table",
 ]  # fmt: skip

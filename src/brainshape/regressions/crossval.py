@@ -53,18 +53,26 @@ def _unidentified(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
 
 
 def cv_r2(
-    x: np.ndarray, ys: np.ndarray, folds: Sequence[np.ndarray], groups: np.ndarray | None = None
+    x: np.ndarray,
+    ys: np.ndarray,
+    folds: Sequence[np.ndarray],
+    groups: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Cross-validated R^2 of OLS for each column of ``ys`` (n_obs, n_columns).
+    """Cross-validated R^2 of (weighted) least squares for each column of ``ys`` (n_obs,
+    n_columns).
 
     Held-out predictions of all folds are pooled; R^2 = 1 - SS_res / SS_tot around the mean of
-    all observations. One pseudo-inverse per fold serves every column. With ``groups`` (the
-    observations' families), a column that in a training fold only tells its families apart
-    (:func:`_unidentified`) is left out of that fold's fit.
+    all observations, both sums weighted by ``weights`` (n_obs,; default all 1), which also
+    weigh each fold's fit. One pseudo-inverse per fold serves every column. With ``groups``
+    (the observations' families), a column that in a training fold only tells its families
+    apart (:func:`_unidentified`) is left out of that fold's fit.
     """
     ys = np.asarray(ys, dtype=np.float64)
     pred = np.empty_like(ys)
     n = len(x)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    root = np.sqrt(w)[:, None]
     for test in folds:
         train = np.setdiff1d(np.arange(n), test)
         xtr, xte = design(x[train]), design(x[test])
@@ -77,9 +85,10 @@ def cv_r2(
         scale = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-12)
         xtr[:, 1:] = (xtr[:, 1:] - mu) * scale
         xte[:, 1:] = (xte[:, 1:] - mu) * scale
-        pred[test] = xte @ (np.linalg.pinv(xtr) @ ys[train])
-    ss_res = ((ys - pred) ** 2).sum(0)
-    ss_tot = ((ys - ys.mean(0)) ** 2).sum(0)
+        beta = np.linalg.pinv(xtr * root[train]) @ (ys[train] * root[train])
+        pred[test] = xte @ beta
+    ss_res = (w[:, None] * (ys - pred) ** 2).sum(0)
+    ss_tot = (w[:, None] * (ys - (w @ ys) / w.sum()) ** 2).sum(0)
     return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)
 
 

@@ -233,14 +233,36 @@ def crossfit_observations(
 
 
 def feature_columns(table: pd.DataFrame, patterns: Sequence[str], name: str) -> list[str]:
-    """Columns of ``table`` matched by the glob ``patterns`` of feature set ``name``."""
-    cols = [c for c in table.columns if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    """Columns of ``table`` matched by the glob ``patterns`` of feature set ``name``; a
+    feature's spread over landmark draws (``*_landmark_sd``) only where a pattern names it."""
+    cols = [
+        c
+        for c in table.columns
+        if any(fnmatch.fnmatchcase(c, p) for p in patterns)
+        and (not c.endswith("_landmark_sd") or c in patterns)
+    ]
     if not cols:
         raise BrainshapeError(
             f"regressions.feature_sets.{name} ({list(patterns)}) matches no column of the "
             f"topology table; columns: {', '.join(map(str, table.columns))}"
         )
     return cols
+
+
+def landmark_reliability(table: pd.DataFrame, column: str) -> float:
+    """The share of a feature's variance over the observations of ``table`` that is not the
+    choice of landmarks: ``1 - mean(sd^2) / var``, with ``sd`` its standard deviation over the
+    landmark draws (``<column>_landmark_sd``; for a ``<measure>_z``, the measure's over its null
+    sd). NaN where topology.parquet has no such column (``topology.stability_seeds`` 0)."""
+    sd = table.get(f"{column}_landmark_sd")
+    if sd is None and column.endswith("_z"):
+        measure = column[: -len("_z")]
+        if f"{measure}_landmark_sd" in table and f"{measure}_null_sd" in table:
+            sd = table[f"{measure}_landmark_sd"] / table[f"{measure}_null_sd"]
+    var = float(table[column].var(ddof=0))
+    if sd is None or not var > 0:
+        return float("nan")
+    return float(1.0 - np.nanmean(np.asarray(sd, np.float64) ** 2) / var)
 
 
 def nuisance_columns(table: pd.DataFrame) -> list[str]:

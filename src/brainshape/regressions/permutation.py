@@ -87,6 +87,7 @@ def permuted_residuals(
     rng: np.random.Generator,
     scheme: str,
     blocks: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n`` permutations (n_obs, n) of residuals ``r`` that keep their family structure.
 
@@ -95,10 +96,11 @@ def permuted_residuals(
     residuals that change smoothly with depth); with ``free`` the family means are also
     exchanged between families (so that what a family shares moves as a block, as it must for
     the gain's null to have the observed spread when families differ), with ``within_family``
-    they stay.
+    they stay. Family means are weighted by ``weights`` (default all 1).
     """
     labels, inverse = np.unique(groups, return_inverse=True)
-    means = np.bincount(inverse, r) / np.bincount(inverse)
+    w = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
+    means = np.bincount(inverse, w * r) / np.bincount(inverse, w)
     deviations = r - means[inverse]
     order = np.tile(np.arange(len(r)), (n, 1))
     within = inverse if blocks is None else np.unique(blocks, return_inverse=True)[1]
@@ -123,18 +125,21 @@ def gain_test(
     rng,
     scheme: str,
     blocks: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, float, float, float]:
     """Nuisance-only and combined cross-validated R^2, the gain and its p-value.
 
-    Freedman and Lane: the nuisance model is fitted to all observations, its residuals are
+    Freedman and Lane: the nuisance model is fitted to all observations (weighted by
+    ``weights``, as every fit and R^2 here), its residuals are
     permuted (:func:`permuted_residuals`, deviations within ``blocks``) and added back to its
     fitted values; each permuted
     score vector goes through the cross-validation of both models, as the observed one does.
     """
-    both = cv_r2(xn, y[:, None], folds, groups)[0], cv_r2(xc, y[:, None], folds, groups)[0]
-    d = design(xn)
-    fitted = d @ (np.linalg.pinv(d) @ y)
-    ys = fitted[:, None] + permuted_residuals(y - fitted, groups, n, rng, scheme, blocks)
-    null = cv_r2(xc, ys, folds, groups) - cv_r2(xn, ys, folds, groups)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    both = [cv_r2(x, y[:, None], folds, groups, w)[0] for x in (xn, xc)]
+    d, root = design(xn), np.sqrt(w)
+    fitted = d @ (np.linalg.pinv(d * root[:, None]) @ (y * root))
+    ys = fitted[:, None] + permuted_residuals(y - fitted, groups, n, rng, scheme, blocks, w)
+    null = cv_r2(xc, ys, folds, groups, w) - cv_r2(xn, ys, folds, groups, w)
     gain = float(both[1] - both[0])
     return float(both[0]), float(both[1]), gain, permutation_p(null, gain)

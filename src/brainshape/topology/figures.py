@@ -22,8 +22,10 @@ def plot_agreement(
     """Agreement of each layer's cloud with each group brain cloud, beside its null.
 
     One row per ROI x hemisphere, one column per measure; per variant a line of the measure by
-    layer and a band over the null (the time-shifted brain clouds: mean +- 1.96 sd). A marker
-    shows layers whose one-sided p is below 0.05 / the number of layers (Bonferroni).
+    layer and a band over the null (the null's brain clouds: mean +- 1.96 sd). A marker shows
+    layers whose family-wise p-value (``<measure>_p_fwe``: corrected over every layer, model,
+    variant, ROI x hemisphere and measure of the table, :func:`~brainshape.topology.nulls.
+    family_wise`) is below 0.05.
     """
     import matplotlib
 
@@ -48,8 +50,8 @@ def plot_agreement(
                 mean = rows[f"{name}_null_mean"]
                 ax.fill_between(rows["layer"], mean - band, mean + band, color=f"C{k}", alpha=0.15)
                 ax.plot(rows["layer"], rows[name], color=f"C{k}", marker="o", ms=2.5, label=variant)
-                hit = rows[rows[f"{name}_p"] < 0.05 / len(rows)]
-                ax.plot(hit["layer"], hit[name], "k*", ms=6, label="p < 0.05 / layers")
+                hit = rows[rows[f"{name}_p_fwe"] < 0.05]
+                ax.plot(hit["layer"], hit[name], "k*", ms=6, label="family-wise p < 0.05")
             ax.set_title(f"{roi} {hemi}: {name}", fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("layer")

@@ -12,8 +12,8 @@ import pandas as pd
 
 from brainshape.threads import limit_threads
 from brainshape.topology.clouds import landmark_resamplers, layer_cloud, prepare
-from brainshape.topology.persistence import diagrams, save_diagrams
-from brainshape.topology.timebase import read_time_base
+from brainshape.topology.persistence import diagram_summaries, diagrams, save_diagrams
+from brainshape.topology.timebase import read_stability, read_time_base
 
 
 def compute_layers(
@@ -35,9 +35,12 @@ def compute_layers(
     ``time_base`` and prepared as every cloud is (:func:`prepare`); nothing of the brain data
     enters, so only a change of the time base, the features or the settings recomputes them.
     Each file holds ``dgm_<k>``, ``index`` and ``scale`` (the median distance the diagrams are
-    in units of).
+    in units of), and ``stability_<summary>_h<k>``: every summary of :data:`SUMMARIES` of the
+    diagrams of the layer's clouds at the time base's extra landmark draws (one value per
+    draw; :func:`~brainshape.topology.timebase.read_stability`).
     """
     base, index = read_time_base(time_base)
+    extra = [landmark_resamplers(words, base, d, window) for d in read_stability(time_base)]
     resamplers = landmark_resamplers(words, base, index, window)
     n_layers = features[base.stories()[0]].shape[0]
     for layer in range(n_layers):
@@ -46,10 +49,18 @@ def compute_layers(
         # (docs/benchmarks.md).
         with limit_threads(1, blas_only=True):
             cloud = prepare(layer_cloud(features, resamplers, layer), metric, components)
+        stability: dict[str, list[float]] = {}
+        for other in extra:
+            with limit_threads(1, blas_only=True):
+                moved = prepare(layer_cloud(features, other, layer), metric, components)
+            for dim, g in enumerate(diagrams(moved.distances, maxdim, backend, n_threads)):
+                for name, v in diagram_summaries(g).items():
+                    stability.setdefault(f"stability_{name}_h{dim}", []).append(v)
         save_diagrams(
             Path(out_dir) / f"layer-{layer}.npz",
             diagrams(cloud.distances, maxdim, backend, n_threads),
             index=index,
             scale=np.float64(cloud.scale),
+            **{k: np.asarray(v, np.float64) for k, v in stability.items()},
         )
     return n_layers

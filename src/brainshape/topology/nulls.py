@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from brainshape.errors import BrainshapeError
 from brainshape.topology.clouds import Cloud, prepare
@@ -254,6 +255,57 @@ def against_null(
     return dict(zip(null_columns(name), (obs, mean, sd, z, p), strict=True))
 
 
+def geometry_values(
+    layers: Sequence[Cloud],
+    series: np.ndarray,
+    index: np.ndarray,
+    plan: NullPlan,
+    measures: Sequence[str],
+    metric: str = "euclidean",
+    components: int | None = None,
+) -> np.ndarray:
+    """Each measure of each layer cloud against the brain cloud ``series[index]`` and against
+    the null's clouds: (1 + draws, layers, measures), the observed values first.
+
+    ``series`` is the brain cloud on the whole time base (n_points, n_columns); the null's
+    clouds are ``series[plan.rows[k]]``, prepared one at a time (memory holds one brain cloud
+    however many draws), each measured against every layer.
+    """
+    values = np.empty((1 + len(plan.rows), len(layers), len(measures)))
+    for k, rows in enumerate([index, *plan.rows] if layers else []):
+        brain = prepare(series[rows], metric, components)
+        for j, layer in enumerate(layers):
+            for m, name in enumerate(measures):
+                values[k, j, m] = MEASURES[name].function(layer, brain)
+    return values
+
+
+def null_rows(values: np.ndarray, plan: NullPlan, measures: Sequence[str]) -> list[dict]:
+    """Per layer of :func:`geometry_values`, the columns of :func:`null_columns` for each measure,
+    then :data:`PLAN_COLUMNS`."""
+    out = []
+    for j in range(values.shape[1]):
+        row: dict = {}
+        for m, name in enumerate(measures):
+            closer = MEASURES[name].closer
+            row.update(against_null(name, values[0, j, m], values[1:, j, m], closer))
+        out.append({**row, **plan.columns()})
+    return out
+
+
+def null_maxima(values: np.ndarray, measures: Sequence[str]) -> np.ndarray:
+    """Per null draw, the largest standardised null value over the layers and measures of
+    :func:`geometry_values` (each ``(value - null mean) / null sd``, its sign turned so that
+    larger is more alike): one draw of the maximum statistic of a family-wise test."""
+    null = values[1:]
+    if null.shape[0] < 2 or null.shape[1] == 0:
+        return np.full(null.shape[0], np.nan)
+    sign = np.array([1.0 if MEASURES[n].closer == "higher" else -1.0 for n in measures])
+    sd = null.std(axis=0, ddof=1)
+    z = (null - null.mean(axis=0)) / np.where(sd > 0, sd, np.nan) * sign
+    return np.nanmax(z.reshape(len(z), -1), axis=1)
+
+
 def geometry(
     layers: Sequence[Cloud],
     series: np.ndarray,
@@ -264,27 +316,42 @@ def geometry(
     components: int | None = None,
 ) -> list[dict[str, float]]:
     """Per layer cloud, each measure against the brain cloud ``series[index]`` beside its null
-    (the columns of :func:`null_columns`, then :data:`PLAN_COLUMNS`).
+    (:func:`geometry_values`, :func:`null_rows`)."""
+    values = geometry_values(layers, series, index, plan, measures, metric, components)
+    return null_rows(values, plan, measures)
 
-    ``series`` is the brain cloud on the whole time base (n_points, n_columns); the null's
-    clouds are ``series[plan.rows[k]]``, prepared one at a time (memory holds one brain cloud
-    however many draws), each measured against every layer.
+
+def family_wise(table: pd.DataFrame, maxima: Sequence[np.ndarray]) -> pd.DataFrame:
+    """``table`` (the group rows of topology.parquet, every model and variant) with
+    ``<measure>_p_fwe``: the p-value of each geometry value corrected over every layer, model,
+    variant, ROI x hemisphere and measure by the maximum statistic (Westfall and Young 1993;
+    Nichols and Holmes 2002): ``(1 + #{draws whose largest standardised null value over the
+    whole family reaches the row's z}) / (1 + draws)``.
+
+    ``maxima``: per pairing job, :func:`null_maxima` over its group brain clouds (empty where
+    it had no null); draw ``k`` of every job comes from the same seed. Rows without a null, and
+    rows of single subjects' clouds, get NaN.
     """
-    if not layers:
-        return []
-    values = np.empty((1 + len(plan.rows), len(layers), len(measures)))
-    for k, rows in enumerate([index, *plan.rows]):
-        brain = prepare(series[rows], metric, components)
-        for j, layer in enumerate(layers):
-            for m, name in enumerate(measures):
-                values[k, j, m] = MEASURES[name].function(layer, brain)
-    out = []
-    for j in range(len(layers)):
-        row: dict = {}
-        for m, name in enumerate(measures):
-            closer = MEASURES[name].closer
-            row.update(against_null(name, values[0, j, m], values[1:, j, m], closer))
-        out.append({**row, **plan.columns()})
+    found = [np.asarray(m, np.float64) for m in maxima if np.size(m)]
+    measures = [c[: -len("_null_sd")] for c in table.columns if c.endswith("_null_sd")]
+    out = table.copy()
+    if not found:
+        for name in measures:
+            out[f"{name}_p_fwe"] = np.nan
+        return out
+    if len({m.size for m in found}) != 1:
+        raise BrainshapeError(
+            "the pairing jobs' nulls have different numbers of draws; rerun rule topology_pairs "
+            "for every variant (snakemake -R topology_pairs)"
+        )
+    family = np.sort(np.nanmax(np.vstack(found), axis=0))
+    group = (out["subject"] == "group").to_numpy()
+    for name in measures:
+        sign = 1.0 if MEASURES[name].closer == "higher" else -1.0
+        z = sign * out[f"{name}_z"].to_numpy(np.float64)
+        reached = family.size - np.searchsorted(family, z - 1e-12, side="left")
+        p = (1 + reached) / (1 + family.size)
+        out[f"{name}_p_fwe"] = np.where(group & np.isfinite(z), p, np.nan)
     return out
 
 

@@ -28,18 +28,20 @@ from brainshape.topology.nulls import (
     PLAN_COLUMNS,
     NullSettings,
     autocorrelation_time,
+    geometry_values,
+    null_maxima,
+    null_rows,
     plan_null,
     shiftable,
     story_parts,
 )
-from brainshape.topology.nulls import geometry as null_geometry
 from brainshape.topology.persistence import (
     SUMMARIES,
     diagram_summaries,
     load_diagrams,
     wasserstein,
 )
-from brainshape.topology.timebase import read_time_base, restrict
+from brainshape.topology.timebase import read_stability, read_time_base, restrict
 
 log = logging.getLogger("brainshape")
 
@@ -98,18 +100,41 @@ def _brains(brain_dir: Path, index: np.ndarray) -> Iterator[_Brain]:
 @dataclass
 class _Layer:
     """One layer of the variant: its prepared cloud at the landmarks, its stored diagrams, the
-    columns that describe it alone (``layer_*``) and its autocorrelation time (s)."""
+    columns that describe it alone (``layer_*``), its autocorrelation time (s) and its clouds at
+    the extra landmark draws (``others``)."""
 
     number: int
     cloud: Cloud
     dgms: list[np.ndarray]
     columns: dict
     tau_s: float
+    others: list[Cloud]
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Standard deviation over landmark draws (the first value the table's own)."""
+    return float(np.std(values, ddof=1))
+
+
+def _landmark_columns(dgms, extra, cloud, others, summaries) -> dict:
+    """``*_landmark_sd`` of a layer's own columns over the landmark draws: its diagram summaries
+    (from its diagrams job) and its intrinsic dimension."""
+    out = {}
+    for dim, g in enumerate(dgms):
+        for k, v in diagram_summaries(g, summaries).items():
+            key = f"stability_{k}_h{dim}"
+            if key in extra:
+                out[f"layer_{k}_h{dim}_landmark_sd"] = _spread([v, *extra[key]])
+    for k, f in DIMENSIONS.items():
+        out[f"layer_{k}_landmark_sd"] = _spread([f(c) for c in [cloud, *others]])
+    return out
 
 
 def _layers(layers_dir, features, words, base, index, stored, window, settings) -> list[_Layer]:
-    """Every layer of the variant (``settings``: metric, components, summaries), its cloud at
-    the landmarks ``index`` of ``base``; ``stored``: the landmarks its diagrams were made at."""
+    """Every layer of the variant (``settings``: metric, components, summaries, the extra
+    landmark draws ``stability``), its cloud at the landmarks ``index`` of ``base``;
+    ``stored``: the landmarks its diagrams were made at."""
+    draws = [landmark_resamplers(words, base, d, window) for d in settings["stability"]]
     resamplers = landmark_resamplers(words, base, index, window)
     whole = time_base_resamplers(words, base, window)
     out = []
@@ -131,7 +156,11 @@ def _layers(layers_dir, features, words, base, index, stored, window, settings) 
             for k, v in diagram_summaries(g, settings["summaries"]).items()
         }
         values.update({f"layer_{k}": f(cloud) for k, f in DIMENSIONS.items()})
-        out.append(_Layer(layer, cloud, dgms, {**values, "layer_tau_s": tau}, tau))
+        m, c = settings["metric"], settings["components"]
+        others = [prepare(layer_cloud(features, r, layer), m, c) for r in draws]
+        if others:
+            values.update(_landmark_columns(dgms, extra, cloud, others, settings["summaries"]))
+        out.append(_Layer(layer, cloud, dgms, {**values, "layer_tau_s": tau}, tau, others))
     return out
 
 
@@ -153,8 +182,9 @@ def _distances(layer: _Layer, brain: _Brain, orders) -> dict:
     }
 
 
-def _geometry(brain, layers, base, index, null, settings) -> tuple[float, list[dict]]:
-    """The brain cloud's autocorrelation time, and per layer its geometry beside the null.
+def _geometry(brain, layers, base, index, null, settings) -> tuple[float, list[dict], np.ndarray]:
+    """The brain cloud's autocorrelation time, per layer its geometry beside the null, and the
+    null's per-draw maxima (:func:`~brainshape.topology.nulls.null_maxima`).
 
     One null serves the layers that can have one: its shifts are set by the slowest of them and
     the brain cloud. A layer too slow for any shift of these stories gets none (NaN), so that it
@@ -167,34 +197,59 @@ def _geometry(brain, layers, base, index, null, settings) -> tuple[float, list[d
     if plan.scheme == "none" or not all(fits):
         why = plan.reason or f"{fits.count(False)} layer(s) change too slowly for these stories"
         log.warning("%s: layers without a null for the geometry: %s", brain.info.cloud, why)
-    groups = [[k for k, ok in enumerate(fits) if ok], [k for k, ok in enumerate(fits) if not ok]]
     out: list = [None] * len(layers)
-    for members, group_plan in zip(groups, [plan, plan.without_draws()], strict=True):
-        values = null_geometry(
+    maxima = np.full(null.draws, np.nan)
+    for ok, group_plan in ((True, plan), (False, plan.without_draws())):
+        members = [k for k, fit in enumerate(fits) if fit == ok]
+        values = geometry_values(
             [layers[k].cloud for k in members], brain.series, index, group_plan,
             settings["measures"], settings["metric"], settings["components"],
         )  # fmt: skip
-        for k, v in zip(members, values, strict=True):
+        for k, v in zip(members, null_rows(values, group_plan, settings["measures"]), strict=True):
             out[k] = v
-    return tau, out
+        if ok and len(group_plan.rows):
+            maxima = null_maxima(values, settings["measures"])
+    return tau, out, maxima
 
 
 def _brain_rows(brain, layers, base, index, null, orders, settings) -> list[dict]:
     """The rows of one brain cloud: every layer against it, with the null of its geometry; the
     distances between diagrams and the brain's summaries with ``orders`` (none for a part of
     the time base, whose brain cloud has no diagram of its own)."""
-    tau, geometry = _geometry(brain, layers, base, index, null, settings)
+    tau, geometry, maxima = _geometry(brain, layers, base, index, null, settings)
+    if brain.info.subject == "group":
+        settings["maxima"].append(maxima)
     site = {k: getattr(brain.info, k) for k in ("subject", "roi", "hemisphere")}
     bsum = {
         f"brain_{k}_h{dim}": v
         for dim, g in enumerate(brain.dgms if orders is not None else [])
         for k, v in diagram_summaries(g, settings["summaries"]).items()
     }
+    spread = _geometry_spread(brain, layers, settings)
     return [
         {"layer": layer.number, **site, **_distances(layer, brain, orders or []),
-         **layer.columns, **bsum, "brain_tau_s": tau, **values}
-        for layer, values in zip(layers, geometry, strict=True)
+         **layer.columns, **bsum, "brain_tau_s": tau, **values, **sd}
+        for layer, values, sd in zip(layers, geometry, spread, strict=True)
     ]  # fmt: skip
+
+
+def _geometry_spread(brain, layers, settings) -> list[dict]:
+    """Per layer, ``<measure>_landmark_sd``: the measure's standard deviation over the landmark
+    draws (the brain cloud and the layer cloud both taken at each draw); none without draws."""
+    draws = settings["stability"]
+    if not draws:
+        return [{} for _ in layers]
+    m, c = settings["metric"], settings["components"]
+    brains = [prepare(brain.series[d], m, c) for d in [settings["index"], *draws]]
+    out = []
+    for layer in layers:
+        clouds = [layer.cloud, *layer.others]
+        out.append({
+            f"{name}_landmark_sd": _spread([MEASURES[name].function(a, b)
+                                            for a, b in zip(clouds, brains, strict=True)])
+            for name in settings["measures"]
+        })  # fmt: skip
+    return out
 
 
 def pair_variant(
@@ -225,7 +280,10 @@ def pair_variant(
     autocorrelation time);
     ``brain_<summary>_h<k>``, ``brain_tau_s``; the five columns of :func:`null_columns` per
     measure; and how the null was made (:data:`PLAN_COLUMNS`). Each layer cloud is rebuilt from
-    the features (a resampling, cheap next to its diagram).
+    the features (a resampling, cheap next to its diagram). ``table.attrs["null_max_z"]``: per
+    null draw the largest standardised null value over the layers, group brain clouds and
+    measures (:func:`~brainshape.topology.nulls.null_maxima`; empty without a null), for the
+    family-wise p-values of :func:`~brainshape.topology.nulls.family_wise`.
 
     ``only_stories`` (a half of cross-fitting, :mod:`brainshape.crossfit`): the clouds, their
     geometry, null, autocorrelation and dimension on those stories' landmarks alone; the
@@ -245,7 +303,9 @@ def pair_variant(
     null = null or NullSettings()
     null.check()
     settings = {"metric": metric, "components": components}
-    settings.update(measures=list(measures), summaries=list(summaries))
+    settings.update(measures=list(measures), summaries=list(summaries), maxima=[])
+    # The extra landmark draws (none on a half of the stories: they hold every story).
+    settings.update(index=index, stability=read_stability(time_base) if kept is None else [])
     layers = _layers(layers_dir, features, words, base, index, stored, window, settings)
     rows = []
     for brain in _brains(Path(brain_dir), stored):
@@ -263,4 +323,6 @@ def pair_variant(
     table["layer"] = table["layer"].astype("int64")
     table["null_draws"] = table["null_draws"].astype("int64")
     table["null_stories"] = table["null_stories"].astype("int64")
+    found = [m for m in settings["maxima"] if np.isfinite(m).any()]
+    table.attrs["null_max_z"] = np.nanmax(np.vstack(found), axis=0) if found else np.zeros(0)
     return table

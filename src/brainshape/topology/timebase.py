@@ -175,8 +175,13 @@ def write_time_base(
     history_s: float,
     max_points: int,
     seed: int,
+    stability_seeds: int = 0,
 ) -> tuple[TimeBase, np.ndarray]:
     """The dataset's time base and landmark volumes, written to ``path`` (JSON).
+
+    ``stability_seeds`` more landmark draws of the same size (seeds ``seed + 1``, ...) are
+    written beside them (``stability``): every feature is also measured there, to say how much
+    of it is the choice of landmarks (:func:`read_stability`).
 
     Every cloud of the dataset, brain or layer, is taken at these landmarks, so diagrams of
     both sides are computed once and paired freely. The file depends on the subjects' runs
@@ -192,9 +197,22 @@ def write_time_base(
             "delay_s": base.delay_s,
             "history_s": base.history_s,
             "index": index.tolist(),
+            "stability": [
+                landmarks(base.n_points(), max_points, seed + k).tolist()
+                for k in range(1, int(stability_seeds) + 1)
+            ],
         },
     )
     return base, index
+
+
+def read_stability(path: str | os.PathLike) -> list[np.ndarray]:
+    """The extra landmark draws of :func:`write_time_base` (none before they existed, or where
+    every volume is a landmark: another draw would be the same)."""
+    data = json.loads(Path(path).read_text())
+    draws = [np.asarray(d, dtype=np.int64) for d in data.get("stability", [])]
+    index = np.asarray(data["index"], dtype=np.int64)
+    return [d for d in draws if not np.array_equal(d, index)]
 
 
 def read_time_base(path: str | os.PathLike) -> tuple[TimeBase, np.ndarray]:
