@@ -125,6 +125,12 @@ def test_halves_restrict_and_when_to_cross_fit():
     assert crossfit.planned(True, stories[:2]) and not crossfit.planned(False, stories)
     with pytest.raises(BrainshapeError, match="regressions.crossfit is true but the dataset has 1"):
         crossfit.planned(True, ["a"])
+    # Every subject must have heard enough of each half (subjects may hear different stories).
+    heard = {"01": stories, "02": ["a", "b", "c", "d"]}
+    assert not crossfit.planned("auto", stories, 6, heard)
+    assert crossfit.planned("auto", stories, 4, heard)
+    with pytest.raises(BrainshapeError, match="sub-03 heard no story of one half"):
+        crossfit.planned(True, stories, 6, {**heard, "03": ["a", "c"]})
     _, _, subjects = _noise_dataset(np.random.default_rng(0), n_layers=1)
     half = crossfit.restrict(subjects, ["s1", "s3", "zz"])
     assert sorted(half["01"].data) == sorted(half["01"].runs) == ["s1", "s3"]

@@ -38,15 +38,37 @@ def half_stories(stories: Sequence[str], half: str) -> list[str]:
     return halves(stories)[half]
 
 
-def planned(setting: bool | str, stories: Sequence[str], min_stories: int = MIN_STORIES) -> bool:
-    """Whether a dataset with ``stories`` is cross-fitted under ``regressions.crossfit``
-    (``auto``: where it has ``min_stories`` or more)."""
+def planned(
+    setting: bool | str,
+    stories: Sequence[str],
+    min_stories: int = MIN_STORIES,
+    heard: Mapping[str, Sequence[str]] | None = None,
+) -> bool:
+    """Whether a dataset with ``stories`` is cross-fitted under ``regressions.crossfit``.
+
+    ``auto``: where it has ``min_stories`` or more and every subject (``heard``: subject -> the
+    stories they heard) heard half as many of each half; ``true``: refused, naming the subject,
+    where one heard no story of a half.
+    """
+    split = halves(stories)
+    per_half = {
+        sub: min(len(set(mine) & set(split[h])) for h in HALVES)
+        for sub, mine in (heard or {}).items()
+    }
     if setting == "auto":
-        return len(stories) >= min_stories
+        enough = min(per_half.values(), default=min_stories) >= min_stories // 2
+        return len(stories) >= min_stories and enough
     if setting and len(stories) < 2:
         raise BrainshapeError(
             f"regressions.crossfit is true but the dataset has {len(stories)} story; cross-"
             "fitting needs two halves of stories: set regressions.crossfit: auto or false"
+        )
+    lacking = sorted(sub for sub, n in per_half.items() if n == 0)
+    if setting and lacking:
+        raise BrainshapeError(
+            f"regressions.crossfit is true but sub-{lacking[0]} heard no story of one half "
+            f"(A: {', '.join(split['A'])}; B: {', '.join(split['B'])}); set "
+            "regressions.crossfit: auto or false"
         )
     return bool(setting)
 

@@ -277,7 +277,9 @@ def crossfit_planned(ds):
     r = config["regressions"]
     if STUDY.published_scores() is not None:
         return False
-    return crossfit.planned(r["crossfit"], STUDY.stories(ds), r["crossfit_min_stories"])
+    heard = {sub: STUDY.subject_stories(ds, sub) for sub in STUDY.subjects(ds)}
+    stories, least = STUDY.stories(ds), r["crossfit_min_stories"]
+    return crossfit.planned(r["crossfit"], stories, least, heard)
 
 
 def encode_half_outputs(wildcards):
