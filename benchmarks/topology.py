@@ -15,6 +15,10 @@
    pairing job computes it): ``topology.measures.cka_debiased`` on prepared clouds (Gram
    matrices kept per cloud) against ``topology.measures.hsic_unbiased`` on the points each time,
    and their largest difference.
+4. The geometry's null: CPU seconds (``time.process_time``) per null draw of one brain cloud
+   (ROI-mean embedding, 4 columns) against 31 layer clouds with RSA and debiased CKA
+   (``topology.nulls.geometry_values``), per N^2, beside the planning model's
+   ``resources.NULL_PREPARE_NS + layers x measures x NULL_MEASURE_NS``.
 """
 
 from __future__ import annotations
@@ -113,6 +117,29 @@ def main() -> None:
         print(f"| {n} | {cells} | {times['ripser'] / times['giotto-ph']:.2f} | {agree} |")
     distance_table(args.sizes, args.repeats)
     cka_table(args.sizes, args.repeats)
+    null_table(args.sizes)
+
+
+def null_table(sizes) -> None:
+    """CPU seconds per null draw of one brain cloud against 31 layers, RSA and debiased CKA."""
+    from brainshape import resources
+    from brainshape.topology import nulls, timebase
+
+    rng = np.random.default_rng(2)
+    print("\n| points | s CPU per draw | ns per N^2 | planned ns per N^2 |")
+    print("|---|---|---|---|")
+    for n in sizes:
+        runs = {f"s{k}": {"n_trs": 2 * n, "tr": 2.0} for k in range(2)}
+        base = timebase.TimeBase(runs=runs, delay_s=0.0)
+        index = timebase.landmarks(base.n_points(), n, seed=0)
+        plan = nulls.plan_null(base, index, 2.0, nulls.NullSettings(draws=4))
+        layers = [clouds.prepare(cloud(n, dim=256, seed=k)) for k in range(31)]
+        series = np.cumsum(rng.standard_normal((base.n_points(), 4)), axis=0)
+        start = time.process_time()
+        nulls.geometry_values(layers, series, index, plan, ["rsa", "cka_debiased"])
+        per = (time.process_time() - start) / (1 + len(plan.rows))
+        planned = resources.NULL_PREPARE_NS + 31 * 2 * resources.NULL_MEASURE_NS
+        print(f"| {n} | {per:.3f} | {per / n**2 * 1e9:.0f} | {planned:.0f} |")
 
 
 if __name__ == "__main__":

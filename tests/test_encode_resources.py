@@ -131,7 +131,7 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
 def test_topology_pairs_runtime_grows_with_the_null_draws_and_the_landmarks():
     kw = dict(layers=31, brain_clouds=200, measures=2, distances=4)
     base = resources.topology_pairs_runtime_min(n_points=1000, draws=200, **kw)
-    seconds = 200 * 201 * 1000**2 * (150 + 31 * 2 * 2) * 1e-9 + 200 * 31 * 4 * 0.05
+    seconds = 200 * 201 * 1000**2 * (150 + 31 * 2 * 8) * 1e-9 + 200 * 31 * 4 * 0.05
     assert base == math.ceil(2 * seconds / 60)
     assert resources.topology_pairs_runtime_min(n_points=1000, draws=400, **kw) > 1.8 * base
     assert resources.topology_pairs_runtime_min(n_points=500, draws=200, **kw) < 0.35 * base

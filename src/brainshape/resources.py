@@ -591,10 +591,11 @@ def layer_diagrams_mem_mb(overhead_mib: int = ENCODE_OVERHEAD_MIB, **shape) -> i
 
 #: Nanoseconds per N^2 (N landmarks) on one core of the geometry's null in a pairing job:
 #: preparing one null brain cloud (its distances, their median and ranks), and one measure of
-#: one layer against it. Measured as CPU time at 500 and 1,000 landmarks: 84-100 ns and about
-#: 0.7 ns (RSA and debiased CKA); set half as high again for slower cores.
+#: one layer against it. Measured as CPU time at 500 and 1,000 landmarks (benchmarks/topology.py):
+#: 84-100 ns to prepare, and 540-585 ns per draw with 31 layers and two measures (about 7 ns
+#: per layer and measure); set higher for slower cores.
 NULL_PREPARE_NS = 150.0
-NULL_MEASURE_NS = 2.0
+NULL_MEASURE_NS = 8.0
 #: Seconds of one Wasserstein distance between two diagrams (optimal transport for H1).
 WASSERSTEIN_S = 0.05
 
