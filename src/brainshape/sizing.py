@@ -406,12 +406,19 @@ class JobSizing:
             **self.topology_shape(ds, model), persistence=False, whole=True
         )
 
-    def topology_pairs_runtime_min(self, ds: str, model: str) -> int:
+    def topology_pairs_runtime_min(self, ds: str, model: str, stories=None) -> int:
         """Wall minutes of a topology_pairs job (:func:`resources.topology_pairs_runtime_min`):
         every brain cloud (ROI x hemisphere, and each subject's with ``per_subject``) and its
-        ``null_shifts`` null clouds against every layer."""
+        ``null_shifts`` null clouds against every layer; with ``stories`` (a cross-fitting
+        half), at their share of the landmarks and without Wasserstein distances."""
         t = self.config["topology"]
-        shape = self.topology_shape(ds, model)
+        shape = dict(self.topology_shape(ds, model))
+        distances = len(t["wasserstein"]) * (int(t["maxdim"]) + 1)
+        if stories is not None:
+            total = sum(self.kept_story_shapes(ds)[0])
+            share = sum(self.kept_story_shapes(ds, list(stories))[0]) / max(total, 1)
+            shape["n_points"] = int(math.ceil(shape["n_points"] * share))
+            distances = 0
         sites = self.targets_per_subject(ds, "roi_mean")
         if t["per_subject"]:
             sites *= 1 + len(self.study.subjects(ds))
@@ -422,7 +429,7 @@ class JobSizing:
             brain_clouds=sites,
             draws=int(t["null_shifts"]),
             measures=len(t["measures"]),
-            distances=len(t["wasserstein"]) * (int(t["maxdim"]) + 1),
+            distances=distances,
         )
 
     def topology_shape(self, ds: str, model: str) -> dict:

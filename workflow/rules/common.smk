@@ -443,6 +443,12 @@ def encode_runtime(wildcards, attempt):
     return SIZING.encode_runtime_min(ds, m, g) * attempt
 
 
+def topology_pairs_half_runtime(wildcards, attempt):
+    ds = wildcards.dataset
+    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
+    return SIZING.topology_pairs_runtime_min(ds, wildcards.model, stories) * attempt
+
+
 def encode_half_mem_mb(wildcards, attempt):
     """Host memory of an encode job on the stories of one half, without the permutation null."""
     ds, m, g = wildcards.dataset, wildcards.model, wildcards.group

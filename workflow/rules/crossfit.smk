@@ -59,7 +59,7 @@ rule topology_pairs_half:
         "../envs/brainshape.yaml"
     resources:
         mem_mb=topology_pairs_mem_mb,
-        runtime=topology_pairs_runtime,
+        runtime=topology_pairs_half_runtime,
     params:
         code=code_version("topology_pairs.py"),
         settings=topology_pairs_half_params,
