@@ -24,6 +24,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/topology.smk"
+include: "workflow/rules/crossfit.smk"
 include: "workflow/rules/regressions.smk"
 
 

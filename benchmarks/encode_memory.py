@@ -200,7 +200,7 @@ import json, resource, sys, time
 
 import numpy as np
 
-from brainshape import topology
+from brainshape.topology import clouds, persistence
 
 n = int(sys.argv[1])
 rng = np.random.default_rng(0)
@@ -209,10 +209,10 @@ rng = np.random.default_rng(0)
 t = np.linspace(0, 6 * np.pi, n)
 slow = np.stack([np.sin(t), np.cos(t), np.sin(t / 3), np.cos(t / 3)], axis=1)
 cloud = slow @ rng.standard_normal((4, 64)) + 0.8 * rng.standard_normal((n, 64))
-d = topology.distances(cloud, "correlation")
+d = clouds.distances(cloud, "correlation")
 base = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS:")][0]
 start = time.perf_counter()
-topology.diagrams(d, 1, sys.argv[2], 1)
+persistence.diagrams(d, 1, sys.argv[2], 1)
 wall = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"base_kib": base, "peak_kib": peak, "wall_s": wall}))

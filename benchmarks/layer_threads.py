@@ -5,10 +5,10 @@
 
 Each layer: the prepared cloud (standardised, distances, ranks), Vietoris-Rips diagrams
 (giotto-ph with ``--threads`` threads) and RSA/debiased CKA against ``--clouds`` brain clouds,
-as ``topology.compute_layers`` and ``topology.pair_variant`` do. The reference lets BLAS use
-``--threads`` threads for the geometry (the previous behaviour); ``compute_layers`` now holds
-BLAS to one thread there while giotto-ph keeps its threads. Both run in the same process on
-the same data; results are equal.
+as ``topology.layers.compute_layers`` and ``topology.pairs.pair_variant`` do. The reference
+lets BLAS use ``--threads`` threads for the geometry (the previous behaviour);
+``compute_layers`` now holds BLAS to one thread there while giotto-ph keeps its threads. Both
+run in the same process on the same data; results are equal.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import time
 
 import numpy as np
 
-from brainshape import topology
 from brainshape.threads import limit_threads
+from brainshape.topology import clouds, measures, persistence
 
 
 def layer(pts, brains, threads: int, blas: int):
     with limit_threads(blas, blas_only=True):
-        cloud = topology.prepare(pts)
-    dgms = topology.diagrams(cloud.distances, 1, "giotto", threads)
+        cloud = clouds.prepare(pts)
+    dgms = persistence.diagrams(cloud.distances, 1, "giotto", threads)
     with limit_threads(blas, blas_only=True):
-        geometry = [(topology.rsa(cloud, b), topology.cka_debiased(cloud, b)) for b in brains]
+        geometry = [(measures.rsa(cloud, b), measures.cka_debiased(cloud, b)) for b in brains]
     return dgms, geometry
 
 
@@ -44,17 +44,17 @@ def main() -> None:
     # Smooth in time, as resampled hidden states are: a random walk plus noise.
     walk = np.cumsum(rng.standard_normal((args.points, 8)), axis=0)
     mix = rng.standard_normal((8, args.dims))
-    clouds = [
+    layer_clouds = [
         walk @ mix + rng.standard_normal((args.points, args.dims)) for _ in range(args.layers)
     ]
     brains = []
     for _ in range(args.clouds):
         b = walk[:, :3] + rng.standard_normal((args.points, 3))
-        brains.append(topology.prepare(b))
+        brains.append(clouds.prepare(b))
 
     def timed(blas):
         start, cpu = time.perf_counter(), time.process_time()
-        out = [layer(c, brains, args.threads, blas) for c in clouds]
+        out = [layer(c, brains, args.threads, blas) for c in layer_clouds]
         return time.perf_counter() - start, time.process_time() - cpu, out
 
     t_ref, c_ref, ref = timed(args.threads)

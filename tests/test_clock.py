@@ -19,6 +19,7 @@ from brainshape import topology as T
 from brainshape.baselines import encode_baseline, inter_subject_ceiling
 from brainshape.encoding import encode_variant
 from brainshape.errors import BrainshapeError
+from brainshape.stimuli import word_times
 from brainshape.subjects import SubjectData
 
 OFFSETS = (10.0, -3.0)
@@ -158,8 +159,7 @@ def _write_subjects(tmp_path, subjects: dict) -> list[str]:
 def _shape_table(tmp_path, words, features, subjects) -> pd.DataFrame:
     dirs = _write_subjects(tmp_path / "fmri", subjects)
     time_base = tmp_path / "timebase.json"
-    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=4.0, max_points=90, seed=0,
-                      null_shifts=4)  # fmt: skip
+    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=4.0, max_points=90, seed=0)
     T.compute_brain(dirs, time_base, tmp_path / "brain", embedding=EMBEDDING, per_subject=False,
                     **SETTINGS)  # fmt: skip
     T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
@@ -167,6 +167,7 @@ def _shape_table(tmp_path, words, features, subjects) -> pd.DataFrame:
         tmp_path / "layers", tmp_path / "brain", features, words, time_base,
         orders=[{"q": 1, "p": math.inf}], metric="euclidean", components=None,
         measures=["rsa", "cka_debiased"], summaries=["total_persistence"],
+        null=T.NullSettings(draws=8, min_story_taus=5),
     )  # fmt: skip
 
 
@@ -192,7 +193,7 @@ def test_layer_clouds_pair_each_brain_volume_with_the_stimulus_delay_s_before(tm
     moved, shifted = _shifted(words, subjects, d)
     dirs = _write_subjects(tmp_path, shifted)
     base = T.shared_time_base(dirs, delay_s=4.0)
-    times = {s: t for s, t in T.word_times(moved).items()}
+    times = {s: t for s, t in word_times(moved).items()}
     features = {s: np.stack([np.ones_like(t), t], axis=1)[None] for s, t in times.items()}
     resamplers = T.landmark_resamplers(moved, base, np.arange(base.n_points()), window=3)
     cloud = T.layer_cloud(features, resamplers, 0)

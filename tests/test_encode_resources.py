@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import math
 import subprocess
 import sys
 
@@ -104,7 +105,8 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
     assert more["brain"] - small["brain"] == (500 * 20 + 500 * 20) * 8 + 500 * 500 * 4
     s = study(demo_config())
     # demo: 200 landmarks (topology.max_points); a pairing job holds tiny-gpt2's 5 prepared
-    # layer clouds (two clouds' worth each) and one brain cloud with its 10 shifted copies.
+    # layer clouds (two clouds' worth each), two brain clouds at a time (the observed one and
+    # one of the null's) and each layer's cloud on the whole time base.
     shape = dict(
         n_points=200,
         story_trs=tuple(n - 4 for n, _ in s.story_shapes("demo").values()),
@@ -117,8 +119,34 @@ def test_layer_diagrams_memory_grows_with_the_landmarks_and_the_brain_clouds():
         **shape, clouds=0, cloud_columns=200
     )
     assert s.topology_pairs_mem_mb("demo", "tiny-gpt2") == resources.layer_diagrams_mem_mb(
-        **shape, clouds=2 * 5 + 10 + 1, cloud_columns=200, persistence=False
+        **shape, clouds=2 * 5 * 2 + 2 + 1, cloud_columns=200, persistence=False, whole=True
     )
+    whole = resources.layer_diagrams_memory(
+        **shape, clouds=0, cloud_columns=200, persistence=False, whole=True
+    )["whole"]
+    trs, words = shape["story_trs"], shape["story_words"]
+    weights = sum(t * w for t, w in zip(trs, words, strict=True))
+    assert whole == (weights + sum(trs) * 64 + 8 * max(trs) * 64) * 8
+
+
+def test_topology_pairs_runtime_grows_with_the_null_draws_and_the_landmarks():
+    kw = dict(layers=31, brain_clouds=200, measures=2, distances=4)
+    base = resources.topology_pairs_runtime_min(n_points=1000, draws=200, **kw)
+    seconds = 200 * 201 * 1000**2 * (150 + 31 * 2 * 8) * 1e-9 + 200 * 31 * 4 * 0.05
+    assert base == math.ceil(2 * seconds / 60)
+    assert resources.topology_pairs_runtime_min(n_points=1000, draws=400, **kw) > 1.8 * base
+    assert resources.topology_pairs_runtime_min(n_points=500, draws=200, **kw) < 0.35 * base
+    # A small job waits at least the floor.
+    small = dict(layers=5, brain_clouds=4, measures=2, distances=4)
+    assert resources.topology_pairs_runtime_min(n_points=50, draws=100, **small) == 10
+    s = study(demo_config())
+    t = s.config["topology"]
+    assert s.topology_pairs_runtime_min("demo", "tiny-gpt2") == (
+        resources.topology_pairs_runtime_min(
+            n_points=200, layers=5, brain_clouds=12, draws=t["null_shifts"], measures=2,
+            distances=4,
+        )
+    )  # fmt: skip
 
 
 def test_memory_parts_follow_the_engine():
@@ -434,6 +462,9 @@ def test_dry_run_jobs_carry_the_computed_resources(tmp_path):
     pairs = [j for j in jobs if j.rule == "topology_pairs"]
     assert pairs and all(
         j.mem_mb == s.topology_pairs_mem_mb("demo", j.wildcards["model"]) for j in pairs
+    )
+    assert all(
+        j.runtime_min == s.topology_pairs_runtime_min("demo", j.wildcards["model"]) for j in pairs
     )
 
 

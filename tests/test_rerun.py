@@ -150,14 +150,16 @@ def test_code_stamp_follows_imports_through_the_library():
     assert {"demo", "features", "models"} <= set(library_modules(scripts / "demo_data.py"))
 
 
-def test_code_stamp_counts_a_package_as_one_module(tmp_path, monkeypatch):
-    """A package (brainshape/stimuli/) is one module of the stamp: a script that imports any
-    part of it depends on all of its files and on what any of them imports."""
+def test_code_stamp_reaches_a_package_through_its_init(tmp_path, monkeypatch):
+    """A script that imports a package (brainshape/stimuli/) reaches its ``__init__``, so every
+    module the ``__init__`` imports and what those import; a module nobody imports does not
+    count."""
     from brainshape import codestamp
 
     assert "stimuli" in library_modules(REPO / "workflow" / "scripts" / "words.py")
     lib = tmp_path / "brainshape"
     (lib / "pkg").mkdir(parents=True)
+    (lib / "__init__.py").write_text("")
     (lib / "pkg" / "__init__.py").write_text("from brainshape.pkg.part import f\n")
     (lib / "pkg" / "part.py").write_text("from brainshape import other\n")
     (lib / "other.py").write_text("X = 1\n")
@@ -168,12 +170,32 @@ def test_code_stamp_counts_a_package_as_one_module(tmp_path, monkeypatch):
     for function in (codestamp._module_imports, codestamp.code_stamp):
         function.cache_clear()
     monkeypatch.setattr(codestamp, "_module_imports", codestamp._module_imports.__wrapped__)
-    assert codestamp.library_modules(script) == ["other", "pkg"]
+    assert codestamp.library_modules(script) == ["__init__", "other", "pkg", "pkg.part"]
     before = codestamp.code_stamp.__wrapped__(script)
     (lib / "unused.py").write_text("Y = 3\n")
     assert codestamp.code_stamp.__wrapped__(script) == before
     (lib / "pkg" / "part.py").write_text("from brainshape import other  # edited\n")
     assert codestamp.code_stamp.__wrapped__(script) != before
+
+
+def test_code_stamps_follow_the_shape_package_module_by_module(tmp_path):
+    # The shape stage is a package: a rule reaches the modules its script imports and theirs,
+    # so a change to the null or the measures reruns the pairings, not the layers' persistent
+    # homology (the stage's costly part), and a change to the figure reruns only the figure.
+    scripts = REPO / "workflow" / "scripts"
+    layers = set(library_modules(scripts / "layer_diagrams.py"))
+    pairs = set(library_modules(scripts / "topology_pairs.py"))
+    assert {"topology.layers", "topology.clouds", "topology.persistence"} <= layers
+    assert not {"topology.measures", "topology.pairs", "topology.figures"} & layers
+    assert {"topology.pairs", "topology.measures", "topology.nulls"} <= pairs
+    assert "topology.figures" not in pairs and "topology.layers" not in pairs
+    figure = {m for m in library_modules(scripts / "plot_topology.py") if "topology" in m}
+    assert figure == {"topology.figures"}
+    # Importing the package itself reaches every module its __init__ imports.
+    whole = tmp_path / "whole.py"
+    whole.write_text("from brainshape import topology\n")
+    package = {p.stem for p in (REPO / "src" / "brainshape" / "topology").glob("[a-z]*.py")}
+    assert {f"topology.{m}" for m in package} <= set(library_modules(whole))
 
 
 def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp_path):

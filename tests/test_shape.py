@@ -57,16 +57,14 @@ def _shape_stage(root, mode, states, words):
         dirs.append(str(out))
     history = (EMBEDDING["dimension"] - 1) * EMBEDDING["lag_s"] if mode == "roi_mean" else 0.0
     base = root / mode / "timebase.json"
-    T.write_time_base(
-        dirs, base, delay_s=4.0, history_s=history, max_points=200, seed=0, null_shifts=10
-    )
+    T.write_time_base(dirs, base, delay_s=4.0, history_s=history, max_points=200, seed=0)
     T.compute_brain(dirs, base, root / mode / "brain", embedding=EMBEDDING, per_subject=False,
                     **SETTINGS)  # fmt: skip
     T.compute_layers(states, words, base, root / mode / "layers", **SETTINGS)
     return T.pair_variant(
         root / mode / "layers", root / mode / "brain", states, words, base,
         orders=[{"q": 2, "p": 2}], measures=MEASURES, summaries=["entropy"],
-        metric="euclidean", components=None,
+        metric="euclidean", components=None, null=T.NullSettings(draws=199),
     )  # fmt: skip
 
 

@@ -219,43 +219,42 @@ def test_an_outlier_dimension_does_not_dominate():
 
 
 def test_values_against_their_null():
-    row = T.against_null("rsa", [0.5, 0.1, 0.2, 0.0, 0.1], "higher")
-    null = np.array([0.1, 0.2, 0.0, 0.1])
+    null = np.array([0.1, 0.2, 0.0, 0.1, 0.6, 0.5])
+    row = T.against_null("rsa", 0.5, null, "higher")
     z = (0.5 - null.mean()) / null.std(ddof=1)
-    assert row["rsa_null_mean"] == pytest.approx(0.1) and row["rsa_z"] == pytest.approx(z)
-    from scipy.stats import t
-
-    assert row["rsa_p"] == pytest.approx(t.sf(z / np.sqrt(1.25), 3))
-    low = T.against_null("procrustes", [0.5, 0.9, 0.8, 0.95, 0.85], "lower")
-    assert low["procrustes_z"] < 0 and low["procrustes_p"] < 0.01
+    assert row["rsa_null_mean"] == pytest.approx(null.mean()) and row["rsa_z"] == pytest.approx(z)
+    # Empirical, with the +1: two of six draws are at least as alike (0.6, and 0.5 itself).
+    assert row["rsa_p"] == pytest.approx((1 + 2) / (1 + 6))
+    low = T.against_null("procrustes", 0.5, [0.9, 0.8, 0.95, 0.85], "lower")
+    assert low["procrustes_z"] < 0 and low["procrustes_p"] == pytest.approx(1 / 5)
     assert list(row) == T.null_columns("rsa")
+    # No null (no story long enough to shift): the value, and NaN beside it.
+    none = T.against_null("rsa", 0.5, [], "higher")
+    assert none["rsa"] == 0.5 and all(math.isnan(none[c]) for c in T.null_columns("rsa")[1:])
 
 
-def _ar_series(rng, n, cols, coef=0.9):
-    """Stationary unit-variance AR(1) columns (n, cols)."""
-    from scipy.signal import lfilter
+def test_intrinsic_dimension_of_clouds_of_known_dimension():
+    rng = np.random.default_rng(3)
+    # Participation ratio: (sum l)^2 / sum l^2 of the principal variances, against numpy's SVD.
+    x = rng.standard_normal((200, 6)) * [5, 4, 3, 1, 0.5, 0.1]
+    cloud = T.prepare(x)
+    var = np.linalg.svd(T.standardize(x), compute_uv=False) ** 2
+    assert T.participation_ratio(cloud) == pytest.approx(var.sum() ** 2 / (var**2).sum())
+    # Standardised columns of independent noise: all directions alike, a ratio near 6.
+    assert T.participation_ratio(T.prepare(rng.standard_normal((2000, 6)))) > 5.8
+    # TwoNN: the maximum-likelihood formula written out with scipy's neighbour search...
+    from scipy.spatial import cKDTree
 
-    noise = rng.standard_normal((n + 50, cols)) * np.sqrt(1 - coef**2)
-    return lfilter([1.0], [1.0, -coef], noise, axis=0)[50:]
-
-
-def test_the_time_shift_null_holds_its_level_on_autocorrelated_clouds():
-    # Layer and brain clouds that share nothing but are both slow (AR(1), coefficient 0.9): the
-    # raw values are not centred on 0 (nearby volumes are close in both clouds), the shifted
-    # clouds keep that and the p-values hold their level.
-    rng = np.random.default_rng(11)
-    n, shifts = 400, [int(round(k * 400 / 11)) for k in range(1, 11)]
-    index = np.sort(rng.choice(n, 150, replace=False))
-    hits = dict.fromkeys(["rsa", "cka_debiased"], 0)
-    for _ in range(100):
-        layer = T.prepare(_ar_series(rng, n, 20)[index])
-        brain = _ar_series(rng, n, 6)
-        versions = [T.prepare(brain[(index + s) % n]) for s in [0, *shifts]]
-        for name in hits:
-            m = T.MEASURES[name]
-            row = T.against_null(name, [m.function(layer, v) for v in versions], m.closer)
-            hits[name] += row[f"{name}_p"] < 0.05
-    assert all(h <= 10 for h in hits.values()), hits  # 5 expected; P(> 10) < 0.02 if exact
+    pts = rng.uniform(size=(400, 3)) @ rng.standard_normal((3, 40))
+    cloud = T.prepare(pts)
+    dist, _ = cKDTree(T.standardize(pts)).query(T.standardize(pts), k=3)
+    expected = (len(pts) - 1) / np.log(dist[:, 2] / dist[:, 1]).sum()
+    assert T.twonn(cloud) == pytest.approx(expected, rel=1e-6)
+    # ...which finds a 3-dimensional cube in 40 columns, and a circle in 50.
+    assert 2.5 < T.twonn(cloud) < 3.5
+    t = rng.uniform(0, 2 * np.pi, 400)
+    circle = np.stack([np.cos(t), np.sin(t)], axis=1) @ rng.standard_normal((2, 50))
+    assert 0.8 < T.twonn(T.prepare(circle)) < 1.3
 
 
 def test_landmarks_fixed_seed():
@@ -396,29 +395,23 @@ def test_time_base_refusals(tmp_path):
         BrainshapeError, match="lower topology.embedding.dimension, lag_s or delay_s"
     ):
         T.shared_time_base(dirs[:1], delay_s=4.0, history_s=400.0)
-    base = T.shared_time_base(dirs[:1], delay_s=4.0)
-    with pytest.raises(BrainshapeError) as err:
-        T.time_shifts(base, 20)
-    assert str(err.value) == (
-        "topology.null_shifts: 20 shifts of the 212 volumes of the time base leave 20 s between "
-        "shifted brain clouds, less than 30 s (the response would overlap); lower "
-        "topology.null_shifts"
-    )
-    assert T.time_shifts(base, 3) == [53, 106, 159]
 
 
 def _stage(tmp_path, dirs, words, features, measures=("rsa", "cka_debiased", "procrustes")):
     time_base = tmp_path / "timebase.json"
-    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=6.0, max_points=80, seed=0,
-                      null_shifts=4)  # fmt: skip
+    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=6.0, max_points=80, seed=0)
     T.compute_brain(dirs, time_base, tmp_path / "brain", embedding=EMBEDDING, per_subject=False,
                     **SETTINGS)  # fmt: skip
     T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
     return T.pair_variant(
         tmp_path / "layers", tmp_path / "brain", features, words, time_base,
         orders=[{"q": 1, "p": math.inf}, {"q": 2, "p": 2}], metric="euclidean", components=None,
-        measures=list(measures), summaries=list(T.SUMMARIES),
+        measures=list(measures), summaries=list(T.SUMMARIES), null=NULL,
     )  # fmt: skip
+
+
+#: A small null for the stage's tests (the stories are 190 and 230 s long).
+NULL = T.NullSettings(draws=20, min_story_taus=10)
 
 
 def test_stage_end_to_end(tmp_path):
@@ -427,11 +420,12 @@ def test_stage_end_to_end(tmp_path):
     assert len(table) == 3 * 4
     wanted = ["wasserstein_q1_pinf_h0", "wasserstein_q2_p2_h1", "layer_entropy_h1"]
     wanted += ["brain_betti_peak_h0", "cka_debiased_z", "procrustes_p", "rsa_null_sd"]
+    wanted += ["layer_participation_ratio", "layer_twonn", "layer_tau_s", "brain_tau_s"]
     for col in wanted:
         assert table[col].notna().all(), col
     assert not [c for c in table.columns if c.startswith("wasserstein") and "null" in c]
     # The stored diagrams are those of the prepared clouds, and the Wasserstein columns theirs.
-    base, index, shifts = T.read_time_base(tmp_path / "timebase.json")
+    base, index = T.read_time_base(tmp_path / "timebase.json")
     ldgm, _ = T.load_diagrams(tmp_path / "layers" / "layer-1.npz")
     bdgm, extra = T.load_diagrams(tmp_path / "brain" / "group_STG_R.npz")
     row = table[(table.layer == 1) & (table.roi == "STG") & (table.hemisphere == "R")].iloc[0]
@@ -442,16 +436,63 @@ def test_stage_end_to_end(tmp_path):
     np.testing.assert_allclose(T.diagrams(layer.distances)[1], ldgm[1], atol=1e-9)
     series = extra["series"].astype(np.float64)
     assert series.shape == (base.n_points(), 4)
-    # The geometry and its null: the measure against the brain cloud shifted by each shift.
+    # The null is made for the slower of the clouds: every layer of the variant and the brain.
+    whole = T.time_base_resamplers(words, base, window=3)
+    taus = [T.autocorrelation_time(_parts(T.layer_cloud(features, whole, k), base), 2.0)
+            for k in range(3)]  # fmt: skip
+    np.testing.assert_allclose(table[table.roi == "STG"].groupby("layer")["layer_tau_s"].first(),
+                               taus)  # fmt: skip
+    brain_tau = T.autocorrelation_time(_parts(series, base), 2.0)
+    assert row["brain_tau_s"] == pytest.approx(brain_tau)
+    plan = T.plan_null(base, index, max(*taus, brain_tau), NULL)
+    assert plan.scheme == "shifts" and plan.rows.shape == (20, index.size)
+    assert (row["null_scheme"], row["null_draws"], row["null_stories"]) == ("shifts", 20, 2)
+    assert row["null_min_shift_s"] == pytest.approx(max(30.0, 3 * max(*taus, brain_tau)))
+    # The geometry and its null: the measure against the brain cloud at each draw's rows.
     for name, m in T.MEASURES.items():
         if name not in table.columns:
             continue
-        values = [
-            m.function(layer, T.prepare(series[(index + s) % len(series)])) for s in [0, *shifts]
-        ]
+        values = np.array([m.function(layer, T.prepare(series[r])) for r in [index, *plan.rows]])
         assert row[name] == pytest.approx(values[0], abs=1e-9)
         assert row[f"{name}_null_mean"] == pytest.approx(np.mean(values[1:]), abs=1e-9)
         assert row[f"{name}_null_sd"] == pytest.approx(np.std(values[1:], ddof=1), abs=1e-9)
+        alike = values[1:] >= values[0] if m.closer == "higher" else values[1:] <= values[0]
+        assert row[f"{name}_p"] == pytest.approx((1 + alike.sum()) / 21)
+
+
+def _parts(series, base):
+    """A time-base series cut into its stories."""
+    sizes = [base.brain_rows(s).size for s in base.stories()]
+    return np.split(series, np.cumsum(sizes)[:-1])
+
+
+def test_every_feature_is_measured_again_at_another_landmark_draw(tmp_path):
+    dirs, words, features, _ = _fake_dataset(tmp_path)
+    time_base = tmp_path / "timebase.json"
+    T.write_time_base(dirs, time_base, delay_s=4.0, history_s=6.0, max_points=80, seed=0,
+                      stability_seeds=1)  # fmt: skip
+    (other,) = T.timebase.read_stability(time_base)
+    base, index = T.read_time_base(time_base)
+    np.testing.assert_array_equal(other, T.landmarks(base.n_points(), 80, seed=1))
+    T.compute_brain(dirs, time_base, tmp_path / "brain", embedding=EMBEDDING, per_subject=False,
+                    **SETTINGS)  # fmt: skip
+    T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
+    table = T.pair_variant(
+        tmp_path / "layers", tmp_path / "brain", features, words, time_base, orders=[],
+        metric="euclidean", components=None, measures=["rsa"], summaries=["entropy"], null=NULL,
+    )  # fmt: skip
+    row = table[(table.layer == 1) & (table.roi == "AG") & (table.hemisphere == "L")].iloc[0]
+    _, extra = T.load_diagrams(tmp_path / "brain" / "group_AG_L.npz")
+    series = extra["series"].astype(np.float64)
+    resamplers = T.landmark_resamplers(words, base, np.arange(base.n_points()), window=3)
+    whole = T.layer_cloud(features, resamplers, 1)
+    layers = [T.prepare(whole[i]) for i in (index, other)]
+    rsa = [T.rsa(c, T.prepare(series[i])) for c, i in zip(layers, (index, other), strict=True)]
+    assert row["rsa_landmark_sd"] == pytest.approx(np.std(rsa, ddof=1), abs=1e-12)
+    entropy = [T.persistent_entropy(T.diagrams(c.distances)[1]) for c in layers]
+    assert row["layer_entropy_h1_landmark_sd"] == pytest.approx(np.std(entropy, ddof=1))
+    ratio = [T.participation_ratio(c) for c in layers]
+    assert row["layer_participation_ratio_landmark_sd"] == pytest.approx(np.std(ratio, ddof=1))
 
 
 def test_a_geometry_measure_and_a_summary_added_through_the_registries_alone(tmp_path, monkeypatch):
@@ -466,7 +507,7 @@ def test_a_geometry_measure_and_a_summary_added_through_the_registries_alone(tmp
     table = _stage(tmp_path, dirs, words, features, measures=["ratio"])
     assert T.null_columns("ratio") == [c for c in table.columns if c.startswith("ratio")]
     assert (table["layer_bars_twice_h0"] == 2 * table["layer_count_h0"]).all()
-    base, index, shifts = T.read_time_base(tmp_path / "timebase.json")
+    base, index = T.read_time_base(tmp_path / "timebase.json")
     _, extra = T.load_diagrams(tmp_path / "brain" / "group_AG_L.npz")
     resamplers = T.landmark_resamplers(words, base, np.arange(base.n_points()), window=3)
     layer = T.prepare(T.layer_cloud(features, resamplers, 2)[index])
@@ -478,7 +519,7 @@ def test_a_geometry_measure_and_a_summary_added_through_the_registries_alone(tmp
 def test_layer_diagrams_do_not_read_the_brain_data_and_stale_landmarks_are_refused(tmp_path):
     dirs, words, features, runs = _fake_dataset(tmp_path)
     time_base = tmp_path / "timebase.json"
-    kw = dict(delay_s=4.0, history_s=6.0, max_points=60, null_shifts=4)
+    kw = dict(delay_s=4.0, history_s=6.0, max_points=60)
     T.write_time_base(dirs, time_base, seed=0, **kw)
     T.compute_layers(features, words, time_base, tmp_path / "layers", **SETTINGS)
     before = (tmp_path / "layers" / "layer-2.npz").read_bytes()
@@ -512,7 +553,7 @@ def test_layer_diagrams_do_not_read_the_brain_data_and_stale_landmarks_are_refus
         T.pair_variant(
             tmp_path / "layers4", tmp_path / "brain", features, words, time_base,
             orders=[{"q": 1, "p": math.inf}], metric="euclidean", components=None,
-            measures=["rsa"], summaries=["count"],
+            measures=["rsa"], summaries=["count"], null=NULL,
         )  # fmt: skip
 
 

@@ -198,9 +198,9 @@ def test_regressions_run_and_appear_in_the_report(demo_run):
     results = demo_run / "results" / "demo"
     regs = pd.read_parquet(results / "regressions.parquet")
     per = regs.drop_duplicates(["stratum", "roi", "hemisphere", "feature_set"])
-    assert set(per["feature_set"]) == {"wasserstein", "persistence", "geometry"}
+    assert set(per["feature_set"]) == {"persistence", "geometry"}
     assert set(per["stratum"]) == {"trained", "untrained"}
-    assert len(per) == 2 * 10 * 3  # 2 strata x 5 ROIs x 2 hemispheres x 3 feature sets
+    assert len(per) == 2 * 10 * 2  # 2 strata x 5 ROIs x 2 hemispheres x 2 feature sets
     # Leave one family out: three trained families; the untrained stratum lacks SmolLM2's twin.
     families = per.groupby("stratum")["n_families"].unique().to_dict()
     assert {k: list(v) for k, v in families.items()} == {"trained": [3], "untrained": [2]}

@@ -32,11 +32,11 @@ def check_study(study: Study, sizing: JobSizing) -> None:
     The checks that read files (headers, label and confounds tables, word timings) skip empty
     placeholder files (:func:`placeholder`), so a study can be planned before its data exist.
     """
-    from brainshape import topology
+    from brainshape.topology import pairs
 
     check_published_scores(study)
     check_encoding(study)
-    topology.check_settings(study.config["topology"], study.config["fmri"]["targets"])
+    pairs.check_settings(study.config["topology"], study.config["fmri"]["targets"])
     for ds in study.datasets:
         check_story_folds(study, ds)
         if not study.is_demo(ds):

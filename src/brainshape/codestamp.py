@@ -4,9 +4,14 @@ Each rule declares ``code=code_version("<script>.py")`` in its params. The stamp
 source of every ``brainshape`` module that the rule's script imports, followed through the
 library's own imports. Snakemake reruns a job whose params changed, so editing
 ``brainshape/fmri.py`` reruns the jobs of rules whose scripts reach that module and leaves the
-others alone. A subpackage (``brainshape/ridge/``) counts as one module made of all its files.
-Comments and formatting count as changes: the stamp is deliberately simple and errs on the side
-of rerunning.
+others alone. Comments and formatting count as changes: the stamp is deliberately simple and
+errs on the side of rerunning.
+
+A subpackage (``brainshape/topology/``) counts module by module: ``from brainshape.topology
+import persistence`` reaches ``topology/persistence.py`` (and what it imports), not the other
+modules of the package; importing the package itself (``from brainshape import topology``), or a
+name its ``__init__`` re-exports, reaches the ``__init__`` and so every module it imports. Imports
+inside the library are absolute (``from brainshape.topology.clouds import prepare``).
 """
 
 from __future__ import annotations
@@ -22,34 +27,40 @@ PACKAGE = "brainshape"
 LIBRARY = Path(__file__).resolve().parent
 
 
+def _module_file(name: str) -> Path | None:
+    """The source of library module ``name`` (dotted, without ``brainshape.``), or None."""
+    path = LIBRARY.joinpath(*name.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
 def _imported_modules(source: str, filename: str) -> set[str]:
-    """``brainshape`` modules named by the import statements of one Python source."""
+    """Library modules (dotted names without ``brainshape.``) named by the import statements of
+    one Python source. ``from package import module`` names the module, not the package."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source, filename=filename)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names = [[alias.name] for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            # Each imported name: the submodule it is, else the module it comes from.
+            names = [[f"{node.module}.{alias.name}", node.module] for alias in node.names]
+            if node.module == PACKAGE:
+                found.add("__init__")
         else:
             continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == PACKAGE and len(parts) > 1:
-                found.add(parts[1])
-            elif name == PACKAGE:
-                found.add("__init__")
-    return {m for m in found if _sources(m)}
-
-
-def _sources(name: str) -> list[Path]:
-    """The source files of library module ``name``: ``name.py``, or every ``.py`` file of the
-    package ``name/`` (a package counts as one module: editing any of its files reruns every
-    rule that imports any part of it)."""
-    module = LIBRARY / f"{name}.py"
-    if module.is_file():
-        return [module]
-    package = LIBRARY / name
-    return sorted(package.rglob("*.py")) if (package / "__init__.py").is_file() else []
+        for choices in names:
+            for name in choices:
+                parts = name.split(".")
+                if parts[0] != PACKAGE:
+                    break
+                inner = ".".join(parts[1:]) or "__init__"
+                if _module_file(inner) is not None:
+                    found.add(inner)
+                    break
+    return found
 
 
 def library_modules(script: str | Path) -> list[str]:
@@ -72,10 +83,8 @@ def library_modules(script: str | Path) -> list[str]:
 def _module_imports(name: str) -> frozenset[str]:
     """The library modules one library module imports (parsed once per process: every rule's
     stamp walks the same modules)."""
-    found: set[str] = set()
-    for source in _sources(name):
-        found |= _imported_modules(source.read_text(), str(source))
-    return frozenset(found - {name})
+    module = _module_file(name)
+    return frozenset(_imported_modules(module.read_text(), str(module)))
 
 
 @cache
@@ -83,9 +92,6 @@ def code_stamp(script: str | Path) -> str:
     """A 16-hex-digit hash of the library sources the script uses (see the module docstring)."""
     digest = hashlib.sha256()
     for name in library_modules(script):
-        for source in _sources(name):
-            # "fmri" for fmri.py, "stimuli/words" for a package's module
-            label = source.relative_to(LIBRARY).with_suffix("").as_posix()
-            digest.update(label.encode() + b"\0")
-            digest.update(source.read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0")
+        digest.update(_module_file(name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]

@@ -158,6 +158,18 @@ def encode(study: Study, ds: str, group: str | None = None) -> dict:
     }
 
 
+def encode_half(study: Study, ds: str, group: str, half: str) -> dict:
+    """An encode job of one half of the stories (cross-fitting): the stories of ``half`` only,
+    and no permutation null (the halves' scores feed the regressions, not p-values)."""
+    from brainshape import crossfit
+
+    return {
+        **encode(study, ds, group),
+        "stories": crossfit.half_stories(study.stories(ds), half),
+        "n_permutations": 0,
+    }
+
+
 def baseline(study: Study, ds: str, name: str, group: str) -> dict:
     return {**encode(study, ds, group), "baseline": name}
 
@@ -177,7 +189,7 @@ def topology_timebase(study: Study, ds: str) -> dict:
         "stories": study.stories(ds),
         "delay_s": float(t["delay_s"]),
         "history_s": (int(emb["dimension"]) - 1) * float(emb["lag_s"]) if roi_mean else 0.0,
-        **{k: t[k] for k in ("max_points", "seed", "null_shifts")},
+        **{k: t[k] for k in ("max_points", "seed", "stability_seeds")},
     }
 
 
@@ -200,15 +212,28 @@ def layer_diagrams(study: Study, ds: str) -> dict:
     }
 
 
-def topology_pairs(study: Study, ds: str) -> dict:
+#: The ``topology`` keys of the geometry's null (:func:`brainshape.topology.nulls.null_settings`).
+NULL_KEYS = (
+    "null_shifts", "null_scheme", "null_min_stories", "null_shift_factor",
+    "null_min_story_taus", "seed",
+)  # fmt: skip
+
+
+def topology_pairs(study: Study, ds: str, half: str | None = None) -> dict:
+    """A pairing job; with ``half`` (cross-fitting), on the stories of that half only."""
+    from brainshape import crossfit
+
     t = study.config["topology"]
+    only = None if half is None else crossfit.half_stories(study.stories(ds), half)
     return {
+        "only_stories": only,
         "stories": study.stories(ds),
         "window": study.config["encoding"]["lanczos_window"],
         **_cloud_settings(study),
         "orders": [dict(o) for o in t["wasserstein"]],
         "measures": list(t["measures"]),
         "summaries": list(t["summaries"]),
+        "null": {k: t[k] for k in NULL_KEYS},
     }
 
 

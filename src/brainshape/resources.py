@@ -564,12 +564,14 @@ def layer_diagrams_memory(
     clouds: int,
     cloud_columns: int,
     persistence: bool = True,
+    whole: bool = False,
 ) -> dict[str, float]:
     """Peak host memory (bytes, by part) of one ``layer_diagrams`` or ``topology_pairs`` job.
 
     ``topology.compute_layers`` on every layer of one variant (``clouds=0``: it reads no brain
     cloud), or ``topology.pair_variant``'s geometry of every layer against every brain cloud
-    (``persistence=False``: no diagram is computed there).
+    (``persistence=False``: no diagram is computed there; ``whole=True``: each layer's cloud is
+    also built on the whole time base, for its autocorrelation time).
 
     ``n_points``: landmark volumes N (``min(topology.max_points, paired volumes)``); ``clouds``:
     brain clouds to pair with (ROI x hemisphere, times subjects + 1 with ``per_subject``), each
@@ -585,6 +587,9 @@ def layer_diagrams_memory(
     - ``layer``: one layer's cloud and its copies (``4 N hidden x 8``, an SVD when hidden > N),
       its distance matrix, temporaries and ranks (about ``8 N^2 x 8``), and the persistent
       homology's working set (:func:`persistence_bytes`).
+    - ``whole`` (pairing jobs): every story's full Lanczos weights ``TRs x words x 8``, one
+      layer's cloud on the whole time base ``TRs x hidden x 8`` and the Fourier transforms of
+      its longest story (``4 x 2 TRs x hidden x 8``).
     """
     N = int(n_points)
     words = int(sum(story_words))
@@ -602,6 +607,10 @@ def layer_diagrams_memory(
     per_story = max(story_words) * hidden * 8 if story_words else 0
     parts["layer"] = float(4 * N * hidden * 8 + per_story + 8 * N * N * 8)
     parts["persistence"] = float(persistence_bytes(N)) if persistence else 0.0
+    if whole:
+        trs = sum(story_trs)
+        weights = sum(t * w for t, w in zip(story_trs, story_words, strict=True))
+        parts["whole"] = float((weights + trs * hidden + 8 * max(story_trs) * hidden) * 8)
     parts["total"] = float(sum(parts.values()))
     return parts
 
@@ -622,6 +631,39 @@ def layer_diagrams_mem_mb(overhead_mib: int = ENCODE_OVERHEAD_MIB, **shape) -> i
     """Host memory (MiB) to request for one ``layer_diagrams`` job (see
     :func:`layer_diagrams_memory` for the keyword arguments)."""
     return int(math.ceil(layer_diagrams_memory(**shape)["total"] / 2**20 + overhead_mib))
+
+
+#: Nanoseconds per N^2 (N landmarks) on one core of the geometry's null in a pairing job:
+#: preparing one null brain cloud (its distances, their median and ranks), and one measure of
+#: one layer against it. Measured as CPU time at 500 and 1,000 landmarks (benchmarks/topology.py):
+#: 84-100 ns to prepare, and 540-585 ns per draw with 31 layers and two measures (about 7 ns
+#: per layer and measure); set higher for slower cores.
+NULL_PREPARE_NS = 150.0
+NULL_MEASURE_NS = 8.0
+#: Seconds of one Wasserstein distance between two diagrams (optimal transport for H1).
+WASSERSTEIN_S = 0.05
+
+
+def topology_pairs_runtime_min(
+    *,
+    n_points: int,
+    layers: int,
+    brain_clouds: int,
+    draws: int,
+    measures: int,
+    distances: int,
+    safety: float = 2.0,
+    floor: int = 10,
+) -> int:
+    """Wall minutes of one ``topology_pairs`` job: per brain cloud, ``draws + 1`` clouds (the
+    observed and the null's) prepared and measured against every layer
+    (:data:`NULL_PREPARE_NS`, :data:`NULL_MEASURE_NS` per N^2), and ``distances`` Wasserstein
+    distances per layer (orders x homology dimensions); ``safety`` times that, at least
+    ``floor`` minutes."""
+    per_cloud = NULL_PREPARE_NS + layers * measures * NULL_MEASURE_NS
+    seconds = brain_clouds * (draws + 1) * float(n_points) ** 2 * per_cloud * 1e-9
+    seconds += brain_clouds * layers * distances * WASSERSTEIN_S
+    return max(floor, int(math.ceil(safety * seconds / 60)))
 
 
 __all__ = [
@@ -645,6 +687,7 @@ __all__ = [
     "kind_slowdown",
     "layer_diagrams_mem_mb",
     "layer_diagrams_memory",
+    "topology_pairs_runtime_min",
     "matmul_tflops",
     "persistence_bytes",
     "runtime_minutes",

@@ -9,6 +9,7 @@ know nothing about configs. ``common.smk`` asks it for every job's ``gpu``, ``me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -404,19 +405,52 @@ class JobSizing:
             overhead += resources.ENCODE_GPU_HOST_MIB
         return resources.encode_mem_mb(self.encode_shape(ds, model, group), overhead)
 
+    def encode_rate(self, model: str | None) -> float:
+        """GFLOP/s of an encode job: ``encoding.cpu_gflops`` x threads, or the GPU's rate for
+        this engine with ``encoding.gpus``."""
+        e = self.config["encoding"]
+        if self.encode_gpus(model):
+            return resources.encode_gpu_gflops(self.gpu(), e["gpu_tflops"])
+        return float(e["cpu_gflops"]) * int(e["threads"])
+
     def encode_runtime_min(self, ds: str, model: str | None, group: str | None = None) -> int:
         """Wall minutes of an encode job: its FLOPs (:func:`resources.encode_flops`) at
         ``encoding.cpu_gflops`` x threads, or at the GPU's rate with ``encoding.gpus``."""
-        e = self.config["encoding"]
-        if self.encode_gpus(model):
-            rate = resources.encode_gpu_gflops(self.gpu(), e["gpu_tflops"])
-        else:
-            rate = float(e["cpu_gflops"]) * int(e["threads"])
+        rate = self.encode_rate(model)
         shape = self.encode_shape(ds, model, group)
         # Many variants and groups share a shape: count its FLOPs once (a loop over the folds).
         if shape not in self._flops:
             self._flops[shape] = resources.encode_flops(shape)
         return resources.encode_runtime_min(shape, gflops=rate, flops=self._flops[shape])
+
+    def encode_half_shape(self, ds: str, model: str, group: str, stories) -> resources.EncodeShape:
+        """The shape of a cross-fitting half's encode job: the job of ``group`` on the
+        ``stories`` of the half its subjects heard, with no permutation null."""
+        shape = self.encode_shape(ds, model, group)
+        members = self.study.subject_groups(ds)[group]
+        mine = [s for s in self.study.subject_stories(ds, members[0]) if s in set(stories)]
+        kept, words, _ = self.kept_story_shapes(ds, mine)
+        # The half's own folds: its segments and the sizes of every split (the whole study's
+        # would cost each half as much as the whole job).
+        segments, sizes = self.encode_folds(ds, mine, kept)
+        return dataclasses.replace(
+            shape, story_trs=kept, story_words=words, segments=tuple(len(s) for s in segments),
+            sizes=sizes, null_copies=0, n_permutations=0,
+        )  # fmt: skip
+
+    def encode_half_mem_mb(self, ds: str, model: str, group: str, stories) -> int:
+        """Host memory (MiB) of a cross-fitting half's encode job (:meth:`encode_mem_mb`)."""
+        overhead = resources.ENCODE_OVERHEAD_MIB
+        if self.encode_gpus(model):
+            overhead += resources.ENCODE_GPU_HOST_MIB
+        shape = self.encode_half_shape(ds, model, group, stories)
+        return resources.encode_mem_mb(shape, overhead)
+
+    def encode_half_runtime_min(self, ds: str, model: str, group: str, stories) -> int:
+        """Wall minutes of a cross-fitting half's encode job, at the rate of
+        :meth:`encode_runtime_min`."""
+        shape = self.encode_half_shape(ds, model, group, stories)
+        return resources.encode_runtime_min(shape, gflops=self.encode_rate(model))
 
     # --- the shape stage -------------------------------------------------------------------------
 
@@ -427,17 +461,47 @@ class JobSizing:
 
     def topology_pairs_mem_mb(self, ds: str, model: str) -> int:
         """Host memory (MiB) of a topology_pairs job: every layer's geometry against every
-        brain cloud, no diagram computed."""
-        return resources.layer_diagrams_mem_mb(**self.topology_shape(ds, model), persistence=False)
+        brain cloud, no diagram computed, each layer's cloud on the whole time base once."""
+        return resources.layer_diagrams_mem_mb(
+            **self.topology_shape(ds, model), persistence=False, whole=True
+        )
+
+    def topology_pairs_runtime_min(self, ds: str, model: str, stories=None) -> int:
+        """Wall minutes of a topology_pairs job (:func:`resources.topology_pairs_runtime_min`):
+        every brain cloud (ROI x hemisphere, and each subject's with ``per_subject``) and its
+        ``null_shifts`` null clouds against every layer; with ``stories`` (a cross-fitting
+        half), at their share of the landmarks and without Wasserstein distances."""
+        t = self.config["topology"]
+        shape = dict(self.topology_shape(ds, model))
+        distances = len(t["wasserstein"]) * (int(t["maxdim"]) + 1)
+        if stories is not None:
+            total = sum(self.kept_story_shapes(ds)[0])
+            share = sum(self.kept_story_shapes(ds, list(stories))[0]) / max(total, 1)
+            shape["n_points"] = int(math.ceil(shape["n_points"] * share))
+            distances = 0
+        sites = self.targets_per_subject(ds, "roi_mean")
+        if t["per_subject"]:
+            sites *= 1 + len(self.study.subjects(ds))
+        layers, _ = self.encode_dims(model)
+        return resources.topology_pairs_runtime_min(
+            n_points=shape["n_points"],
+            layers=layers,
+            brain_clouds=sites,
+            draws=int(t["null_shifts"]),
+            measures=len(t["measures"]),
+            distances=distances,
+        )
 
     def topology_shape(self, ds: str, model: str) -> dict:
         """Keyword arguments of :func:`resources.layer_diagrams_memory` for one variant.
 
         ``clouds`` and ``cloud_columns`` describe what a topology_pairs job holds: every layer's
         prepared cloud (points, distances, ranks and Gram matrix: about two clouds of the
-        formula's kind each) and the ``null_shifts + 1`` copies of one brain cloud at a time.
+        formula's kind each) and two brain clouds at a time (the observed one and one of its
+        null's, prepared one after another).
         """
         t = self.config["topology"]
+        draws = int(t["stability_seeds"])
         kept, words, trim = self.kept_story_shapes(ds)
         if self.config["fmri"]["targets"] == "roi_mean":
             columns = int(t["embedding"]["dimension"])
@@ -454,7 +518,9 @@ class JobSizing:
             "story_words": words,
             "trimmed": trim,
             "hidden": hidden,
-            "clouds": 2 * layers + int(t["null_shifts"]) + 1,
+            # Each layer's prepared clouds at every landmark draw, and per brain cloud the
+            # observed one, one of the null's and one per extra draw.
+            "clouds": 2 * layers * (1 + draws) + 2 + draws,
             "cloud_columns": max(hidden, columns, n_points),
         }
 

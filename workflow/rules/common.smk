@@ -7,6 +7,7 @@
 import sys
 from pathlib import Path
 
+from brainshape import crossfit
 from brainshape import params as P
 from brainshape.checks import check_study
 from brainshape.codestamp import code_stamp
@@ -41,6 +42,7 @@ wildcard_constraints:
     variant="[a-z0-9][a-z0-9-]*",
     subject="[A-Za-z0-9]+",
     group="g[0-9]+",
+    half="A|B",
     baseline="[a-z_]+",
 
 
@@ -304,12 +306,16 @@ def topology_pairs_inputs(wildcards):
 
 
 def topology_table_inputs(wildcards):
-    return [
-        rules.topology_pairs.output[0].format(
-            dataset=wildcards.dataset, model=m, variant=v
-        )
-        for m, v in STUDY.model_variants()
-    ]
+    ds, variants = wildcards.dataset, STUDY.model_variants()
+    pairs = rules.topology_pairs.output
+    return {
+        "tables": [
+            pairs.table.format(dataset=ds, model=m, variant=v) for m, v in variants
+        ],
+        "null_max": [
+            pairs.null_max.format(dataset=ds, model=m, variant=v) for m, v in variants
+        ],
+    }
 
 
 def regression_scores(ds):
@@ -320,11 +326,53 @@ def regression_scores(ds):
     )
 
 
+def crossfit_planned(ds):
+    """Whether the regressions of dataset ``ds`` pair halves of its stories crosswise."""
+    r = config["regressions"]
+    if STUDY.published_scores() is not None:
+        return False
+    heard = {sub: STUDY.subject_stories(ds, sub) for sub in STUDY.subjects(ds)}
+    stories, least = STUDY.stories(ds), r["crossfit_min_stories"]
+    return crossfit.planned(r["crossfit"], stories, least, heard)
+
+
+def encode_half_outputs(wildcards):
+    ds, half = wildcards.dataset, wildcards.half
+    return [
+        rules.encode_half.output[0].format(
+            dataset=ds, half=half, model=m, variant=v, group=g
+        )
+        for m, v in STUDY.model_variants()
+        for g in STUDY.subject_groups(ds)
+    ]
+
+
+def topology_pairs_half_outputs(wildcards):
+    ds, half = wildcards.dataset, wildcards.half
+    return [
+        rules.topology_pairs_half.output[0].format(
+            dataset=ds, half=half, model=m, variant=v
+        )
+        for m, v in STUDY.model_variants()
+    ]
+
+
 def regressions_inputs(wildcards):
-    return {
+    ds = wildcards.dataset
+    inputs = {
         "topology": fill(rules.topology_table.output[0], wildcards),
-        "scores": regression_scores(wildcards.dataset),
+        "scores": regression_scores(ds),
     }
+    if crossfit_planned(ds):
+        halves = crossfit.HALVES
+        inputs["half_topology"] = [
+            rules.topology_table_half.output[0].format(dataset=ds, half=h)
+            for h in halves
+        ]
+        inputs["half_scores"] = [
+            rules.brainscores_half.output[0].format(dataset=ds, half=h) for h in halves
+        ]
+    return inputs
 
 
 def plot_regressions_inputs(wildcards):
@@ -410,9 +458,18 @@ def topology_pairs_params(wildcards):
     return P.topology_pairs(STUDY, wildcards.dataset)
 
 
+def topology_pairs_half_params(wildcards):
+    return P.topology_pairs(STUDY, wildcards.dataset, wildcards.half)
+
+
+def encode_half_params(wildcards):
+    return P.encode_half(STUDY, wildcards.dataset, wildcards.group, wildcards.half)
+
+
 def regressions_params(wildcards):
     folders = {m: prepared_dir(m) or "" for m in STUDY.models()}
-    return P.regressions(STUDY, wildcards.dataset, folders)
+    params = P.regressions(STUDY, wildcards.dataset, folders)
+    return {**params, "crossfit": crossfit_planned(wildcards.dataset)}
 
 
 def plot_regressions_params(wildcards):
@@ -459,6 +516,26 @@ def encode_runtime(wildcards, attempt):
     return SIZING.encode_runtime_min(ds, m, g) * attempt
 
 
+def topology_pairs_half_runtime(wildcards, attempt):
+    ds = wildcards.dataset
+    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
+    return SIZING.topology_pairs_runtime_min(ds, wildcards.model, stories) * attempt
+
+
+def encode_half_mem_mb(wildcards, attempt):
+    """Host memory of an encode job on the stories of one half, without the permutation null."""
+    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
+    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
+    return SIZING.encode_half_mem_mb(ds, m, g, stories) * attempt
+
+
+def encode_half_runtime(wildcards, attempt):
+    """Minutes of an encode job on the stories of one half, without the permutation null."""
+    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
+    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
+    return SIZING.encode_half_runtime_min(ds, m, g, stories) * attempt
+
+
 def encode_gpus(wildcards):
     return SIZING.encode_gpus(wildcards.model)
 
@@ -489,6 +566,11 @@ def layer_diagrams_mem_mb(wildcards, attempt):
 
 def topology_pairs_mem_mb(wildcards, attempt):
     return SIZING.topology_pairs_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def topology_pairs_runtime(wildcards, attempt):
+    minutes = SIZING.topology_pairs_runtime_min(wildcards.dataset, wildcards.model)
+    return minutes * attempt
 
 
 def plot_topology_params(wildcards):

@@ -67,7 +67,8 @@ rule topology_pairs:
     input:
         unpack(topology_pairs_inputs),
     output:
-        "results/{dataset}/topology/pairs/{model}/{variant}.parquet",
+        table="results/{dataset}/topology/pairs/{model}/{variant}.parquet",
+        null_max="results/{dataset}/topology/pairs/{model}/{variant}.null_max.npy",
     log:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
     benchmark:
@@ -76,6 +77,7 @@ rule topology_pairs:
         "../envs/brainshape.yaml"
     resources:
         mem_mb=topology_pairs_mem_mb,
+        runtime=topology_pairs_runtime,
     params:
         code=code_version("topology_pairs.py"),
         settings=topology_pairs_params,
@@ -85,7 +87,7 @@ rule topology_pairs:
 
 rule topology_table:
     input:
-        topology_table_inputs,
+        unpack(topology_table_inputs),
     output:
         "results/{dataset}/topology.parquet",
     log:

@@ -1,5 +1,6 @@
-from brainshape import features, runner, stimuli, topology
+from brainshape import features, runner, stimuli
 from brainshape.threads import limit_threads
+from brainshape.topology import layers
 
 
 def main(job):
@@ -8,7 +9,7 @@ def main(job):
     words = stimuli.read_words_table(job.input.words)
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with limit_threads(job.threads):
-        topology.compute_layers(
+        layers.compute_layers(
             feats, words, job.input.time_base, job.output[0], n_threads=job.threads, **p
         )
 

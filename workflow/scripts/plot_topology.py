@@ -1,10 +1,11 @@
 import pandas as pd
 
-from brainshape import runner, topology
+from brainshape import runner
+from brainshape.topology import figures
 
 
 def main(job):
-    topology.plot_agreement(
+    figures.plot_agreement(
         pd.read_parquet(job.input[0]),
         job.params.model,
         job.output[0],

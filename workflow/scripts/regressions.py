@@ -1,31 +1,37 @@
 import pandas as pd
 
-from brainshape import regressions, runner
+from brainshape import runner
 from brainshape.io import save_parquet
+from brainshape.regressions import fitting, inputs, variants
 from brainshape.threads import limit_threads
 
 
 def main(job):
     p = job.params.settings
-    topology = pd.read_parquet(job.input.topology)
     if p["published"]:
-        scores = regressions.read_published(job.input.scores)
+        scores = inputs.read_published(job.input.scores)
     else:
         scores = pd.read_parquet(job.input.scores)
     kinds = {(m, v): k for m, v, k in p["kinds"]}
-    obs = regressions.observations(
-        scores,
-        topology,
-        p["families"],
+    options = dict(
         unit=p["unit"],
         published=p["published"],
         default_variants=p["default_variants"],
         untrained=p["untrained"],
         kinds=kinds,
-        params=regressions.parameter_counts(p["registry"], p["model_dirs"]),
+        params=inputs.parameter_counts(p["registry"], p["model_dirs"]),
+        depth_splines=p["depth_splines"],
+        dimension=p["dimension"],
     )
+    if p["crossfit"]:
+        halves = {h: pd.read_parquet(t) for h, t in zip("AB", job.input.half_topology, strict=True)}
+        scored = {h: pd.read_parquet(t) for h, t in zip("AB", job.input.half_scores, strict=True)}
+        obs = inputs.crossfit_observations(scored, halves, p["families"], **options)
+    else:
+        topology = pd.read_parquet(job.input.topology)
+        obs = inputs.observations(scores, topology, p["families"], **options)
     with limit_threads(job.threads):
-        table = regressions.run_regressions(
+        table = fitting.run_regressions(
             obs,
             p["feature_sets"],
             n_permutations=p["n_permutations"],
@@ -33,10 +39,13 @@ def main(job):
             n_folds=p["n_folds"],
             seed=p["seed"],
             permutation=p["permutation"],
+            depth_bins=p["depth_bins"],
+            weights=p["weights"],
         )
+    table.insert(4, "crossfit", bool(p["crossfit"]))
     save_parquet(job.output.regressions, table)
-    contrasts = regressions.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
-    save_parquet(job.output.contrasts, contrasts)
+    pairs = variants.contrasts(scores, kinds, n_bootstrap=p["n_bootstrap"], seed=p["seed"])
+    save_parquet(job.output.contrasts, pairs)
 
 
 runner.run(snakemake, main)  # noqa: F821

@@ -1,12 +1,13 @@
-from brainshape import exclusions, runner, topology
+from brainshape import exclusions, runner
 from brainshape.threads import limit_threads
+from brainshape.topology import brain
 
 
 def main(job):
     dirs = exclusions.keep_dirs(list(job.input.fmri), job.params.qc)
     # BLAS and giotto-ph threads limited to the job's cores: oversubscription is very slow.
     with limit_threads(job.threads):
-        topology.compute_brain(
+        brain.compute_brain(
             dirs,
             job.input.time_base,
             job.output[0],
