@@ -24,6 +24,8 @@ include: "workflow/rules/encoding.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/topology.smk"
 include: "workflow/rules/regressions.smk"
+include: "workflow/rules/maps.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
