@@ -370,7 +370,7 @@ def _add_summary(sub) -> None:
         "intervals over subjects, the score over the noise ceiling, and the excess over the "
         "untrained twin and the baselines): the table of the report's summary page, read from "
         "the dataset's results folder.",
-        epilog="example: brainshape summary results/demo --tsv > leaderboard.tsv",
+        epilog="example: brainshape summary ./results/demo --tsv > leaderboard.tsv",
     )
     summary.add_argument("results", help="the dataset's results folder (results/<dataset>)")
     summary.add_argument(

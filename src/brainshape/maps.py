@@ -405,7 +405,7 @@ def group_painting(subjects: Mapping[str, Subject], grid: Grid, sites: Sequence[
     another voxel size or orientation) are left out, and counted in the log."""
     position = {site: n for n, site in enumerate(sites)}
     voxels, items, off = [], [], 0
-    for sub, subject in subjects.items():
+    for subject in subjects.values():
         if subject.footprint.empty:
             continue
         keys = site_keys(subject.targets)[subject.footprint["target"].to_numpy(np.int64)]
@@ -477,8 +477,12 @@ def write_variant_maps(out_dir: str | os.PathLike, maps: VariantMaps,
                 "mapped": sorted(maps.painted)}  # fmt: skip
         (tmp / "maps.json").write_text(json.dumps(info, indent=2) + "\n")
         if maps.common is not None:
-            group = {"score": maps.group["score"], "layer": maps.group["layer"],
-                     "n_subjects": maps.group["n_subjects"], **{c: maps.group[c] for c in minus}}
+            group = {
+                "score": maps.group["score"],
+                "layer": maps.group["layer"],
+                "n_subjects": maps.group["n_subjects"],
+                **{c: maps.group[c] for c in minus},
+            }
             if maps.group["p_value"].notna().any():
                 group["q"] = maps.group["q_value"]
             for name, values in group.items():
@@ -701,20 +705,23 @@ def map_figure(rows: Sequence[MapRow], *, vmax: float, title: str, note: str,
     plt = figures.pyplot()
     n_cols = 4 if surface else 2
     fig = plt.figure(figsize=(10.4 + 2.6 * (n_cols - 2), 2.2 * len(rows) + 2.2))
-    layout = fig.add_gridspec(len(rows), n_cols, width_ratios=[2, 2] + [1] * (n_cols - 2),
-                              left=0.02, right=0.98, top=1 - 0.55 / fig.get_figheight(),
-                              bottom=1.9 / fig.get_figheight(), hspace=0.3, wspace=0.05)  # fmt: skip
+    height = fig.get_figheight()
+    layout = fig.add_gridspec(
+        len(rows), n_cols, width_ratios=[2, 2] + [1] * (n_cols - 2), left=0.02, right=0.98,
+        top=1 - 0.55 / height, bottom=1.9 / height, hspace=0.3, wspace=0.05,
+    )  # fmt: skip
     for r, row in enumerate(rows):
         score, depth = row.shown()
         score_img = nib.Nifti1Image(score.astype(np.float32), row.score.affine)
+        title = f"{row.label}: score ({row.n_found} of {row.n_sites} sites found)"
         _glass(fig.add_subplot(layout[r, 0]), score_img, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-               title=f"{row.label}: score ({row.n_found} of {row.n_sites} sites found)")  # fmt: skip
-        _glass(fig.add_subplot(layout[r, 1]), nib.Nifti1Image(depth.astype(np.float32),
-               row.score.affine), cmap="viridis", vmin=1, vmax=2,
+               title=title)  # fmt: skip
+        depth_img = nib.Nifti1Image(depth.astype(np.float32), row.score.affine)
+        _glass(fig.add_subplot(layout[r, 1]), depth_img, cmap="viridis", vmin=1, vmax=2,
                title=f"{row.label}: best layer (of {row.deepest})")  # fmt: skip
         for c, hemi in enumerate(("left", "right")[: n_cols - 2]):
-            _surface(fig.add_subplot(layout[r, 2 + c], projection="3d"), score_img, hemi,
-                     vmax=vmax)  # fmt: skip
+            ax = fig.add_subplot(layout[r, 2 + c], projection="3d")
+            _surface(ax, score_img, hemi, vmax=vmax)
     _colour_bars(fig, vmax)
     fig.suptitle(title)
     figures.footnote(fig, note)

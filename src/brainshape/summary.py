@@ -122,9 +122,14 @@ def _ceiling_row(roi: str, hemi: str, part: pd.DataFrame) -> dict:
         mean, low, high, n = mean_interval(part["ceiling"].to_numpy(np.float64))
         bounds, what = [mean, low, high], f"ceiling {mean:.2f} [{low:.2f}, {high:.2f}]"
     reliable = bool(np.isfinite(bounds[1]) and bounds[1] > 0)
-    row.update(n_subjects=n, ceiling=bounds[0], ceiling_low=bounds[1], ceiling_high=bounds[2],
-               reliable=reliable,
-               reason="" if reliable else f"ceiling not reliably above 0: {what} over {n} subjects")
+    row.update(
+        n_subjects=n,
+        ceiling=bounds[0],
+        ceiling_low=bounds[1],
+        ceiling_high=bounds[2],
+        reliable=reliable,
+        reason="" if reliable else f"ceiling not reliably above 0: {what} over {n} subjects",
+    )
     return {c: row[c] for c in CEILING_COLUMNS}
 
 
@@ -197,7 +202,9 @@ def leaderboard(scores: pd.DataFrame, ceilings: pd.DataFrame | None = None) -> p
             "no ROI x hemisphere has scores of two subjects: a best layer chosen out of sample "
             "needs at least two subjects"
         )
-    excess = [f"excess_{n}{end}" for n in ["untrained", *baselines] for end in ("", "_low", "_high")]
+    excess = [
+        f"excess_{n}{end}" for n in ["untrained", *baselines] for end in ("", "_low", "_high")
+    ]
     board = board.reindex(columns=[c for c in board.columns if not c.startswith("excess_")]
                           + [c for c in excess if c in board.columns])  # fmt: skip
     board = _with_ceilings(board, ceilings)
@@ -275,8 +282,10 @@ def overview_lines(info: Mapping) -> list[str]:
         f"({', '.join(info['subjects'])}), {len(info['stories'])} stories "
         f"({', '.join(info['stories'])}{f'; {per} per subject' if per else ''})",
         f"{len(info['models'])} models, {variants} model variants: "
-        + "; ".join(f"{m} ({', '.join(v)}; {max(v.values())} hidden states)"
-                    for m, v in info["models"].items()),  # fmt: skip
+        + "; ".join(
+            f"{m} ({', '.join(v)}; {max(v.values())} hidden states)"
+            for m, v in info["models"].items()
+        ),  # fmt: skip
         f"{len(info['rois'])} ROI x hemispheres ({', '.join(info['rois'])}); targets per subject "
         f"and ROI x hemisphere: {_span(info['targets'])}",
     ]
@@ -359,8 +368,11 @@ def summary_html(
     not mapped, ...), the leaderboard (:func:`board_table`) and the headline ``figures``
     (title, PNG path, caption), embedded. A standalone HTML page without scripts."""
     esc = html.escape
-    parts = [f"<h1>Study summary: dataset {esc(info['dataset'])}</h1>", "<h2>What was run</h2>",
-             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in overview_lines(info)) + "</ul>"]
+    parts = [
+        f"<h1>Study summary: dataset {esc(info['dataset'])}</h1>",
+        "<h2>What was run</h2>",
+        "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in overview_lines(info)) + "</ul>",
+    ]
     parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
     parts += ["<h2>Leaderboard</h2>", f"<p class='note'>{esc(LEADERBOARD_NOTE)}</p>",
               board_table(board).to_html(index=False, escape=True, border=0)]  # fmt: skip
@@ -474,7 +486,9 @@ def read_results(folder: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     ceiling = pd.read_parquet(folder / CEILING) if (folder / CEILING).is_file() else None
     words = pd.read_parquet(folder / WORDS, columns=["story"]) if (
         folder / WORDS).is_file() else None  # fmt: skip
-    runs = subject_stories(sorted((folder / FMRI).glob("sub-*"))) if (folder / FMRI).is_dir() else None
+    runs = (
+        subject_stories(sorted((folder / FMRI).glob("sub-*"))) if (folder / FMRI).is_dir() else None
+    )
     info = overview(scores, dataset=folder.name, words=words, runs=runs)
     board = leaderboard(scores, None if ceiling is None else ceiling_intervals(ceiling))
     return info, board
