@@ -115,6 +115,7 @@ def test_subject_native_columns_are_tabled_in_column_order_with_their_rois_layer
         layer = int(scores[other].mean(axis=1).argmax())
         part = table[table.subject == f"{s + 1:02d}"]
         assert part["target"].tolist() == list(range(6)) and (part["layer"] == layer).all()
+        assert part["column"].tolist() == [0, 3, 6, 9, 12, 15]  # the response file's columns
         assert np.allclose(part["score"], scores[s, layer])
 
 

@@ -195,3 +195,18 @@ def test_the_summary_page_holds_the_table_and_the_figures(tmp_path):
         assert f"<td>{cell}</td>" in page
     assert "every voxel's score at its best layer" in html.unescape(page)
     assert "not mapped as images" in summary.notes("voxels", False)[0]
+
+
+def test_a_ceiling_from_repeats_alone_is_never_called_reliable():
+    # Repeat ceilings are clipped at 0 per target (NaN where the repeats share no signal): their
+    # mean is above 0 without signal too.
+    table = pd.DataFrame({
+        "subject": np.repeat(["01", "02", "03"], 4), "target": np.tile(range(4), 3), "roi": "A",
+        "hemisphere": "L", "isc": np.nan,
+        "ceiling": [0.3, np.nan, 0.2, np.nan, 0.25, 0.1, np.nan, np.nan, 0.2, np.nan, 0.3, 0.1],
+        "n_others": 0, "source": np.where(np.isnan([0.3, np.nan, 0.2, np.nan, 0.25, 0.1, np.nan,
+                                          np.nan, 0.2, np.nan, 0.3, 0.1]), "", "repeats"),
+    })  # fmt: skip
+    row = summary.ceiling_intervals(table).iloc[0]
+    assert not row["reliable"] and "from repeats only, clipped at 0" in row["reason"]
+    assert row["ceiling"] == pytest.approx(np.mean([0.5 / 4, 0.35 / 4, 0.6 / 4]))

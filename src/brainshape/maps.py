@@ -450,13 +450,30 @@ def variant_maps(
     """Everything the ``maps`` rule writes for one model variant, from its encoding rows (every
     subject group), the subjects (:func:`place_subject`) and the baseline tables."""
     rows = with_sites(encoding, subjects)
-    held = with_baselines(held_out_scores(rows), baselines)
+    held = with_baselines(_with_columns(held_out_scores(rows), subjects), baselines)
     group = group_table(held, site_p_values(rows))
     layers = layer_means(rows) if per_layer else None
     grid = common_grid(subjects)
     common = None if grid is None else group_painting(subjects, grid, group["site"].tolist())
     painted = {sub: p for sub, s in subjects.items() if (p := subject_painting(s)) is not None}
     return VariantMaps(held, group, layers, common, painted, int(encoding["layer"].max()))
+
+
+def _with_columns(held: pd.DataFrame, subjects: Mapping[str, Subject]) -> pd.DataFrame:
+    """``held`` with ``column`` (the response file's column) after ``site`` where subjects'
+    responses are matrices (-1 for the other subjects' targets); unchanged otherwise."""
+    parts = [
+        s.targets[["target", "column"]].assign(subject=sub)
+        for sub, s in subjects.items()
+        if "column" in s.targets.columns
+    ]
+    if not parts:
+        return held
+    held = held.merge(pd.concat(parts), on=["subject", "target"], how="left")
+    held["column"] = held["column"].fillna(-1).astype("int64")
+    order = list(held.columns)
+    order.insert(order.index("site") + 1, order.pop(order.index("column")))
+    return held[order]
 
 
 def _subject_values(table: pd.DataFrame, sub: str, column: str, n_targets: int) -> np.ndarray:

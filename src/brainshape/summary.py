@@ -81,11 +81,18 @@ def ceiling_intervals(ceiling: pd.DataFrame) -> pd.DataFrame:
     Student t interval widened by :func:`loo_inflation`, and the ceiling and its bounds are
     those ISCs through the ceiling formula (:func:`brainshape.ceilings.single_subject_ceiling`;
     0 where the ISC is not above 0). Where the ceiling comes from repeats (no ISC), the interval
-    is that of the subjects' mean ceiling. ``reliable``: the interval's lower bound is above 0;
+    is that of the subjects' mean ceiling (0 for their targets whose repeats share no signal),
+    and it is never called reliable: each target's repeat ceiling is clipped at 0, so its mean is
+    above 0 without signal too. ``reliable``: the interval's lower bound is above 0;
     ``reason`` says why not. Columns: ``roi``, ``hemisphere``, ``n_subjects``, ``isc``,
     ``isc_low``, ``isc_high``, ``ceiling``, ``ceiling_low``, ``ceiling_high``, ``reliable``,
     ``reason``.
     """
+    ceiling = ceiling.copy()
+    # Targets of a subject with ceilings from repeats whose repeats share no signal are NaN:
+    # their ceiling is 0, not unknown.
+    repeats = ceiling.groupby("subject")["source"].transform(lambda s: (s == "repeats").any())
+    ceiling.loc[repeats & ceiling["isc"].isna(), "ceiling"] = ceiling["ceiling"].fillna(0.0)
     per = ceiling.groupby(["subject", *_SITE], sort=True).agg(
         isc=("isc", "mean"), ceiling=("ceiling", "mean"), n_others=("n_others", "mean")
     ).reset_index()  # fmt: skip
@@ -119,9 +126,12 @@ def _ceiling_row(roi: str, hemi: str, part: pd.DataFrame) -> dict:
         what = f"ISC {mean:.2f} [{low:.2f}, {high:.2f}]" if n >= 3 else (
             f"ISC {mean:.2f}, no interval with {n} subject(s) (it needs 3)")  # fmt: skip
     else:
+        # From repeats only: each target's ceiling is clipped at 0, so their mean is above 0
+        # even without signal, and no interval of it can tell signal from none.
         mean, low, high, n = mean_interval(part["ceiling"].to_numpy(np.float64))
-        bounds, what = [mean, low, high], f"ceiling {mean:.2f} [{low:.2f}, {high:.2f}]"
-    reliable = bool(np.isfinite(bounds[1]) and bounds[1] > 0)
+        bounds = [mean, low, high]
+        what = f"ceiling {mean:.2f} from repeats only, clipped at 0 per target"
+    reliable = bool(np.isfinite(isc).any() and np.isfinite(bounds[1]) and bounds[1] > 0)
     row.update(
         n_subjects=n,
         ceiling=bounds[0],
@@ -441,7 +451,7 @@ def notes(targets: str, gridded: bool) -> list[str]:
         return [
             "Maps: not mapped as images. The responses are subject-native columns without a "
             "volume grid (as ds003020 ships them): maps/<model>/<variant>/subjects.parquet holds "
-            "every column's score at its best layer, in the response file's column order "
+            "every column's score at its best layer with the response file's column "
             "(docs/outputs.md says how to draw them with pycortex)."
         ]
     if targets == "voxels":
