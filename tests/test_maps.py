@@ -84,6 +84,34 @@ def test_each_subjects_layer_is_the_best_on_the_other_subjects():
     assert held[held.target == 7].sort_values("subject")["layer"].tolist() == list(index[0])
 
 
+def test_the_choice_at_many_sites_at_once_is_the_choice_at_each():
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((6, 9, 40))
+    index, values = analysis.held_out_best_sites(scores)
+    for v in range(40):
+        one_index, one_values = analysis.held_out_best(scores[:, :, v], np.ones((1, 6)))
+        assert (index[:, v] == one_index[0]).all() and np.allclose(values[:, v], one_values[0])
+    index, values = analysis.held_out_best_sites(scores[:1])
+    assert (index == -1).all() and np.isnan(values).all()
+
+
+def test_a_voxel_some_subjects_lack_is_chosen_on_those_that_have_it():
+    rng = np.random.default_rng(8)
+    grid = maps.Grid((20, 20, 20), AFFINE)
+    scores = rng.standard_normal((4, 5, 10)) * 0.1
+    subjects = {f"{s + 1:02d}": maps.place_subject(voxel_targets(cube(10)), grid) for s in range(4)}
+    # Subject 04's voxel 0 lies elsewhere: the other three share voxel 0.
+    moved = cube(10)
+    moved[0] = (19, 19, 19)
+    subjects["04"] = maps.place_subject(voxel_targets(moved), grid)
+    held = maps.held_out_scores(maps.with_sites(encoding_rows(scores), subjects))
+    for s in range(3):
+        others = [o for o in range(3) if o != s]
+        row = held[(held.subject == f"{s + 1:02d}") & (held.target == 0)].iloc[0]
+        assert row.choice == "target"
+        assert row.layer == int(scores[others, :, 0].mean(axis=0).argmax())
+
+
 def test_targets_no_other_subject_has_take_the_layer_of_their_roi():
     rng = np.random.default_rng(1)
     grid = maps.Grid((20, 20, 20), AFFINE)

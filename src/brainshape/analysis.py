@@ -188,6 +188,19 @@ def held_out_best(scores: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, n
     return index, values
 
 
+def held_out_best_sites(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`held_out_best` of many sites at once, each subject counted once: ``scores``
+    (n_subjects, n_layers, n_sites), every subject scored at every layer of every site. Returns
+    the layer indices and the scores (n_subjects, n_sites) at the layer that is best on the
+    other subjects; -1 and NaN with fewer than two subjects."""
+    n, _, n_sites = scores.shape
+    if n < 2:
+        return np.full((n, n_sites), -1, dtype=np.int64), np.full((n, n_sites), np.nan)
+    others = scores.sum(axis=0, keepdims=True) - scores  # leave subject i out
+    best = others.argmax(axis=1)
+    return best, np.take_along_axis(scores, best[:, None, :], axis=1)[:, 0, :]
+
+
 def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
     """Per (model, variant, subject, roi, hemisphere): the best layer chosen out of sample.
 

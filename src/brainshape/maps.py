@@ -136,6 +136,13 @@ class Subject:
     grid: Grid | None
     footprint: pd.DataFrame
 
+    @property
+    def sites(self) -> np.ndarray:
+        """:func:`site_keys` of the targets (computed once)."""
+        if getattr(self, "_sites", None) is None:
+            self._sites = site_keys(self.targets)
+        return self._sites
+
 
 def place_subject(
     targets: pd.DataFrame, grid: Grid | None, atlas: pd.DataFrame | None = None
@@ -210,31 +217,36 @@ def with_sites(encoding: pd.DataFrame, subjects: Mapping[str, Subject]) -> pd.Da
     rows["subject"] = rows["subject"].astype(str)
     if "p_value" not in rows:
         rows["p_value"] = np.nan
-    rows["site"] = ""
-    for sub, part in rows.groupby("subject", sort=False):
-        keys = site_keys(subjects[sub].targets)
-        rows.loc[part.index, "site"] = keys[part["target"].to_numpy()]
+    site = np.empty(len(rows), dtype=object)
+    target = rows["target"].to_numpy()
+    for sub, index in rows.groupby("subject", sort=False).indices.items():
+        site[index] = subjects[sub].sites[target[index]]
+    rows["site"] = site
     return rows
 
 
 def _site_choice(rows: pd.DataFrame) -> pd.DataFrame:
-    """Layers chosen per target on the other subjects at the same site."""
+    """Layers chosen per target on the other subjects at the same site: the sites that the same
+    subjects have go to :func:`brainshape.analysis.held_out_best_sites` together."""
     rows = rows[rows["site"] != ""]
-    subs = np.array(sorted(rows["subject"].unique()))
-    layers = np.array(sorted(rows["layer"].unique()))
-    sites, site_index = np.unique(rows["site"].to_numpy(), return_inverse=True)
+    subs, sub_index = np.unique(rows["subject"].to_numpy(), return_inverse=True)
+    layers, layer_index = np.unique(rows["layer"].to_numpy(), return_inverse=True)
+    site_index, sites = pd.factorize(rows["site"], sort=True)
     scores = np.full((len(subs), len(layers), len(sites)), np.nan, dtype=np.float32)
-    s = np.searchsorted(subs, rows["subject"].to_numpy())
-    scores[s, np.searchsorted(layers, rows["layer"].to_numpy()), site_index] = rows["score"]
+    scores[sub_index, layer_index, site_index] = rows["score"].to_numpy()
     present = np.isfinite(scores).all(axis=1)  # (subjects, sites)
+    patterns, pattern = np.unique(present.T, axis=0, return_inverse=True)
     out = []
-    for v in np.flatnonzero(present.sum(axis=0) >= 2):
-        who = np.flatnonzero(present[:, v])
-        index, _ = analysis.held_out_best(
-            scores[who, :, v].astype(np.float64), np.ones((1, len(who)))
-        )
-        out += [(subs[w], sites[v], int(layers[i])) for w, i in zip(who, index[0], strict=True)]
-    chosen = pd.DataFrame(out, columns=["subject", "site", "layer"])
+    for p, who in enumerate(patterns):
+        where = np.flatnonzero(pattern.ravel() == p)
+        if who.sum() < 2:
+            continue
+        index, _ = analysis.held_out_best_sites(scores[who][:, :, where].astype(np.float64))
+        for w, chosen in zip(np.flatnonzero(who), index, strict=True):
+            out.append(pd.DataFrame({"subject": subs[w], "site": np.asarray(sites)[where],
+                                     "layer": layers[chosen]}))  # fmt: skip
+    chosen = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["subject", "site", "layer"])  # fmt: skip
     targets = rows.drop_duplicates(["subject", "target"])[["subject", "target", "site"]]
     chosen = targets.merge(chosen, on=["subject", "site"], how="inner").drop(columns="site")
     return chosen.assign(choice="target")
@@ -341,7 +353,7 @@ def site_means(values: pd.DataFrame, subjects: Mapping[str, Subject], column: st
     parts = []
     for sub, part in values.groupby(values["subject"].astype(str), sort=False):
         if sub in subjects:
-            keys = site_keys(subjects[sub].targets)
+            keys = subjects[sub].sites
             parts.append(pd.DataFrame({"site": keys[part["target"].to_numpy()],
                                        column: part[column].to_numpy()}))  # fmt: skip
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["site", column])
@@ -408,7 +420,7 @@ def group_painting(subjects: Mapping[str, Subject], grid: Grid, sites: Sequence[
     for subject in subjects.values():
         if subject.footprint.empty:
             continue
-        keys = site_keys(subject.targets)[subject.footprint["target"].to_numpy(np.int64)]
+        keys = subject.sites[subject.footprint["target"].to_numpy(np.int64)]
         item = np.array([position.get(k, -1) for k in keys], dtype=np.int64)
         ijk, on = grid.locate(subject.footprint[_XYZ].to_numpy(np.float64))
         inside = on & (ijk >= 0).all(axis=1) & (ijk < grid.shape).all(axis=1)
