@@ -13,7 +13,6 @@ from scipy import stats
 
 from brainshape import cli, summary
 from brainshape.ceilings import single_subject_ceiling
-from brainshape.errors import BrainshapeError
 
 
 def loo_isc(x: np.ndarray) -> np.ndarray:
@@ -138,10 +137,16 @@ def test_leaderboard_numbers_equal_a_computation_by_hand():
     assert board[board.variant == "untrained"]["excess_untrained"].isna().all()
 
 
-def test_a_single_subject_gets_no_leaderboard():
+def test_a_single_subject_gets_a_summary_without_a_leaderboard():
     scores = brainscores(np.random.default_rng(2))
-    with pytest.raises(BrainshapeError, match="needs at least two subjects"):
-        summary.leaderboard(scores[scores.subject == "01"])
+    one = scores[scores.subject == "01"]
+    board = summary.leaderboard(one)
+    assert board.empty
+    assert summary.board_text(board) == summary.NO_LEADERBOARD + "\n"
+    info = summary.overview(one, dataset="d")
+    page = summary.summary_html(info, board)
+    assert html.escape(summary.NO_LEADERBOARD) in page and "<table" not in page
+    assert summary.board_tsv(board).startswith("model\tvariant\troi")
 
 
 def test_the_terminal_prints_the_leaderboard_it_computes(tmp_path, capsys):

@@ -376,7 +376,7 @@ class Painting:
         """``values`` (one per item, or ``(n_volumes, n_items)``) as a 3-D (or 4-D, volumes
         last) float32 array; voxels nothing paints are NaN."""
         values = np.asarray(values, dtype=np.float32)
-        stack = values.reshape(-1, values.shape[-1])
+        stack = values[None] if values.ndim == 1 else values.reshape(-1, values.shape[-1])
         out = np.full((len(stack), int(np.prod(self.grid.shape))), np.nan, dtype=np.float32)
         out[:, self.voxels] = stack[:, self.items]
         out = out.reshape(len(stack), *self.grid.shape)

@@ -208,10 +208,8 @@ def leaderboard(scores: pd.DataFrame, ceilings: pd.DataFrame | None = None) -> p
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
-        raise BrainshapeError(
-            "no ROI x hemisphere has scores of two subjects: a best layer chosen out of sample "
-            "needs at least two subjects"
-        )
+        # One subject: no layer can be chosen out of sample; the summary says so.
+        return pd.DataFrame(columns=["model", "variant", *_SITE, "rank", "layer", "note"])
     excess = [
         f"excess_{n}{end}" for n in ["untrained", *baselines] for end in ("", "_low", "_high")
     ]
@@ -345,8 +343,17 @@ def board_notes(board: pd.DataFrame) -> list[str]:
     return [f"{r} {h}: {n}" for r, h, n in notes.drop_duplicates(_SITE).itertuples(index=False)]
 
 
+#: What stands for the leaderboard of a dataset with one subject.
+NO_LEADERBOARD = (
+    "No leaderboard: no ROI x hemisphere has scores of two subjects, and a best layer chosen out "
+    "of sample needs the other subjects' scores."
+)
+
+
 def board_text(board: pd.DataFrame) -> str:
     """The leaderboard for a terminal: :func:`board_table`, then :func:`board_notes`."""
+    if board.empty:
+        return NO_LEADERBOARD + "\n"
     notes = "".join(f"masked {n}\n" for n in board_notes(board))
     return board_table(board).to_string(index=False) + "\n" + notes
 
@@ -384,8 +391,11 @@ def summary_html(
         "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in overview_lines(info)) + "</ul>",
     ]
     parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
-    parts += ["<h2>Leaderboard</h2>", f"<p class='note'>{esc(LEADERBOARD_NOTE)}</p>",
-              board_table(board).to_html(index=False, escape=True, border=0)]  # fmt: skip
+    parts += ["<h2>Leaderboard</h2>", f"<p class='note'>{esc(LEADERBOARD_NOTE)}</p>"]
+    if board.empty:
+        parts.append(f"<p>{esc(NO_LEADERBOARD)}</p>")
+    else:
+        parts.append(board_table(board).to_html(index=False, escape=True, border=0))
     parts += [f"<p class='note'>masked {esc(n)}</p>" for n in board_notes(board)]
     for title, path, caption in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
