@@ -229,9 +229,10 @@ def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _baselines(data: pd.DataFrame) -> list[str]:
+def baseline_names(scores: pd.DataFrame) -> list[str]:
+    """The baselines a brainscores table has a ``score_<baseline>`` column for."""
     own = ("score_sem", "score_normalized", "score_untrained")
-    return [c[len("score_") :] for c in data.columns if c.startswith("score_") and c not in own]
+    return [c[len("score_") :] for c in scores.columns if c.startswith("score_") and c not in own]
 
 
 def _variant_lines(ax, panel: pd.DataFrame, measure: str) -> None:
@@ -324,7 +325,7 @@ def brainscores_figure(
                 _masked(ax, ceiling.reason)
                 continue
             _variant_lines(ax, panel, measure)
-            _baseline_lines(ax, panel, measure, _baselines(data))
+            _baseline_lines(ax, panel, measure, baseline_names(data))
             if measure == "score":
                 _ceiling_band(ax, None if ceiling is None else pd.Series(ceiling._asdict()))
             ax.axhline(0, color="grey", lw=0.6)

@@ -156,18 +156,12 @@ def held_out(scores: pd.DataFrame) -> pd.DataFrame:
     best = analysis.best_layers(scores[counts >= 2]) if (counts >= 2).any() else pd.DataFrame(
         columns=["model", "variant", "subject", *_SITE, "layer", "score"])  # fmt: skip
     per_subject = ["subject", *_SITE]
-    for column in baseline_columns(scores):
+    for column in [f"score_{name}" for name in analysis.baseline_names(scores)]:
         base = scores.groupby(per_subject, as_index=False)[column].first()
         best = best.merge(base, on=per_subject, how="left")
     twin = best.loc[best["variant"] == "untrained", ["model", *per_subject, "score"]]
     return best.merge(twin.rename(columns={"score": "score_untrained"}),
                       on=["model", *per_subject], how="left")  # fmt: skip
-
-
-def baseline_columns(scores: pd.DataFrame) -> list[str]:
-    """The ``score_<baseline>`` columns of a brainscores table."""
-    own = ("score_sem", "score_normalized", "score_untrained")
-    return [c for c in scores.columns if c.startswith("score_") and c not in own]
 
 
 def _layer_text(layers: pd.Series) -> tuple[int, str]:
@@ -193,7 +187,7 @@ def leaderboard(scores: pd.DataFrame, ceilings: pd.DataFrame | None = None) -> p
     hemisphere and score (best first; ``rank`` within the ROI x hemisphere).
     """
     best = held_out(scores)
-    baselines = [c[len("score_") :] for c in baseline_columns(scores)]
+    baselines = analysis.baseline_names(scores)
     rows = []
     for key, part in best.groupby(["model", "variant", *_SITE], sort=True):
         layer, layers = _layer_text(part["layer"])
