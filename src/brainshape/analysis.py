@@ -354,7 +354,8 @@ def _brainscores_note(data: pd.DataFrame, counts: dict | None, ceilings: bool) -
 
     n_targets = data.groupby(["subject", "roi", "hemisphere"])["n_targets"].first()
     low, high = int(n_targets.min()), int(n_targets.max())
-    targets = f"{low}{f'-{high}' if high != low else ''} targets per subject and ROI x hemisphere"
+    span = f"{low}-{high} targets" if high != low else f"{low} target{'s' if low != 1 else ''}"
+    targets = f"{span} per subject and ROI x hemisphere"
     counts = counts or {"subjects": data["subject"].nunique()}
     text = (f"{figures.counts_text(counts, targets)}. Lines: mean over subjects; bands: +-1 "
             "standard error over subjects; dashed: baselines (mean over subjects).")  # fmt: skip
