@@ -251,10 +251,14 @@ class Study:
         """The image whose grid the ``i, j, k`` of subject ``sub``'s targets index: the mask of
         its first run, else that run's image (the reference the fMRI stage assigns targets on);
         None where its responses are matrices (no grid)."""
-        row = self.subject_runs(ds, sub).iloc[0]
-        if row["format"] == "hdf5":
-            return None
-        return Path(row["mask"] or row["response"])
+        key = ("grid_files", ds)
+        if key not in self._memo:  # asked by every maps job while Snakemake plans
+            first = self.runs(ds).drop_duplicates("subject")
+            self._memo[key] = {
+                r.subject: None if r.format == "hdf5" else self.under_root(ds, r.mask or r.response)
+                for r in first.itertuples()
+            }
+        return self._memo[key][sub]
 
     def space(self, ds: str) -> str | None:
         """The template space of the dataset's images: ``space`` of a dataset without a runs

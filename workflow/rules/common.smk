@@ -220,34 +220,38 @@ def ceiling_inputs(wildcards):
 
 def brainscores_inputs(wildcards):
     ds = wildcards.dataset
-    encoding = config["encoding"]
     return {
         "encoding": [
             rules.encode.output[0].format(dataset=ds, model=m, variant=v, group=g)
             for m, v in STUDY.model_variants()
             for g in STUDY.subject_groups(ds)
         ],
-        "baselines": expand(
-            rules.baseline.output[0],
-            dataset=ds,
-            baseline=encoding["baselines"],
-            group=list(STUDY.subject_groups(ds)),
-        ),
-        "ceiling": (
-            [rules.ceiling.output[0].format(dataset=ds)] if encoding["ceiling"] else []
-        ),
+        "baselines": baseline_files(ds),
+        "ceiling": ceiling_files(ds),
     }
 
 
+def baseline_files(ds):
+    """Every baseline table of ``ds`` (each baseline, each subject group)."""
+    return expand(
+        rules.baseline.output[0],
+        dataset=ds,
+        baseline=config["encoding"]["baselines"],
+        group=list(STUDY.subject_groups(ds)),
+    )
+
+
+def ceiling_files(ds):
+    """The noise ceiling's table of ``ds``, where ``encoding.ceiling`` asks for it."""
+    if not config["encoding"]["ceiling"]:
+        return []
+    return [rules.ceiling.output[0].format(dataset=ds)]
+
+
 def plot_inputs(wildcards):
-    ds = wildcards.dataset
     return {
         "scores": fill(rules.brainscores.output[0], wildcards),
-        "ceiling": (
-            [rules.ceiling.output[0].format(dataset=ds)]
-            if config["encoding"]["ceiling"]
-            else []
-        ),
+        "ceiling": ceiling_files(wildcards.dataset),
     }
 
 
@@ -260,7 +264,7 @@ def maps_inputs(wildcards):
             )
             for g in STUDY.subject_groups(ds)
         ],
-        "baselines": brainscores_inputs(wildcards)["baselines"],
+        "baselines": baseline_files(ds),
         "fmri": fmri_dirs(ds),
         "grids": grid_files(ds),
     }
@@ -290,7 +294,7 @@ def summary_inputs(wildcards):
     }
     return {
         "scores": fill(rules.brainscores.output[0], wildcards),
-        "ceiling": brainscores_inputs(wildcards)["ceiling"],
+        "ceiling": ceiling_files(ds),
         "words": fill(rules.words.output[0], wildcards),
         "fmri": fmri_dirs(ds),
         **figures,
