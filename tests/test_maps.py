@@ -313,7 +313,8 @@ def test_map_figure_has_a_row_per_variant_and_one_colour_scale(tmp_path):
     peak = max(np.abs(r.shown()[0]).max() for r in rows)
     assert peak <= vmax < peak + 0.05
     assert rows[0].n_found == 10 and rows[0].n_sites == 50
-    fig = maps.map_figure(rows, vmax=vmax, title="t", note="n = 3 subjects")
+    fig = maps.map_figure(rows, vmax=vmax, title="model m", note="n = 3 subjects")
+    assert fig.get_suptitle() == "model m"
     assert len([ax for ax in fig.axes if ax.get_title()]) == 4  # score and layer per row
     assert "n = 3 subjects" in fig.texts[-1].get_text()
 

@@ -742,9 +742,9 @@ def map_figure(rows: Sequence[MapRow], *, vmax: float, title: str, note: str,
     for r, row in enumerate(rows):
         score, depth = row.shown()
         score_img = nib.Nifti1Image(score.astype(np.float32), row.score.affine)
-        title = f"{row.label}: score ({row.n_found} of {row.n_sites} sites found)"
+        found = f"{row.label}: score ({row.n_found} of {row.n_sites} sites found)"
         _glass(fig.add_subplot(layout[r, 0]), score_img, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-               title=title)  # fmt: skip
+               title=found)  # fmt: skip
         depth_img = nib.Nifti1Image(depth.astype(np.float32), row.score.affine)
         _glass(fig.add_subplot(layout[r, 1]), depth_img, cmap="viridis", vmin=1, vmax=2,
                title=f"{row.label}: best layer (of {row.deepest})")  # fmt: skip
