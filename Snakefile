@@ -26,6 +26,8 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/topology.smk"
 include: "workflow/rules/crossfit.smk"
 include: "workflow/rules/regressions.smk"
+include: "workflow/rules/maps.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:

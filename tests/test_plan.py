@@ -145,10 +145,11 @@ def test_plan_counts_only_jobs_that_would_run(small_run, tmp_path):
         ("plot_brainscores", "tiny-neox", "-"),
         ("regressions", "-", "-"),
         ("plot_regressions", "-", "-"),
+        ("summary", "-", "-"),
         ("total", "-", "-"),
     }
     dry = snakemake(work, "-n", "--cores", "2").stdout
-    assert int(dry.split("Job stats:")[1].split("total")[1].split()[0]) == 5 + 1  # and `all`
+    assert int(dry.split("Job stats:")[1].split("total")[1].split()[0]) == 6 + 1  # and `all`
 
 
 @pytest.mark.workflow

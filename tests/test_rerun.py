@@ -18,14 +18,19 @@ from brainshape.codestamp import library_modules
 pytestmark = pytest.mark.workflow
 
 # Rules that combine every model: they rerun whenever any of their inputs does.
-AGGREGATES = {"brainscores", "topology_table", "regressions", "all"}
-# Rules that read an aggregate (every model's plot reads the whole brainscores table).
-AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions", "plot_topology", "plot_qc"}
+AGGREGATES = {"brainscores", "topology_table", "regressions", "summary", "all"}
+# Rules that read an aggregate (every model's plot reads the whole brainscores table; every
+# model's maps figure shares one colour scale with every variant's maps).
+AFTER_AGGREGATES = {"plot_brainscores", "plot_regressions", "plot_topology", "plot_maps", "plot_qc"}
 # Rules that combine every subject of a dataset (baselines and ceiling are fitted on all of
 # them; the brain point clouds hold every subject; the QC compares each run with the others),
 # and the shape jobs that pair every layer with those brain clouds. The layers' own diagrams
 # depend on the runs (time base) only.
-SUBJECT_AGGREGATES = {"baseline", "ceiling", "topology_brain", "qc"}
+SUBJECT_AGGREGATES = {
+    "baseline", "ceiling", "topology_brain", "qc", "ceiling_map", "plot_ceiling_map",
+}  # fmt: skip
+# What follows one variant's encode jobs (its maps).
+AFTER_ENCODE = {"maps"}
 BRAIN_PAIRINGS = {"topology_pairs"}
 
 
@@ -95,6 +100,11 @@ def test_model_registry_entry_change_reruns_that_model_only(copy):
         ("plot_brainscores", "tiny-gpt2", ""),
         ("plot_topology", "tiny-neox", ""),
         ("plot_topology", "tiny-gpt2", ""),
+        ("maps", "tiny-neox", "fp32"),
+        ("maps", "tiny-neox", "untrained"),
+        ("plot_maps", "tiny-neox", ""),
+        ("plot_maps", "tiny-gpt2", ""),
+        ("summary", "", ""),
         ("all", "", ""),
     }
     (prepare,) = [j for j in jobs if j["rule"] == "prepare_model"]
@@ -133,11 +143,18 @@ def test_library_change_reruns_the_rules_that_use_it(copy, tmp_path):
     users = {
         p.stem for p in (REPO / "workflow" / "scripts").glob("*.py") if "fmri" in library_modules(p)
     }
-    assert users == {"fmri"}
+    # The maps paint ROI means with the fMRI stage's own atlas assignment; they follow the fMRI
+    # stage's outputs anyway (through the encode jobs), which is the reason the dry run gives.
+    assert users == {"fmri", "maps", "ceiling_map", "plot_maps", "plot_ceiling_map"}
     # Everything else that reruns does so only because fmri's outputs are new.
     downstream = [j for j in jobs if j["rule"] != "fmri"]
     assert {j["rule"] for j in downstream} <= (
-        {"encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
+        {"encode"}
+        | AFTER_ENCODE
+        | SUBJECT_AGGREGATES
+        | BRAIN_PAIRINGS
+        | AGGREGATES
+        | AFTER_AGGREGATES
     )
     assert all("Params have changed" not in j["reason"] for j in downstream)
 
@@ -218,7 +235,12 @@ def test_one_subject_derivative_replaced_reruns_that_subject_only(small_run, tmp
     # Only the encode jobs of sub-02's group follow (one subject per group here), then what
     # combines every subject (baselines, ceiling, brain clouds and their pairings).
     assert {j["rule"] for j in jobs} <= (
-        {"fmri", "encode"} | SUBJECT_AGGREGATES | BRAIN_PAIRINGS | AGGREGATES | AFTER_AGGREGATES
+        {"fmri", "encode"}
+        | AFTER_ENCODE
+        | SUBJECT_AGGREGATES
+        | BRAIN_PAIRINGS
+        | AGGREGATES
+        | AFTER_AGGREGATES
     )
     assert {j["wildcards"]["group"] for j in jobs if j["rule"] == "encode"} == {"g2"}
     # Same runs, other data: no layer's persistent homology is recomputed, only the pairings.

@@ -1,14 +1,22 @@
 """The whole workflow on generated demo data: planted-signal recovery and reruns (bad input:
 tests/test_faults.py)."""
 
+import html
+import io
 import json
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import snakemake
 
+from brainshape import demo
+
 pytestmark = pytest.mark.workflow
+
+MODELS = ("tiny-gpt2", "tiny-neox", "smollm2-135m")
 
 
 @pytest.fixture(scope="session")
@@ -220,3 +228,77 @@ def test_regressions_run_and_appear_in_the_report(demo_run):
 def test_rerun_with_nothing_changed_runs_no_job(demo_run):
     proc = snakemake(demo_run, "-n", "--cores", "2")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def report_data(demo_run) -> tuple[dict, dict]:
+    """The report's ``categories`` and ``results`` objects (the JSON its scripts hold)."""
+    text = (demo_run / "report.html").read_text(errors="replace")
+    found = {}
+    for name in ("categories", "results"):
+        script = text.index(f'<script id="{name}">')
+        start = text.index(f"var {name} = ", script) + len(f"var {name} = ")
+        found[name], _ = json.JSONDecoder().raw_decode(text[start:])
+    return found["categories"], found["results"]
+
+
+def test_report_opens_on_the_summary(demo_run):
+    categories, results = report_data(demo_run)
+    # The report's menu sorts categories by name: the summary comes first, then the maps.
+    assert sorted(categories)[:2] == ["1. Summary", "2. Maps"]
+    summary_items = {Path(p).name for p in categories["1. Summary"]["demo"]}
+    assert summary_items == {"summary.html", "scaling.png", "contrasts.png", "regressions.png"}
+    page = (demo_run / "results" / "demo" / "summary.html").read_text()
+    assert "Leaderboard" in page and "What was run" in page
+    maps = {Path(p).name for p in categories["2. Maps"]["demo"]}
+    assert maps == {"ceiling_map.png"} | {f"maps_{m}.png" for m in MODELS}
+
+
+def test_maps_show_the_planted_rois_and_not_the_empty_ones(demo_run, truth):
+    """ROI-mean targets: every ROI x hemisphere is painted on its atlas voxels; the planted ones
+    are found (q < 0.05) with the planted model's score, the empty ones in no variant."""
+    root = demo_run / "resources" / "demo" / "demo"
+    atlas = nib.load(root / demo.ATLAS_IMAGE)
+    labels = np.asarray(atlas.dataobj)
+    x = nib.affines.apply_affine(atlas.affine, np.indices(labels.shape).reshape(3, -1).T)[:, 0]
+    side = np.where(x < 0, "L", "R").reshape(labels.shape)
+
+    def region(site):
+        return (labels == demo.ROIS.index(site["roi"]) + 1) & (side == site["hemisphere"])
+
+    results = demo_run / "results" / "demo" / "maps"
+    for p in truth["planted"]:
+        q = np.asarray(nib.load(results / p["model"] / p["variant"] / "q.nii.gz").dataobj)
+        score = np.asarray(nib.load(results / p["model"] / p["variant"] / "score.nii.gz").dataobj)
+        assert (q[region(p)] < 0.05).all(), p
+        assert np.ptp(score[region(p)]) == 0  # one value per ROI x hemisphere
+        assert score[region(p)][0] > 0.7 * p["expected_r_roi_mean_cleaned"], p
+    variants = sorted(p.parent for p in results.glob("*/*/group.parquet"))
+    assert len(variants) == 5  # SmolLM2 runs without its untrained twin
+    for folder in variants:
+        q = np.asarray(nib.load(folder / "q.nii.gz").dataobj)
+        for n in truth["null"]:
+            assert (q[region(n)] >= 0.05).all(), (folder, n)
+    ceiling = np.asarray(nib.load(results / "ceiling" / "ceiling.nii.gz").dataobj)
+    for p in truth["planted"]:
+        assert (ceiling[region(p)] > 0.7).all()
+
+
+def test_the_terminal_summary_matches_the_report(demo_run, truth):
+    from brainshape import cli, summary
+
+    results = demo_run / "results" / "demo"
+    tsv = (results / "leaderboard.tsv").read_text()
+    info, board = summary.read_results(results)
+    assert summary.board_tsv(board) == tsv
+    page = (results / "summary.html").read_text()
+    for row in summary.board_table(board).itertuples(index=False):
+        cells = "".join(f"<td>{html.escape(str(c))}</td>\n      " for c in row).strip()
+        assert cells in page, row
+    assert cli.main(["summary", str(results), "--tsv"]) == 0
+    # The planted ROI x hemispheres rank their planted model first.
+    board = pd.read_csv(io.StringIO(tsv), sep="\t")
+    firsts = board[board["rank"] == 1].set_index(["roi", "hemisphere"])
+    for p in (p for p in truth["planted"] if p["relation"] == "linear"):
+        best = firsts.loc[(p["roi"], p["hemisphere"])]
+        assert (best["model"], best["variant"]) == (p["model"], p["variant"]), p
+        assert pd.isna(best["note"])  # the ceiling is reliable: nothing masked

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from brainshape import scoring
 from brainshape.errors import BrainshapeError
-from brainshape.io import atomic_path
 
 #: Columns that identify one brainscore.
 KEYS = ["model", "variant", "layer", "subject", "roi", "hemisphere"]
@@ -190,6 +188,19 @@ def held_out_best(scores: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, n
     return index, values
 
 
+def held_out_best_sites(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`held_out_best` of many sites at once, each subject counted once: ``scores``
+    (n_subjects, n_layers, n_sites), every subject scored at every layer of every site. Returns
+    the layer indices and the scores (n_subjects, n_sites) at the layer that is best on the
+    other subjects; -1 and NaN with fewer than two subjects."""
+    n, _, n_sites = scores.shape
+    if n < 2:
+        return np.full((n, n_sites), -1, dtype=np.int64), np.full((n, n_sites), np.nan)
+    others = scores.sum(axis=0, keepdims=True) - scores  # leave subject i out
+    best = others.argmax(axis=1)
+    return best, np.take_along_axis(scores, best[:, None, :], axis=1)[:, 0, :]
+
+
 def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
     """Per (model, variant, subject, roi, hemisphere): the best layer chosen out of sample.
 
@@ -218,21 +229,77 @@ def best_layers(scores: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def plot_brainscores(
-    scores: pd.DataFrame, model: str, path: str | os.PathLike, dataset: str = ""
-) -> None:
-    """Brainscore by layer, one row per ROI, one line per variant of ``model``.
+def baseline_names(scores: pd.DataFrame) -> list[str]:
+    """The baselines a brainscores table has a ``score_<baseline>`` column for."""
+    own = ("score_sem", "score_normalized", "score_untrained")
+    return [c[len("score_") :] for c in scores.columns if c.startswith("score_") and c not in own]
+
+
+def _variant_lines(ax, panel: pd.DataFrame, measure: str) -> None:
+    """Each variant's mean over subjects by layer, with +-1 standard error over subjects."""
+    for variant, rows in panel.groupby("variant", sort=True):
+        by_layer = rows.groupby("layer")[measure]
+        mean = by_layer.mean()
+        sem = by_layer.std(ddof=1) / np.sqrt(by_layer.size())
+        ax.plot(mean.index, mean.values, marker="o", ms=3, label=variant)
+        ax.fill_between(mean.index, (mean - sem).values, (mean + sem).values, alpha=0.2)
+
+
+def _baseline_lines(ax, panel: pd.DataFrame, measure: str, baselines: list[str]) -> None:
+    """Each baseline's mean over subjects, dashed (on normalised panels over the ceiling)."""
+    for k, name in enumerate(baselines):
+        cols = [f"score_{name}"] + (["ceiling"] if "ceiling" in panel.columns else [])
+        per_subject = panel.groupby("subject")[cols].first()
+        level = per_subject[f"score_{name}"]
+        if measure == "score_normalized":
+            level = level / per_subject["ceiling"].where(per_subject["ceiling"] > 0)
+        if level.notna().any():
+            ax.axhline(level.mean(), color=f"C{7 + k}", ls="--", lw=1, label=f"baseline: {name}")
+
+
+def _ceiling_band(ax, ceiling: pd.Series | None) -> None:
+    """The noise ceiling and its interval over subjects on a raw-r panel."""
+    if ceiling is None or not np.isfinite(ceiling["ceiling"]):
+        return
+    low, high = ceiling["ceiling_low"], ceiling["ceiling_high"]
+    if np.isfinite(low) and np.isfinite(high):
+        ax.axhspan(low, high, color="0.6", alpha=0.25, lw=0, label="noise ceiling, 95% interval")
+    ax.axhline(ceiling["ceiling"], color="0.4", lw=0.8, ls=":", label="noise ceiling")
+
+
+def _masked(ax, reason: str) -> None:
+    """A normalised panel whose ceiling is not reliably above zero: grey, with the reason."""
+    import textwrap
+
+    ax.set_facecolor("0.88")
+    ax.text(0.5, 0.5, "masked: " + textwrap.fill(reason, 38), transform=ax.transAxes,
+            ha="center", va="center", fontsize=7, color="0.25")  # fmt: skip
+    ax.set_yticks([])
+
+
+def brainscores_figure(
+    scores: pd.DataFrame,
+    model: str,
+    *,
+    dataset: str = "",
+    ceilings: pd.DataFrame | None = None,
+    counts: dict | None = None,
+):
+    """Brainscore by layer, one row per ROI, one line per variant of ``model``; returns the
+    figure (``brainshape.figures.save`` writes it).
 
     Columns: raw r for the left and right hemisphere and, where the table has a noise ceiling,
     the ceiling-normalised score for both. Lines show the mean over subjects; the band is +-1
     standard error across subjects. Dashed horizontal lines are the baselines (``score_<name>``
-    columns; on normalised panels divided by the ceiling).
+    columns; on normalised panels divided by the ceiling). With ``ceilings``
+    (``summary.ceiling_intervals``) the raw-r panels show the ceiling and its 95% interval, and
+    the normalised panels of ROI x hemispheres whose ceiling is not reliably above zero are
+    greyed with the reason instead of plotted. ``counts`` (subjects, stories) goes in the
+    footnote with the targets per ROI x hemisphere.
     """
-    import matplotlib
+    from brainshape import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     data = scores[scores["model"] == model]
     if data.empty:
         raise BrainshapeError(
@@ -240,58 +307,60 @@ def plot_brainscores(
             "in the config's models list?"
         )
     rois = list(dict.fromkeys(data["roi"]))
-    hemis = ["L", "R"]
     measures = ["score"]
     if "score_normalized" in data.columns and data["score_normalized"].notna().any():
         measures.append("score_normalized")
-    baselines = [
-        c[len("score_") :]
-        for c in data.columns
-        if c.startswith("score_") and c not in ("score_sem", "score_normalized", "score_untrained")
-    ]
-    panels = [(m, h) for m in measures for h in hemis]
-    fig, axes = plt.subplots(
-        len(rois),
-        len(panels),
-        figsize=(4 * len(panels), 1.9 * len(rois) + 0.8),
-        sharex=True,
-        squeeze=False,
-    )
+    panels = [(m, h) for m in measures for h in ("L", "R")]
+    fig, axes = plt.subplots(len(rois), len(panels), sharex=True, squeeze=False,
+                             figsize=(4 * len(panels), 1.9 * len(rois) + 1.4))  # fmt: skip
+    site = {} if ceilings is None else {(r.roi, r.hemisphere): r for r in ceilings.itertuples()}
     for r, roi in enumerate(rois):
         for c, (measure, hemi) in enumerate(panels):
             ax = axes[r, c]
             panel = data[(data["roi"] == roi) & (data["hemisphere"] == hemi)]
-            for variant, rows in panel.groupby("variant", sort=True):
-                by_layer = rows.groupby("layer")[measure]
-                mean = by_layer.mean()
-                sem = by_layer.std(ddof=1) / np.sqrt(by_layer.size())
-                ax.plot(mean.index, mean.values, marker="o", ms=3, label=variant)
-                ax.fill_between(mean.index, (mean - sem).values, (mean + sem).values, alpha=0.2)
-            for k, name in enumerate(baselines):
-                cols = [f"score_{name}"] + (["ceiling"] if "ceiling" in panel.columns else [])
-                per_subject = panel.groupby("subject")[cols].first()
-                level = per_subject[f"score_{name}"]
-                if measure == "score_normalized":
-                    level = level / per_subject["ceiling"].where(per_subject["ceiling"] > 0)
-                if level.notna().any():
-                    ax.axhline(
-                        level.mean(), color=f"C{7 + k}", ls="--", lw=1, label=f"baseline: {name}"
-                    )
-            ax.axhline(0, color="grey", lw=0.6)
+            ceiling = site.get((roi, hemi))
             label = "r" if measure == "score" else "r / ceiling"
             ax.set_title(f"{roi} {hemi} ({label})", fontsize=9)
+            if measure == "score_normalized" and ceiling is not None and not ceiling.reliable:
+                _masked(ax, ceiling.reason)
+                continue
+            _variant_lines(ax, panel, measure)
+            _baseline_lines(ax, panel, measure, baseline_names(data))
+            if measure == "score":
+                _ceiling_band(ax, None if ceiling is None else pd.Series(ceiling._asdict()))
+            ax.axhline(0, color="grey", lw=0.6)
             if c == 0:
                 ax.set_ylabel("r")
     for ax in axes[-1]:
         ax.set_xlabel("layer")
+    _legend(fig, axes)
+    fig.suptitle(f"{model}: brainscore by layer{f' ({dataset})' if dataset else ''}")
+    figures.footnote(fig, _brainscores_note(data, counts, ceilings is not None))
+    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 0.86, 0.97))
+    return fig
+
+
+def _legend(fig, axes) -> None:
     legend: dict = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="upper right", fontsize=8)
-    fig.suptitle(f"{model}: brainscore by layer{f' ({dataset})' if dataset else ''}")
-    fig.tight_layout(rect=(0, 0, 0.86, 0.97))
-    with atomic_path(Path(path), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+
+
+def _brainscores_note(data: pd.DataFrame, counts: dict | None, ceilings: bool) -> str:
+    from brainshape import figures
+
+    n_targets = data.groupby(["subject", "roi", "hemisphere"])["n_targets"].first()
+    low, high = int(n_targets.min()), int(n_targets.max())
+    span = f"{low}-{high} targets" if high != low else f"{low} target{'s' if low != 1 else ''}"
+    targets = f"{span} per subject and ROI x hemisphere"
+    counts = counts or {"subjects": data["subject"].nunique()}
+    text = (f"{figures.counts_text(counts, targets)}. Lines: mean over subjects; bands: +-1 "
+            "standard error over subjects; dashed: baselines (mean over subjects).")  # fmt: skip
+    if ceilings:
+        text += (" Grey band: noise ceiling (leave-one-out ISC through the ceiling formula) with "
+                 "its 95% interval over subjects; r / ceiling panels are greyed where that "
+                 "interval does not exclude 0.")  # fmt: skip
+    return text

@@ -137,6 +137,19 @@ def _standin(args: argparse.Namespace) -> None:
     )
 
 
+def _summary(args: argparse.Namespace) -> None:
+    from brainshape import summary
+
+    info, board = summary.read_results(args.results)
+    if args.tsv:
+        # Machine-readable: the leaderboard's numbers only; what was run goes to stderr.
+        print(summary.board_tsv(board), end="")
+        for line in summary.overview_lines(info):
+            print(line, file=sys.stderr)
+    else:
+        print(summary.summary_text(info, board), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainshape",
@@ -149,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pin_revisions(sub)
     _add_sheet(sub)
     _add_standin(sub)
+    _add_summary(sub)
     return parser
 
 
@@ -378,6 +392,24 @@ def _add_standin(sub) -> None:
     )
     standin.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     standin.set_defaults(func=_standin)
+
+
+def _add_summary(sub) -> None:
+    summary = sub.add_parser(
+        "summary",
+        help="print a dataset's study summary and leaderboard",
+        description="What was run on a dataset and the leaderboard of its model variants (each "
+        "variant's best layer chosen out of sample and its score per ROI x hemisphere, with "
+        "intervals over subjects, the score over the noise ceiling, and the excess over the "
+        "untrained twin and the baselines): the table of the report's summary page, read from "
+        "the dataset's results folder.",
+        epilog="example: brainshape summary ./results/demo --tsv > leaderboard.tsv",
+    )
+    summary.add_argument("results", help="the dataset's results folder (results/<dataset>)")
+    summary.add_argument(
+        "--tsv", action="store_true", help="print the leaderboard's numbers, tab-separated"
+    )
+    summary.set_defaults(func=_summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,3 +257,50 @@ def regressions(study: Study, ds: str, model_dirs: dict[str, str]) -> dict:
     r["registry"] = {m: dict(study.entry(m)) for m in study.models()}
     r["model_dirs"] = model_dirs
     return r
+
+
+def counts(study: Study, ds: str) -> dict:
+    """What a figure's footnote says it shows: subjects and stories (and stories per subject)."""
+    heard = sorted({len(study.subject_stories(ds, s)) for s in study.subjects(ds)})
+    per = "" if not heard else str(heard[0]) if heard[0] == heard[-1] else f"{heard[0]}-{heard[-1]}"
+    return {"subjects": len(study.subjects(ds)), "stories": len(study.stories(ds)),
+            "stories_per_subject": per}  # fmt: skip
+
+
+def _grids(study: Study, ds: str) -> dict[str, str | None]:
+    grids = {s: study.grid_file(ds, s) for s in study.subjects(ds)}
+    return {s: None if g is None else str(g) for s, g in grids.items()}
+
+
+def maps(study: Study, ds: str) -> dict:
+    """A model variant's maps (or the noise ceiling's): each subject's grid image (None for
+    response matrices), the atlas ROI-mean targets are painted on, and ``maps.per_layer``."""
+    atlas = study.atlas(ds) if study.needs_atlas(ds) else None
+    f = study.config["fmri"]
+    return {
+        "grids": _grids(study, ds),
+        "atlas": None if atlas is None else [str(atlas["image"]), str(atlas["labels"])],
+        "rois": f["rois"],
+        "targets": f["targets"],
+        "per_layer": study.config["maps"]["per_layer"],
+    }
+
+
+def plot_maps(study: Study, ds: str, model: str) -> dict:
+    """The variants of ``model`` (in the order of the figure's rows), the template space (for
+    the surface views), and the figure's n."""
+    return {
+        "variants": study.variants(model),
+        "space": study.space(ds),
+        "targets": study.config["fmri"]["targets"],
+        "counts": counts(study, ds),
+    }
+
+
+def summary(study: Study, ds: str) -> dict:
+    """What the summary says beside its tables: what is mapped, and the figures' n."""
+    return {
+        "targets": study.config["fmri"]["targets"],
+        "gridded": study.needs_atlas(ds),
+        "counts": counts(study, ds),
+    }

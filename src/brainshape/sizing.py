@@ -28,6 +28,9 @@ DEFAULT_ROIS = 100
 DEFAULT_VOXELS = 20000
 #: Parameters assumed for a registry entry that does not give ``params``.
 DEFAULT_PARAMS = 10_000_000
+#: Memory of a maps job: a base, and bytes per encoding-table row (layer x subject x target).
+MAPS_BASE_MB = 1000
+MAPS_BYTES_PER_ROW = 200
 
 
 class JobSizing:
@@ -451,6 +454,14 @@ class JobSizing:
         :meth:`encode_runtime_min`."""
         shape = self.encode_half_shape(ds, model, group, stories)
         return resources.encode_runtime_min(shape, gflops=self.encode_rate(model))
+
+    def maps_mem_mb(self, ds: str, model: str) -> int:
+        """Host memory (MiB) of a maps job: every row of the variant's encoding tables (one per
+        layer, subject and target, about :data:`MAPS_BYTES_PER_ROW` bytes each while they are
+        read, matched and merged) on top of :data:`MAPS_BASE_MB`."""
+        layers, _ = self.encode_dims(model)
+        rows = layers * len(self.study.subjects(ds)) * self.targets_per_subject(ds)
+        return MAPS_BASE_MB + math.ceil(rows * MAPS_BYTES_PER_ROW / 2**20)
 
     # --- the shape stage -------------------------------------------------------------------------
 

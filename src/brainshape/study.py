@@ -11,6 +11,7 @@ in :mod:`brainshape.sizing`, and what is checked before anything runs in :mod:`b
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,28 @@ class Study:
                 elif hasattr(value, "item"):
                     row[key] = value.item()  # numpy scalars: not YAML/JSON-friendly params
         return rows
+
+    def grid_file(self, ds: str, sub: str) -> Path | None:
+        """The image whose grid the ``i, j, k`` of subject ``sub``'s targets index: the mask of
+        its first run, else that run's image (the reference the fMRI stage assigns targets on);
+        None where its responses are matrices (no grid)."""
+        key = ("grid_files", ds)
+        if key not in self._memo:  # asked by every maps job while Snakemake plans
+            first = self.runs(ds).drop_duplicates("subject")
+            self._memo[key] = {
+                r.subject: None if r.format == "hdf5" else self.under_root(ds, r.mask or r.response)
+                for r in first.itertuples()
+            }
+        return self._memo[key][sub]
+
+    def space(self, ds: str) -> str | None:
+        """The template space of the dataset's images: ``space`` of a dataset without a runs
+        sheet, else the ``space-`` entity of its first subject's grid image (None if none)."""
+        if self.dataset(ds).get("runs") is None:
+            return self.dataset(ds)["space"]
+        grid = self.grid_file(ds, self.subjects(ds)[0])
+        found = re.search(r"_space-([A-Za-z0-9]+)", grid.name) if grid is not None else None
+        return found.group(1) if found else None
 
     def word_sources(self, ds: str) -> dict[str, dict[str, str]]:
         """Per story, its word-timing file (resolved), format and tier, and its transcript

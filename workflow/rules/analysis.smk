@@ -20,12 +20,12 @@ rule brainscores:
 
 rule plot_brainscores:
     input:
-        plot_inputs,
+        unpack(plot_inputs),
     output:
         report(
             "results/{dataset}/plots/brainscores_{model}.png",
             caption="../report/brainscores.rst",
-            category="Brainscores",
+            category="3. Brainscores by layer",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}"},
         ),
@@ -38,5 +38,6 @@ rule plot_brainscores:
     params:
         code=code_version("plot_brainscores.py"),
         model="{model}",
+        counts=counts_params,
     script:
         "../scripts/plot_brainscores.py"

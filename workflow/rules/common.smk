@@ -85,6 +85,14 @@ def all_targets():
             targets += [
                 path.format(dataset=ds) for path in rules.plot_regressions.output
             ]
+        targets += maps_dirs(ds)
+        if STUDY.needs_atlas(ds):
+            targets += expand(
+                rules.plot_maps.output[0], dataset=ds, model=STUDY.models()
+            )
+            if config["encoding"]["ceiling"]:
+                targets.append(rules.plot_ceiling_map.output[0].format(dataset=ds))
+        targets += [path.format(dataset=ds) for path in rules.summary.output]
     return targets
 
 
@@ -169,6 +177,25 @@ def fmri_dirs(ds, subjects=None):
     return expand(rules.fmri.output[0], dataset=ds, subject=subjects)
 
 
+def maps_dirs(ds, model=None):
+    """The maps folders of every model variant of ``ds`` (or of one model's variants)."""
+    return [
+        rules.maps.output[0].format(dataset=ds, model=m, variant=v)
+        for m, v in STUDY.model_variants()
+        if model is None or m == model
+    ]
+
+
+def grid_files(ds):
+    """The images whose headers give the subjects' grids, and the atlas ROI means are painted
+    with: read by the maps jobs (a demo dataset: its folder)."""
+    grids = [STUDY.grid_file(ds, s) for s in STUDY.subjects(ds)]
+    files = [g for g in grids if g is not None]
+    if files:
+        files += list(STUDY.atlas(ds).values())
+    return dataset_files(ds, list(dict.fromkeys(files)))
+
+
 # --- input functions (named, so rules stay declarative) -----------------------------------------
 
 
@@ -249,27 +276,85 @@ def qc_inputs(wildcards):
 
 def brainscores_inputs(wildcards):
     ds = wildcards.dataset
-    encoding = config["encoding"]
     return {
         "encoding": [
             rules.encode.output[0].format(dataset=ds, model=m, variant=v, group=g)
             for m, v in STUDY.model_variants()
             for g in STUDY.subject_groups(ds)
         ],
-        "baselines": expand(
-            rules.baseline.output[0],
-            dataset=ds,
-            baseline=encoding["baselines"],
-            group=list(STUDY.subject_groups(ds)),
-        ),
-        "ceiling": (
-            [rules.ceiling.output[0].format(dataset=ds)] if encoding["ceiling"] else []
-        ),
+        "baselines": baseline_files(ds),
+        "ceiling": ceiling_files(ds),
     }
 
 
+def baseline_files(ds):
+    """Every baseline table of ``ds`` (each baseline, each subject group)."""
+    return expand(
+        rules.baseline.output[0],
+        dataset=ds,
+        baseline=config["encoding"]["baselines"],
+        group=list(STUDY.subject_groups(ds)),
+    )
+
+
+def ceiling_files(ds):
+    """The noise ceiling's table of ``ds``, where ``encoding.ceiling`` asks for it."""
+    if not config["encoding"]["ceiling"]:
+        return []
+    return [rules.ceiling.output[0].format(dataset=ds)]
+
+
 def plot_inputs(wildcards):
-    return fill(rules.brainscores.output[0], wildcards)
+    return {
+        "scores": fill(rules.brainscores.output[0], wildcards),
+        "ceiling": ceiling_files(wildcards.dataset),
+    }
+
+
+def maps_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "encoding": [
+            rules.encode.output[0].format(
+                dataset=ds, model=wildcards.model, variant=wildcards.variant, group=g
+            )
+            for g in STUDY.subject_groups(ds)
+        ],
+        "baselines": baseline_files(ds),
+        "fmri": fmri_dirs(ds),
+        "grids": grid_files(ds),
+    }
+
+
+def ceiling_map_inputs(wildcards):
+    ds = wildcards.dataset
+    return {
+        "ceiling": rules.ceiling.output[0].format(dataset=ds),
+        "fmri": fmri_dirs(ds),
+        "grids": grid_files(ds),
+    }
+
+
+def plot_maps_inputs(wildcards):
+    """Every variant's maps (one colour scale for the dataset), and this model's in order."""
+    ds = wildcards.dataset
+    return {"all": maps_dirs(ds), "model": maps_dirs(ds, wildcards.model)}
+
+
+def summary_inputs(wildcards):
+    ds = wildcards.dataset
+    planned = STUDY.regressions_planned()
+    figures = {
+        name: [path.format(dataset=ds)] if planned else []
+        for name, path in rules.plot_regressions.output.items()
+    }
+    return {
+        "scores": fill(rules.brainscores.output[0], wildcards),
+        "ceiling": ceiling_files(ds),
+        "words": fill(rules.words.output[0], wildcards),
+        "fmri": fmri_dirs(ds),
+        **figures,
+    }
 
 
 def topology_timebase_inputs(wildcards):
@@ -476,6 +561,23 @@ def plot_regressions_params(wildcards):
     return regressions_params(wildcards)
 
 
+def counts_params(wildcards):
+    """The n a dataset's figures state (subjects, stories)."""
+    return P.counts(STUDY, wildcards.dataset)
+
+
+def maps_params(wildcards):
+    return P.maps(STUDY, wildcards.dataset)
+
+
+def plot_maps_params(wildcards):
+    return P.plot_maps(STUDY, wildcards.dataset, wildcards.model)
+
+
+def summary_params(wildcards):
+    return P.summary(STUDY, wildcards.dataset)
+
+
 # --- resources (brainshape.sizing); memory and runtime grow with each retry ---------------------
 
 
@@ -562,6 +664,10 @@ def qc_runtime(wildcards, attempt):
 
 def layer_diagrams_mem_mb(wildcards, attempt):
     return SIZING.layer_diagrams_mem_mb(wildcards.dataset, wildcards.model) * attempt
+
+
+def maps_mem_mb(wildcards, attempt):
+    return SIZING.maps_mem_mb(wildcards.dataset, wildcards.model) * attempt
 
 
 def topology_pairs_mem_mb(wildcards, attempt):

@@ -30,14 +30,14 @@ rule plot_qc:
         figure=report(
             "results/{dataset}/plots/qc.png",
             caption="../report/qc.rst",
-            category="Quality control",
+            category="5. Quality control",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "every run"},
         ),
         page=report(
             "results/{dataset}/plots/qc.html",
             caption="../report/qc_page.rst",
-            category="Quality control",
+            category="5. Quality control",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "decision and reasons"},
         ),

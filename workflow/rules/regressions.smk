@@ -27,21 +27,21 @@ rule plot_regressions:
         regressions=report(
             "results/{dataset}/plots/regressions.png",
             caption="../report/regressions.rst",
-            category="Shape and brainscores",
+            category="1. Summary",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "regressions"},
         ),
         scaling=report(
             "results/{dataset}/plots/scaling.png",
             caption="../report/scaling.rst",
-            category="Shape and brainscores",
+            category="1. Summary",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "scaling"},
         ),
         contrasts=report(
             "results/{dataset}/plots/contrasts.png",
             caption="../report/contrasts.rst",
-            category="Shape and brainscores",
+            category="1. Summary",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "contrasts"},
         ),
@@ -54,5 +54,6 @@ rule plot_regressions:
     params:
         code=code_version("plot_regressions.py"),
         settings=plot_regressions_params,
+        counts=counts_params,
     script:
         "../scripts/plot_regressions.py"

@@ -109,7 +109,7 @@ rule plot_topology:
         report(
             "results/{dataset}/plots/shape_{model}.png",
             caption="../report/topology.rst",
-            category="Shape of representations",
+            category="4. Shape of representations",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}"},
         ),
@@ -123,5 +123,6 @@ rule plot_topology:
         code=code_version("plot_topology.py"),
         model="{model}",
         settings=plot_topology_params,
+        counts=counts_params,
     script:
         "../scripts/plot_topology.py"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainshape.figures import finish
 from brainshape.regressions.variants import scaling_table
 
 
@@ -52,7 +53,9 @@ def _heat(ax, values: pd.DataFrame, q: pd.DataFrame, title: str, vmin: float, vm
     return image
 
 
-def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str = "") -> None:
+def plot_regressions(
+    table: pd.DataFrame, path: str | os.PathLike, dataset: str = "", note: str = ""
+) -> None:
     """Heat maps over stratum x ROI x hemisphere (rows) by feature set (columns): the
     cross-validated R^2 of each feature set alone (star: q < 0.05) and its gain over the
     nuisance model (star: q_gain < 0.05). Colours saturate at -1 and 1 (R^2) and +-0.5 (gain).
@@ -74,7 +77,7 @@ def plot_regressions(table: pd.DataFrame, path: str | os.PathLike, dataset: str 
     fig.colorbar(left, ax=axes[0], label="R²")
     fig.colorbar(right, ax=axes[1], label="R² (set + nuisance) - R² (nuisance)")
     fig.suptitle(f"Brainscore explained by shape{f' ({dataset})' if dataset else ''}")
-    fig.tight_layout()
+    finish(fig, note)
     _save(fig, path)
 
 
@@ -84,9 +87,10 @@ def plot_scaling(
     kinds: Mapping[tuple[str, str], str],
     path: str | os.PathLike,
     dataset: str = "",
+    note: str = "",
 ) -> None:
     """Brainscore against log parameters, one point per model variant (:func:`scaling_table`:
-    best layers chosen out of sample), coloured by variant kind."""
+    best layers chosen out of sample), coloured by variant kind; ``note`` under the figure."""
     plt = _pyplot()
     per = scaling_table(scores, counts, kinds)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -99,11 +103,13 @@ def plot_scaling(
     ax.set_ylabel("brainscore (out-of-sample best layer, mean r)")
     ax.legend(fontsize=8, title="variant kind", title_fontsize=8)
     ax.set_title(f"Brainscore against model size{f' ({dataset})' if dataset else ''}")
-    fig.tight_layout()
+    finish(fig, note)
     _save(fig, path)
 
 
-def plot_contrasts(table: pd.DataFrame, path: str | os.PathLike, dataset: str = "") -> None:
+def plot_contrasts(
+    table: pd.DataFrame, path: str | os.PathLike, dataset: str = "", note: str = ""
+) -> None:
     """Paired differences over all ROI x hemispheres, one row per model and contrast."""
     plt = _pyplot()
     overall = table[table["roi"] == "all"].reset_index(drop=True)
@@ -125,5 +131,5 @@ def plot_contrasts(table: pd.DataFrame, path: str | os.PathLike, dataset: str = 
             "difference in brainscore (r) at out-of-sample best layers, 95% bootstrap interval"
         )
     ax.set_title(f"Variant against its twin{f' ({dataset})' if dataset else ''}")
-    fig.tight_layout()
+    finish(fig, note)
     _save(fig, path)
