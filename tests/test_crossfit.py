@@ -224,11 +224,81 @@ def test_a_half_s_encode_job_is_planned_on_its_stories_without_the_null(repo):
     sizing = JobSizing(study)
     half = crossfit.half_stories(study.stories("demo"), "A")
     full = sizing.encode_shape("demo", "smollm2-135m", "g1")
-    shape = sizing.encode_half_shape("demo", "smollm2-135m", "g1", half)
+    shape = sizing.encode_half_shape("demo", "smollm2-135m", "g1", "A")
     assert sorted(shape.story_trs) == sorted(sizing.kept_story_shapes("demo", half)[0])
     assert shape.null_copies == 0 and shape.n_permutations == 0 and full.null_copies > 0
     assert (shape.hidden, shape.layers, shape.targets) == (full.hidden, full.layers, full.targets)
     assert resources.encode_flops(shape) < 0.5 * resources.encode_flops(full)
-    assert sizing.encode_half_runtime_min("demo", "smollm2-135m", "g1", half) == (
+    assert sizing.encode_half_runtime_min("demo", "smollm2-135m", "g1", "A") == (
         resources.encode_runtime_min(shape, gflops=sizing.encode_rate("smollm2-135m"))
     )
+    # Voxel targets: a half's group is group_size / crossfit_voxels subjects, each with a
+    # sample of its voxels.
+    cfg["fmri"]["targets"] = "voxels"
+    cfg["encoding"]["group_size"] = 1
+    cfg["regressions"]["crossfit_voxels"] = 0.5
+    study = Study(cfg, load_registry_dict(cfg["registry"], SCHEMAS / "models.schema.yaml"), "x")
+    sizing = JobSizing(study)
+    assert study.crossfit_groups("demo", "A") == {"g1": ["01", "02"], "g2": ["03", "04"]}
+    assert len(study.subject_groups("demo")) == 4
+    voxels, sites = (
+        sizing.targets_per_subject("demo"),
+        sizing.targets_per_subject("demo", "roi_mean"),
+    )
+    shape = sizing.encode_half_shape("demo", "smollm2-135m", "g2", "A")
+    assert shape.targets == 2 * crossfit.sampled_count(voxels, 0.5, sites) < 2 * voxels
+
+
+def _voxel_targets(sizes: dict[tuple[str, str], int]) -> pd.DataFrame:
+    rows = [(roi, hemi, v) for (roi, hemi), n in sizes.items() for v in range(n)]
+    targets = pd.DataFrame(rows, columns=["roi", "hemisphere", "i"])
+    targets.insert(0, "target", np.arange(len(targets), dtype=np.int64))
+    return targets.assign(j=0, k=0, n_voxels=1)
+
+
+def test_a_half_fits_an_evenly_spread_sample_of_each_roi_s_voxels():
+    targets = _voxel_targets({("A", "L"): 100, ("A", "R"): 30, ("B", "L"): 8})
+    rows = crossfit.voxel_sample(targets, 0.25)
+    a_left = rows[rows < 100]
+    assert len(a_left) == 25 and a_left[0] == 0 and a_left[-1] == 99
+    assert np.ptp(np.diff(a_left)) <= 1  # evenly spaced
+    assert len(rows[(rows >= 100) & (rows < 130)]) == 10  # at least MIN_SAMPLED_VOXELS
+    assert set(range(130, 138)) <= set(rows)  # an ROI smaller than that: all of it
+    assert len(crossfit.voxel_sample(targets, 1.0)) == len(targets)
+    means = targets.drop(columns=["i", "j", "k"]).drop_duplicates(["roi", "hemisphere"])
+    assert len(crossfit.voxel_sample(means.assign(n_voxels=40), 0.1)) == len(means)
+    # Planning counts the same number where the ROIs are equally large.
+    even = _voxel_targets({("A", "L"): 400, ("A", "R"): 400})
+    assert crossfit.sampled_count(800, 0.1, 2) == len(crossfit.voxel_sample(even, 0.1)) == 80
+
+    rng = np.random.default_rng(0)
+    data = SubjectData(
+        data={"s": rng.standard_normal((12, len(targets)))},
+        targets=targets,
+        runs={"s": {"n_trs": 12, "trim_start": 0, "trim_end": 0, "tr": 2.0}},
+    )
+    (sampled,) = crossfit.sample_voxels({"01": data}, 0.25).values()
+    kept = crossfit.voxel_sample(targets, 0.25)
+    np.testing.assert_array_equal(sampled.data["s"], data.data["s"][:, kept])
+    np.testing.assert_array_equal(sampled.targets["target"], np.arange(len(kept)))
+    np.testing.assert_array_equal(sampled.targets["i"], targets["i"].to_numpy()[kept])
+    sampled.check("sub-01")
+
+
+def test_the_voxel_sample_keeps_what_differs_between_layers():
+    """Voxel scores = a layer's effect on the ROI + each voxel's own level (shared by every
+    layer) + noise: the ROI's mean score from a tenth of its voxels orders the layers as all of
+    them do, because the voxels' own levels are the same sample for every layer."""
+    rng = np.random.default_rng(3)
+    n_voxels, n_layers = 600, 13
+    effect = 0.05 * np.exp(-(((np.linspace(0, 1, n_layers) - 0.5) / 0.15) ** 2))  # mid-depth
+    level = rng.normal(0.1, 0.1, n_voxels)
+    scores = effect[:, None] + level[None, :] + rng.normal(0, 0.02, (n_layers, n_voxels))
+    targets = _voxel_targets({("A", "L"): n_voxels})
+    kept = crossfit.voxel_sample(targets, 0.1)
+    full, sample = scores.mean(axis=1), scores[:, kept].mean(axis=1)
+    assert np.argmax(sample) == np.argmax(full) == n_layers // 2
+    assert np.corrcoef(full - full.mean(), sample - sample.mean())[0, 1] > 0.99
+    # The sample's offset (its voxels' mean level) is shared: differences between layers agree
+    # to far less than the ROI's spread between voxels.
+    assert np.abs(np.diff(sample) - np.diff(full)).max() < 0.01 < level.std()

@@ -136,6 +136,13 @@ DECODE = """uri => new Promise(done => { const image = new Image();
     image.src = uri; })"""
 
 
+#: Waits (up to 10 s) until an element matching ``selector`` is in the page (React renders the
+#: report's views after the call that asks for them returns): true if it came, false if not.
+WAIT_FOR = """new Promise(done => {{ const end = Date.now() + 10000; const look = () => {{
+    if (document.querySelector('{selector}') !== null) done(true);
+    else if (Date.now() > end) done(false); else setTimeout(look, 50); }}; look(); }})"""
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     page = Browser(chromium(), tmp_path_factory.mktemp("chromium"))
@@ -145,10 +152,11 @@ def browser(tmp_path_factory):
 
 def test_the_report_shows_every_figure_without_errors(demo_run, browser):
     browser.open((demo_run / "report.html").resolve().as_uri())
-    expected = {p.relative_to(demo_run).as_posix()
-                for p in (demo_run / "results" / "demo" / "plots").glob("*.png")}  # fmt: skip
-    expected.add("results/demo/summary.html")
-    assert browser.run("Object.keys(results).sort()") == sorted(expected)
+    plots = demo_run / "results" / "demo" / "plots"
+    images = {p.relative_to(demo_run).as_posix() for p in plots.glob("*.png")}
+    pages = {p.relative_to(demo_run).as_posix() for p in plots.glob("*.html")}
+    pages.add("results/demo/summary.html")
+    assert browser.run("Object.keys(results).sort()") == sorted(images | pages)
     # It opens on the menu, in reading order with the summary first, and a text that points there.
     menu = browser.run("document.querySelector('#app').innerText")
     positions = [menu.index(c) for c in ("1. Summary", "2. Maps", "3. Brainscores by layer",
@@ -159,12 +167,14 @@ def test_the_report_shows_every_figure_without_errors(demo_run, browser):
     widths = browser.run(f"""(async () => {{ const decode = {DECODE}; const out = {{}};
         for (const [path, r] of Object.entries(results)) if (r.mime_type === 'image/png') {{
             app.setView({{content: 'img', contentPath: r.data_uri}});
-            await new Promise(done => setTimeout(done, 50));
-            const shown = [...document.querySelectorAll('#app img')].some(
-                image => image.src === r.data_uri && image.naturalWidth > 0);
+            const isShown = () => [...document.querySelectorAll('#app img')].some(
+                image => image.src === r.data_uri && image.complete && image.naturalWidth > 0);
+            const end = Date.now() + 10000;
+            while (!isShown() && Date.now() < end) await new Promise(d => setTimeout(d, 50));
+            const shown = isShown();
             out[path] = [await decode(r.data_uri), shown];
         }} return out; }})()""")  # fmt: skip
-    assert set(widths) == expected - {"results/demo/summary.html"}
+    assert set(widths) == images
     for path, (width, shown) in widths.items():
         assert width > 100 and shown, path
     assert browser.errors() == []
@@ -175,7 +185,7 @@ def test_the_summary_page_opens_in_the_report_and_alone(demo_run, browser):
     browser.run("app.showCategory('1. Summary')")
     browser.run("app.setView({content: 'html', contentPath: "
                 "results['results/demo/summary.html'].data_uri})")  # fmt: skip
-    assert browser.run("document.querySelector('#app iframe') !== null")
+    assert browser.run(WAIT_FOR.format(selector="#app iframe"))
     browser.open((demo_run / "results" / "demo" / "summary.html").resolve().as_uri())
     text = browser.run("document.body.innerText")
     assert "What was run" in text and "Leaderboard" in text

@@ -12,7 +12,11 @@ dimension) involve no fMRI and are taken from the whole time base.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
 
 from brainshape.errors import BrainshapeError
 from brainshape.subjects import SubjectData
@@ -91,3 +95,54 @@ def restrict(subjects: Mapping[str, SubjectData], stories: Sequence[str]) -> dic
             "set regressions.crossfit: false"
         )
     return out
+
+
+#: Fewest voxels of an ROI x hemisphere a half's encode job keeps (all where it has fewer).
+MIN_SAMPLED_VOXELS = 10
+
+
+def voxel_sample(targets: pd.DataFrame, fraction: float, least: int = MIN_SAMPLED_VOXELS):
+    """Rows of ``targets`` (a subject's targets table) that a half's encode job fits: of each
+    ROI x hemisphere's voxels, ``ceil(fraction x n)`` (at least ``least``, at most all), evenly
+    spread in target order (the fMRI stage orders voxels by grid position, so the sample spans
+    the region). ROI-mean targets (or ``fraction`` 1) are all kept.
+
+    The same voxels serve every layer and variant, so the error of estimating an ROI's mean
+    score from its sample is shared by the scores a regression compares; what differs from
+    layer to layer is estimated almost as well as from every voxel.
+    """
+    voxels = "i" in targets.columns and bool(targets["n_voxels"].eq(1).all())
+    if not voxels or fraction >= 1:
+        return np.arange(len(targets))
+    keep = []
+    for _, rows in targets.groupby(["roi", "hemisphere"], sort=False):
+        index = rows.index.to_numpy()
+        count = min(len(index), max(least, math.ceil(fraction * len(index))))
+        keep.append(index[np.unique(np.round(np.linspace(0, len(index) - 1, count)).astype(int))])
+    return np.sort(np.concatenate(keep))
+
+
+def sample_voxels(subjects: Mapping[str, SubjectData], fraction: float) -> dict[str, SubjectData]:
+    """The subjects with only the voxels :func:`voxel_sample` keeps (targets renumbered, their
+    grid and world positions kept)."""
+    out = {}
+    for sub, data in subjects.items():
+        rows = voxel_sample(data.targets, fraction)
+        targets = data.targets.iloc[rows].reset_index(drop=True)
+        targets["target"] = np.arange(len(targets), dtype=np.int64)
+        out[sub] = SubjectData(
+            data={s: np.asarray(x)[:, rows] for s, x in data.data.items()},
+            targets=targets,
+            runs=data.runs,
+        )
+    return out
+
+
+def sampled_count(targets: int, fraction: float, sites: int) -> int:
+    """Targets per subject a half's encode job keeps, for planning: ``targets`` voxels over
+    ``sites`` ROI x hemispheres (as :func:`voxel_sample`, from the mean site size)."""
+    if fraction >= 1 or sites <= 0 or targets <= sites:
+        return targets
+    per_site = targets / sites
+    kept = min(per_site, max(MIN_SAMPLED_VOXELS, math.ceil(fraction * per_site)))
+    return min(targets, math.ceil(kept * sites))

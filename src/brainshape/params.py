@@ -160,13 +160,18 @@ def encode(study: Study, ds: str, group: str | None = None) -> dict:
 
 def encode_half(study: Study, ds: str, group: str, half: str) -> dict:
     """An encode job of one half of the stories (cross-fitting): the stories of ``half`` only,
-    and no permutation null (the halves' scores feed the regressions, not p-values)."""
+    the subjects of its group (:meth:`Study.crossfit_groups`), a sample of each ROI's voxels
+    (``voxel_fraction``) and no permutation null (the halves' scores feed the regressions, not
+    p-values)."""
     from brainshape import crossfit
 
+    voxels = study.config["fmri"]["targets"] == "voxels"
     return {
-        **encode(study, ds, group),
+        **encode(study, ds),
+        "subjects": study.crossfit_group_subjects(ds, half, group),
         "stories": crossfit.half_stories(study.stories(ds), half),
         "n_permutations": 0,
+        "voxel_fraction": float(study.config["regressions"]["crossfit_voxels"]) if voxels else 1.0,
     }
 
 

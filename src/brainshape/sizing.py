@@ -426,33 +426,44 @@ class JobSizing:
             self._flops[shape] = resources.encode_flops(shape)
         return resources.encode_runtime_min(shape, gflops=rate, flops=self._flops[shape])
 
-    def encode_half_shape(self, ds: str, model: str, group: str, stories) -> resources.EncodeShape:
-        """The shape of a cross-fitting half's encode job: the job of ``group`` on the
-        ``stories`` of the half its subjects heard, with no permutation null."""
-        shape = self.encode_shape(ds, model, group)
-        members = self.study.subject_groups(ds)[group]
-        mine = [s for s in self.study.subject_stories(ds, members[0]) if s in set(stories)]
+    def encode_half_shape(
+        self, ds: str, model: str, group: str, half: str
+    ) -> resources.EncodeShape:
+        """The shape of a cross-fitting half's encode job: the subjects of its ``group``
+        (:meth:`Study.crossfit_groups`) on the ``stories`` of the half they heard, a sample of
+        their voxels (:func:`crossfit.sampled_count`), no permutation null."""
+        from brainshape import crossfit
+
+        shape = self.encode_shape(ds, model)
+        members = self.study.crossfit_group_subjects(ds, half, group)
+        stories = set(crossfit.half_stories(self.study.stories(ds), half))
+        mine = [s for s in self.study.subject_stories(ds, members[0]) if s in stories]
         kept, words, _ = self.kept_story_shapes(ds, mine)
         # The half's own folds: its segments and the sizes of every split (the whole study's
         # would cost each half as much as the whole job).
         segments, sizes = self.encode_folds(ds, mine, kept)
+        per_subject = self.targets_per_subject(ds)
+        if self.config["fmri"]["targets"] == "voxels":
+            fraction = float(self.config["regressions"]["crossfit_voxels"])
+            sites = self.targets_per_subject(ds, "roi_mean")
+            per_subject = crossfit.sampled_count(per_subject, fraction, sites)
         return dataclasses.replace(
             shape, story_trs=kept, story_words=words, segments=tuple(len(s) for s in segments),
-            sizes=sizes, null_copies=0, n_permutations=0,
+            sizes=sizes, null_copies=0, n_permutations=0, targets=per_subject * len(members),
         )  # fmt: skip
 
-    def encode_half_mem_mb(self, ds: str, model: str, group: str, stories) -> int:
+    def encode_half_mem_mb(self, ds: str, model: str, group: str, half: str) -> int:
         """Host memory (MiB) of a cross-fitting half's encode job (:meth:`encode_mem_mb`)."""
         overhead = resources.ENCODE_OVERHEAD_MIB
         if self.encode_gpus(model):
             overhead += resources.ENCODE_GPU_HOST_MIB
-        shape = self.encode_half_shape(ds, model, group, stories)
+        shape = self.encode_half_shape(ds, model, group, half)
         return resources.encode_mem_mb(shape, overhead)
 
-    def encode_half_runtime_min(self, ds: str, model: str, group: str, stories) -> int:
+    def encode_half_runtime_min(self, ds: str, model: str, group: str, half: str) -> int:
         """Wall minutes of a cross-fitting half's encode job, at the rate of
         :meth:`encode_runtime_min`."""
-        shape = self.encode_half_shape(ds, model, group, stories)
+        shape = self.encode_half_shape(ds, model, group, half)
         return resources.encode_runtime_min(shape, gflops=self.encode_rate(model))
 
     def maps_mem_mb(self, ds: str, model: str) -> int:

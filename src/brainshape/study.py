@@ -11,6 +11,7 @@ in :mod:`brainshape.sizing`, and what is checked before anything runs in :mod:`b
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -339,15 +340,47 @@ class Study:
             self._memo[key] = self._subject_groups(ds)
         return {group: list(subs) for group, subs in self._memo[key].items()}
 
-    def _subject_groups(self, ds: str) -> dict[str, list[str]]:
-        size = self.config["encoding"]["group_size"]
+    def _subject_groups(self, ds: str, stories=None, size: int | None = None) -> dict:
+        """Subjects grouped by the stories they heard (of ``stories`` only, where given;
+        subjects who heard none of them are left out), in groups of at most ``size``
+        (default ``encoding.group_size``)."""
+        size = size or self.config["encoding"]["group_size"]
         by_stories: dict[tuple[str, ...], list[str]] = {}
         for sub in self.subjects(ds):
-            by_stories.setdefault(tuple(sorted(self.subject_stories(ds, sub))), []).append(sub)
+            heard = set(self.subject_stories(ds, sub))
+            key = tuple(sorted(heard if stories is None else heard & set(stories)))
+            if key:
+                by_stories.setdefault(key, []).append(sub)
         chunks = [
             subs[i : i + size] for subs in by_stories.values() for i in range(0, len(subs), size)
         ]
         return {f"g{i + 1}": chunk for i, chunk in enumerate(chunks)}
+
+    def crossfit_groups(self, ds: str, half: str) -> dict[str, list[str]]:
+        """Subjects of the encode jobs of one cross-fitting half (names g1, g2, ...), grouped by
+        the stories of the half they heard. With voxel targets a half's job fits a sample of
+        ``regressions.crossfit_voxels`` of each ROI's voxels, so its groups are that many times
+        larger (``encoding.group_size / crossfit_voxels`` subjects): as many targets per job as
+        an encode job, and one design decomposition for all of them."""
+        from brainshape import crossfit
+
+        key = ("crossfit_groups", ds, half)
+        if key not in self._memo:
+            size = self.config["encoding"]["group_size"]
+            if self.config["fmri"]["targets"] == "voxels":
+                size = math.ceil(size / float(self.config["regressions"]["crossfit_voxels"]))
+            stories = crossfit.half_stories(self.stories(ds), half)
+            self._memo[key] = self._subject_groups(ds, stories, size)
+        return {group: list(subs) for group, subs in self._memo[key].items()}
+
+    def crossfit_group_subjects(self, ds: str, half: str, group: str) -> list[str]:
+        groups = self.crossfit_groups(ds, half)
+        if group not in groups:
+            raise BrainshapeError(
+                f"datasets.{ds} has cross-fitting groups {', '.join(groups)} in half {half}, "
+                f"not '{group}' (encoding.group_size and regressions.crossfit_voxels set them)"
+            )
+        return groups[group]
 
     def group_subjects(self, ds: str, group: str) -> list[str]:
         groups = self.subject_groups(ds)

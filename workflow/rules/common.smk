@@ -254,6 +254,15 @@ def encode_inputs(wildcards):
     }
 
 
+def encode_half_inputs(wildcards):
+    ds, half = wildcards.dataset, wildcards.half
+    return {
+        "words": fill(rules.words.output[0], wildcards),
+        "features": fill(rules.features.output[0], wildcards),
+        "fmri": fmri_dirs(ds, STUDY.crossfit_group_subjects(ds, half, wildcards.group)),
+    }
+
+
 def baseline_inputs(wildcards):
     ds = wildcards.dataset
     return {
@@ -428,7 +437,7 @@ def encode_half_outputs(wildcards):
             dataset=ds, half=half, model=m, variant=v, group=g
         )
         for m, v in STUDY.model_variants()
-        for g in STUDY.subject_groups(ds)
+        for g in STUDY.crossfit_groups(ds, half)
     ]
 
 
@@ -508,6 +517,13 @@ def group_exclusions(wildcards):
     """QC exclusions of an encode or baseline job's subject group."""
     ds = wildcards.dataset
     return qc_exclusion_params(ds, STUDY.group_subjects(ds, wildcards.group))
+
+
+def half_group_exclusions(wildcards):
+    """QC exclusions of a cross-fitting half's encode job's subject group."""
+    ds = wildcards.dataset
+    subjects = STUDY.crossfit_group_subjects(ds, wildcards.half, wildcards.group)
+    return qc_exclusion_params(ds, subjects)
 
 
 def dataset_exclusions(wildcards):
@@ -625,17 +641,15 @@ def topology_pairs_half_runtime(wildcards, attempt):
 
 
 def encode_half_mem_mb(wildcards, attempt):
-    """Host memory of an encode job on the stories of one half, without the permutation null."""
-    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
-    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
-    return SIZING.encode_half_mem_mb(ds, m, g, stories) * attempt
+    """Host memory of an encode job of one half: its group, a sample of the voxels, no null."""
+    w = wildcards
+    return SIZING.encode_half_mem_mb(w.dataset, w.model, w.group, w.half) * attempt
 
 
 def encode_half_runtime(wildcards, attempt):
-    """Minutes of an encode job on the stories of one half, without the permutation null."""
-    ds, m, g = wildcards.dataset, wildcards.model, wildcards.group
-    stories = crossfit.half_stories(STUDY.stories(ds), wildcards.half)
-    return SIZING.encode_half_runtime_min(ds, m, g, stories) * attempt
+    """Minutes of an encode job of one half: its group, a sample of the voxels, no null."""
+    w = wildcards
+    return SIZING.encode_half_runtime_min(w.dataset, w.model, w.group, w.half) * attempt
 
 
 def encode_gpus(wildcards):

@@ -6,7 +6,7 @@
 
 rule encode_half:
     input:
-        unpack(encode_inputs),
+        unpack(encode_half_inputs),
     output:
         "results/{dataset}/crossfit/{half}/encoding/{model}/{variant}/{group}.parquet",
     log:
@@ -23,7 +23,7 @@ rule encode_half:
     params:
         code=code_version("encode_half.py"),
         settings=encode_half_params,
-        qc=group_exclusions,
+        qc=half_group_exclusions,
     script:
         "../scripts/encode_half.py"
 

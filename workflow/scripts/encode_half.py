@@ -11,6 +11,7 @@ def main(job):
     # Memory-mapped, as in the encode jobs; the runs the QC excludes are left out first.
     subjects = exclusions.apply(read_subjects(job.input.fmri, mmap=True), job.params.qc)
     subjects = crossfit.restrict(subjects, p["stories"])
+    subjects = crossfit.sample_voxels(subjects, p["voxel_fraction"])
     with limit_threads(job.threads):
         table = encoding.encode_variant(words, feats, subjects, **encoding.variant_options(p))
     table.insert(0, "variant", job.wildcards.variant)
