@@ -386,3 +386,28 @@ def test_an_exclusion_reaches_the_later_stages_and_reruns_only_what_it_touches(s
     after = pd.read_parquet(work / "results/study/ceiling.parquet")
     assert after["isc"].notna().all() and not np.allclose(after["isc"], ceiling["isc"])
     assert dry_jobs(work, *TARGETS)[0] == []
+
+
+def test_a_job_applies_the_exclusions_planned_even_while_the_qc_table_is_rewritten(tmp_path):
+    """The planning process decides from the table and records it; a cluster job's process
+    reads the record, also in the moment when the QC job of the same run has removed its table
+    (Snakemake removes a job's output before it runs)."""
+    table, record = tmp_path / "qc.parquet", tmp_path / "state" / "qc-exclusions-study.json"
+    planned = {"02": {"ferry": "motion: mean framewise displacement 0.27 mm"}}
+    calls = []
+
+    def decide(path):
+        calls.append(path)
+        return planned
+
+    assert exclusions.decided(table, record, decide, main=True) == {}  # no table yet
+    assert calls == [] and exclusions.decided(table, record, decide, main=False) == {}
+    table.write_bytes(b"table")
+    assert exclusions.decided(table, record, decide, main=True) == planned
+    assert calls == [table]
+    table.unlink()  # the QC job of the same run is writing it again
+    assert exclusions.decided(table, record, decide, main=False) == planned
+    record.unlink()  # no record (a run planned before records were kept): the table decides
+    table.write_bytes(b"table")
+    assert exclusions.decided(table, record, decide, main=False) == planned
+    assert calls == [table, table] and not record.exists()

@@ -24,6 +24,7 @@ report's QC page.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -55,6 +56,28 @@ def excluded_runs(table: pd.DataFrame, checks: Sequence[str]) -> Exclusions:
             story = out.setdefault(str(row.subject), {})
             story[str(row.story)] = "; ".join(filter(None, [story.get(str(row.story)), text]))
     return out
+
+
+def decided(table: str | Path, record: str | Path, decide, *, main: bool) -> Exclusions:
+    """The QC exclusions of one dataset as this Snakemake process must apply them.
+
+    The process that plans the run (``main``) decides them from the QC table (``decide(table)``;
+    none where the table is not written yet) and records that decision at ``record`` (JSON,
+    written atomically). A job's own Snakemake process (a cluster job) reads the record rather
+    than the table: when a changed threshold reruns the QC job in the same run as the jobs it
+    excludes from, Snakemake removes the table before the QC job writes it again, and a job
+    that read it in that moment would apply no exclusion at all.
+    """
+    table, record = Path(table), Path(record)
+    if not main and record.is_file():
+        return json.loads(record.read_text())
+    found = decide(table) if table.is_file() else {}
+    if main:
+        from brainshape.io import save_json
+
+        record.parent.mkdir(parents=True, exist_ok=True)
+        save_json(record, found)
+    return found
 
 
 def for_subjects(exclusions: Mapping, subjects: Iterable[str]) -> dict[str, dict[str, str]]:

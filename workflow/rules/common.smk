@@ -13,7 +13,7 @@ from brainshape.checks import check_study
 from brainshape.codestamp import code_stamp
 from brainshape.config import check_planted, load_registry_dict, validate
 from brainshape.errors import BrainshapeError
-from brainshape.exclusions import for_subjects
+from brainshape.exclusions import decided, for_subjects
 from brainshape.qc import Thresholds, planned_exclusions
 from brainshape.sizing import JobSizing
 from brainshape.study import Study
@@ -146,12 +146,20 @@ def qc_exclusions(ds):
     table is not written yet. The jobs that read subject folders apply them from their params
     (brainshape.exclusions), so a changed decision reruns exactly those it touches."""
     checks = P.qc_exclude(STUDY)
-    if not checks or not Path(qc_table(ds)).is_file():
+    if not checks:
         return {}
     if ds not in _QC_EXCLUSIONS:
+        # Decided once per process, where the run is planned (the QC job of the same run may
+        # remove and rewrite the table meanwhile); a cluster job's process reads that decision.
         thresholds = Thresholds.from_config(P.qc_thresholds(STUDY))
+        record = Path(".snakemake", "brainshape", f"qc-exclusions-{ds}.json")
         try:
-            _QC_EXCLUSIONS[ds] = planned_exclusions(qc_table(ds), thresholds, checks)
+            _QC_EXCLUSIONS[ds] = decided(
+                qc_table(ds),
+                record,
+                lambda table: planned_exclusions(table, thresholds, checks),
+                main=workflow.is_main_process,
+            )
         except BrainshapeError as error:
             raise SystemExit(f"brainshape: {error}")
         if workflow.is_main_process:
