@@ -87,16 +87,39 @@ def as_ordinary_dataset(cfg: dict, run: Path, data: Path) -> dict:
     return ds
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """Run the demo config end to end once (this is what `make demo` runs)."""
-    workdir = tmp_path_factory.mktemp("demo")
+def shared_run(tmp_path_factory, name: str, build) -> Path:
+    """A work directory that ``build(directory)`` fills once per test session. Under pytest-xdist
+    the workers share it: the first to ask builds it while holding a lock, the others wait for
+    it and reuse it (a build that failed is tried again by the next to ask)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        workdir = tmp_path_factory.mktemp(name)
+        build(workdir)
+        return workdir
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    workdir, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            build(workdir)
+            done.touch()
+    return workdir
+
+
+def _run_demo(workdir: Path) -> None:
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
     write_config(workdir, cfg)
     snakemake(workdir, "--cores", "2")
     snakemake(workdir, "--cores", "2", "--report", str(workdir / "report.html"))
-    return workdir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """Run the demo config end to end once (this is what `make demo` runs)."""
+    return shared_run(tmp_path_factory, "demo", _run_demo)
 
 
 def small_demo_config(registry: str = "models.yaml") -> dict:
@@ -127,9 +150,11 @@ def write_small_demo(workdir: Path) -> Path:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """The small demo config run end to end once, locally; tests copy it before changing it."""
-    workdir = write_small_demo(tmp_path_factory.mktemp("small"))
-    snakemake(workdir, "--cores", "2")
-    return workdir
+
+    def build(workdir: Path) -> None:
+        snakemake(write_small_demo(workdir), "--cores", "2")
+
+    return shared_run(tmp_path_factory, "small", build)
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +179,41 @@ def standin(tmp_path_factory):
     return get
 
 
+#: Session fixtures that run a workflow once for many tests; with ``pytest -n`` (pytest-xdist,
+#: ``--dist loadgroup``) the tests that use one are kept on one worker where they can be.
+SHARED_RUNS = ("demo_run", "small_run", "standin")
+
+
+def xdist_group(item) -> str | None:
+    """The worker group of a test under ``--dist loadgroup``: its module where it uses a fixture
+    its module shares between tests (built once per worker), else the first shared run it uses
+    (:func:`shared_run`: built once for all workers, and its users kept together so that no
+    worker waits for another's build), else none (any worker)."""
+    names = item.fixturenames
+    info = getattr(item, "_fixtureinfo", None)
+    for name in names:
+        for fixturedef in info.name2fixturedefs.get(name, ()) if info else ():
+            if fixturedef.scope != "function" and fixturedef.baseid.endswith(".py"):
+                return fixturedef.baseid
+    for name in SHARED_RUNS:
+        if name in names:
+            return name
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Run the SLURM tests last: once slurm-wlm is installed, every snakemake start probes the
-    SLURM tools, and without a controller that probe waits (~9 s per call)."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+    SLURM tools, and without a controller that probe waits (~9 s per call). Under pytest-xdist
+    (``--dist loadgroup --no-loadscope-reorder``) they run first instead, on one worker, while
+    the cluster they start answers that probe: they mostly wait on the scheduler, and the other
+    worker runs the workflow tests and then the quick ones meanwhile. Tests that share a run are
+    grouped on one worker (:func:`xdist_group`)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
+                                     item.get_closest_marker("workflow") is None))  # fmt: skip
+        for item in items:
+            group = xdist_group(item)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
+    else:
+        items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

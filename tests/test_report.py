@@ -31,10 +31,13 @@ def chromium() -> str:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("chromium is not installed and cannot be (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "-q", "-y", "install", "--no-install-recommends", "chromium"]
+    # Waits up to 10 minutes for dpkg's lock: another test may be installing.
+    cmd = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600", "install",
+           "--no-install-recommends", "chromium"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        subprocess.run(["apt-get", "-q", "update"], capture_output=True, env=env)
+        update = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=600", "update"]
+        subprocess.run(update, capture_output=True, env=env)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not shutil.which("chromium"):
         pytest.skip(f"apt-get could not install chromium: {proc.stderr.strip()[-300:]}")

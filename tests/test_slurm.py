@@ -34,9 +34,9 @@ APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
 def apt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["apt-get", "-q", "-y", *args], capture_output=True, text=True, env=APT_ENV
-    )
+    """apt-get, waiting up to 10 minutes for dpkg's lock (another test may be installing)."""
+    cmd = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout=600", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=APT_ENV)
 
 
 def is_installed(package: str) -> bool:
