@@ -47,11 +47,11 @@ demo: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --report results/demo/report.html
 	@echo "brainscores: results/demo/brainscores.parquet   report: results/demo/report.html"
 
-# Two pytest workers (pytest-xdist): tests that share a workflow run or a module's fixtures stay
-# on one worker (tests/conftest.py), so each is made once; the SLURM tests, which mostly wait on
-# the scheduler, start first and run beside the others (the collection's order is kept).
+# Two pytest workers (pytest-xdist): a test file's tests run on one worker (its fixtures are made
+# once); the demo and small runs that many files copy are made once for both (tests/conftest.py);
+# the SLURM tests, which mostly wait on their scheduler, start first and run beside the others.
 test: $(STAMP) $(GPTQ_STAMP)
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(CORES) --dist loadgroup --no-loadscope-reorder
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks workflow/scripts profiles

@@ -179,41 +179,15 @@ def standin(tmp_path_factory):
     return get
 
 
-#: Session fixtures that run a workflow once for many tests; with ``pytest -n`` (pytest-xdist,
-#: ``--dist loadgroup``) the tests that use one are kept on one worker where they can be.
-SHARED_RUNS = ("demo_run", "small_run", "standin")
-
-
-def xdist_group(item) -> str | None:
-    """The worker group of a test under ``--dist loadgroup``: its module where it uses a fixture
-    its module shares between tests (built once per worker), else the first shared run it uses
-    (:func:`shared_run`: built once for all workers, and its users kept together so that no
-    worker waits for another's build), else none (any worker)."""
-    names = item.fixturenames
-    info = getattr(item, "_fixtureinfo", None)
-    for name in names:
-        for fixturedef in info.name2fixturedefs.get(name, ()) if info else ():
-            if fixturedef.scope != "function" and fixturedef.baseid.endswith(".py"):
-                return fixturedef.baseid
-    for name in SHARED_RUNS:
-        if name in names:
-            return name
-    return None
-
-
 def pytest_collection_modifyitems(config, items):
     """Run the SLURM tests last: once slurm-wlm is installed, every snakemake start probes the
     SLURM tools, and without a controller that probe waits (~9 s per call). Under pytest-xdist
-    (``--dist loadgroup --no-loadscope-reorder``) they run first instead, on one worker, while
-    the cluster they start answers that probe: they mostly wait on the scheduler, and the other
-    worker runs the workflow tests and then the quick ones meanwhile. Tests that share a run are
-    grouped on one worker (:func:`xdist_group`)."""
+    (``--dist loadfile --no-loadscope-reorder``: a test file's tests on one worker, files in this
+    order) their file runs first instead, on one worker, while the cluster it starts answers
+    that probe: its tests mostly wait on the scheduler, and the other worker runs the files with
+    workflow runs and then the quick ones meanwhile."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
                                      item.get_closest_marker("workflow") is None))  # fmt: skip
-        for item in items:
-            group = xdist_group(item)
-            if group:
-                item.add_marker(pytest.mark.xdist_group(group))
     else:
         items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
