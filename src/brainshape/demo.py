@@ -46,8 +46,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import scipy.signal
-import scipy.stats
 
 from brainshape import __version__, scoring
 from brainshape import stimuli as stim
@@ -427,8 +425,12 @@ def demo_atlas() -> DemoAtlas:
 
 def spm_hrf(tr: float, length: float = HRF_LENGTH_S) -> np.ndarray:
     """SPM canonical HRF sampled at lags ``0, tr, 2 tr, ...`` (<= ``length`` s), sum 1."""
+    # scipy.stats and scipy.signal here, not at the top: every Snakemake start imports this
+    # module (its atlas names), and the two take about a second to import.
+    from scipy.stats import gamma
+
     lags = np.arange(int(math.floor(length / tr)) + 1) * tr
-    h = scipy.stats.gamma.pdf(lags, 6.0) - scipy.stats.gamma.pdf(lags, 16.0) / 6.0
+    h = gamma.pdf(lags, 6.0) - gamma.pdf(lags, 16.0) / 6.0
     return h / h.sum()
 
 
@@ -494,8 +496,10 @@ def voxel_signals(
     w_roi = rng.standard_normal(k)
     w_vox = rng.standard_normal((k, n_voxels))
     weights = w_roi[:, None] + VOXEL_WEIGHT * w_vox
+    from scipy.signal import lfilter
+
     hrf = spm_hrf(tr)
-    runs = {s: scipy.signal.lfilter(hrf, [1.0], sc @ weights, axis=0) for s, sc in scores.items()}
+    runs = {s: lfilter(hrf, [1.0], sc @ weights, axis=0) for s, sc in scores.items()}
     stacked = np.concatenate(list(runs.values()), axis=0)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     return {s: (r - mean) / std for s, r in runs.items()}
@@ -521,10 +525,11 @@ def shape_voxel_signals(
     basis = np.concatenate([np.ones((n_voxels, 1)), rng.standard_normal((n_voxels, k - 1))], 1)
     q, _ = np.linalg.qr(basis)
     q *= np.sign(q[0, 0])  # the first direction +1/sqrt(n), not -1/sqrt(n)
+    from scipy.signal import lfilter
+
     hrf = spm_hrf(tr)
     runs = {
-        s: scipy.signal.lfilter(hrf, [1.0], sc @ q.T * math.sqrt(n_voxels), axis=0)
-        for s, sc in scores.items()
+        s: lfilter(hrf, [1.0], sc @ q.T * math.sqrt(n_voxels), axis=0) for s, sc in scores.items()
     }
     stacked = np.concatenate(list(runs.values()), axis=0)
     centre = stacked.mean(axis=0)

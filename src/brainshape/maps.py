@@ -40,7 +40,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import ndtr, ndtri
 
 from brainshape import analysis, scoring
 from brainshape.errors import BrainshapeError
@@ -288,10 +288,10 @@ def site_p_values(rows: pd.DataFrame) -> pd.Series:
     subject has a p-value (``encoding.n_permutations`` 0).
     """
     rows = rows[(rows["site"] != "") & rows["p_value"].notna()]
-    z = stats.norm.isf(np.clip(rows["p_value"].to_numpy(np.float64), P_FLOOR, 1.0))
+    z = -ndtri(np.clip(rows["p_value"].to_numpy(np.float64), P_FLOOR, 1.0))
     per = pd.DataFrame({"site": rows["site"].to_numpy(), "layer": rows["layer"].to_numpy(),
                         "z": z}).groupby(["site", "layer"])["z"].agg(["sum", "count"])  # fmt: skip
-    p_layer = pd.Series(stats.norm.sf(per["sum"] / np.sqrt(per["count"])), index=per.index)
+    p_layer = pd.Series(ndtr(-per["sum"] / np.sqrt(per["count"])), index=per.index)
     by_site = p_layer.groupby(level="site").agg(["min", "size"])
     return (by_site["min"] * by_site["size"]).clip(upper=1.0).rename("p_value")
 

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control
-from scipy.stats import t as student_t
+from scipy.special import stdtr
 
 from brainshape.errors import BrainshapeError
 
@@ -85,6 +84,8 @@ def fdr(p_values: np.ndarray) -> np.ndarray:
     if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise BrainshapeError("p-values must lie in [0, 1] for the FDR correction.")
     if ok.any():
+        from scipy.stats import false_discovery_control  # scipy.stats: ~0.7 s to import
+
         q[ok] = false_discovery_control(p[ok], method="bh")
     return q
 
@@ -313,7 +314,7 @@ def target_p_values(
     z = standardised(scores, null)
     n = pool.size
     t = (z - pool.mean()) / (pool.std(ddof=1) * np.sqrt(1 + 1 / n))
-    return np.where(np.isfinite(t), student_t.sf(t, n - 1), 1.0)
+    return np.where(np.isfinite(t), stdtr(n - 1, -t), 1.0)
 
 
 # --- the table ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit
 
 from brainshape import analysis
 from brainshape.ceilings import single_subject_ceiling
@@ -56,7 +56,7 @@ def mean_interval(values: np.ndarray, inflation: float = 1.0) -> tuple[float, fl
     mean = float(v.mean())
     if v.size < 2:
         return mean, np.nan, np.nan, 1
-    half = stats.t.ppf(0.5 + LEVEL / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    half = stdtrit(v.size - 1, 0.5 + LEVEL / 2) * v.std(ddof=1) / np.sqrt(v.size)
     return mean, mean - half * inflation, mean + half * inflation, int(v.size)
 
 

@@ -18,7 +18,7 @@ is *degenerate*: it is counted and left out, not fitted by a pseudo-inverse.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 
 def feature_coefficients(
@@ -68,7 +68,7 @@ def jackknife_intervals(
         nan = np.full(xf.shape[1], np.nan)
         return full, nan, nan.copy(), int(labels.size - g)
     se = np.sqrt((g - 1) / g * ((outs - outs.mean(axis=0)) ** 2).sum(axis=0))
-    q = student_t.ppf(1 - (1 - ci) / 2, g - 1)
+    q = stdtrit(g - 1, 1 - (1 - ci) / 2)
     return full, full - q * se, full + q * se, int(labels.size - g)
 
 

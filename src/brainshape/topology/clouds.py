@@ -26,7 +26,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from brainshape.clock import kept_rows, volume_times
 from brainshape.encoding import lanczos_matrix
@@ -307,6 +306,8 @@ class Cloud:
     @cached_property
     def ranks(self) -> np.ndarray:
         """Ranks of the distances of distinct pairs, centred and of unit norm."""
+        from scipy.stats import rankdata  # here: scipy.stats takes ~0.7 s to import
+
         r = rankdata(self.distances[np.triu_indices(len(self.distances), k=1)])
         r = r - r.mean()
         norm = np.linalg.norm(r)
