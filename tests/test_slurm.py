@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake, write_small_demo
+from conftest import REPO, write_small_demo
 
 from brainshape.io import ENGINE_FILES, MANIFEST
 
@@ -222,53 +222,6 @@ def test_partition_example_is_read_by_the_plugin():
     assert parts["cpu"].limits.max_gpu == 0
 
 
-@pytest.mark.workflow
-@pytest.mark.slurm
-def test_small_demo_through_slurm_matches_local(slurm, small_run, tmp_path):
-    # One model keeps the run short (each SLURM job starts Snakemake afresh); encoding is per
-    # model, so its rows must equal the local run's rows of that model exactly.
-    work = write_small_demo(tmp_path / "work")
-    cfg = yaml.safe_load((work / "config.yaml").read_text())
-    cfg["models"] = ["tiny-gpt2"]
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = snakemake(
-        work,
-        "--profile",
-        str(REPO / "profiles" / "slurm"),
-        "--jobs",
-        "4",
-        # The one-node cluster: its partition, no accounting, 2 cores, a stand-in GPU.
-        "--default-resources",
-        "slurm_partition=debug",
-        "mem_mb=1000",
-        "runtime=30",
-        "--set-threads",
-        "features=1",
-        "encode=1",
-        "--set-resources",
-        "features:gpu=1",
-        "--slurm-no-account",
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        env=slurm.env,
-    )
-    out = proc.stdout + proc.stderr
-    local = pd.read_parquet(small_run / "results" / "demo" / "brainscores.parquet")
-    local = local[local.model == "tiny-gpt2"].reset_index(drop=True)
-    remote = pd.read_parquet(work / "results" / "demo" / "brainscores.parquet")
-    pd.testing.assert_frame_equal(remote, local)
-    # Every job went through sbatch; the per-subject jobs as one array.
-    submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
-    assert {"prepare_model", "demo_data", "words", "features", "encode", "brainscores"} <= submitted
-    # One model family: the shape table is made, the family-grouped regressions are not planned.
-    assert (work / "results" / "demo" / "topology.parquet").exists()
-    assert "regressions" not in submitted
-    assert "fmri" not in submitted  # two subjects: one array job, not two submissions
-    assert re.search(r"Submitted array job with Snakemake IDs \d+,\d+ and SLURM job ID", out), out
-
-
 # --- a chaos run: killed jobs, a restarted controller, a drained node -----------------------------
 
 #: The study of the chaos run: the small demo (conftest's small_run, whose undisturbed local
@@ -425,7 +378,10 @@ def snakemake_slurm(work: Path, env: dict, *args: str) -> subprocess.CompletedPr
 def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_run, tmp_path):
     """Jobs cancelled and killed, the controller restarted, the node drained: with the
     profile's retries and at most one restart of Snakemake with --rerun-incomplete (what a lab
-    does after its login session dies), the study finishes with the bytes of a local run."""
+    does after its login session dies), the study finishes with the bytes of a local run. Then
+    the rest of the study for one model, undisturbed: every kind of job, the aggregates too,
+    goes through sbatch, the per-subject jobs as one array, and the brainscores equal the
+    local run's rows of that model."""
     work = write_small_demo(tmp_path / "work")
     env = slurm.env
     plan, events = chaos_plan(CHAOS_SEED)
@@ -450,3 +406,26 @@ def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_ru
     differ = [f for f in files if content(work / f) != content(small_run / f)]
     assert differ == [], differ
     print(f"chaos run: {wall:.0f} s, {len(runs)} snakemake start(s), {chaos.done}")
+
+    # The rest of the study with one model (encoding is per model: its rows must equal the
+    # local run's rows of that model exactly); what the chaos run made is not made again.
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["models"] = ["tiny-gpt2"]
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rest = snakemake_slurm(work, env)
+    assert rest.returncode == 0, (rest.stdout + rest.stderr)[-6000:]
+    local = pd.read_parquet(small_run / "results" / "demo" / "brainscores.parquet")
+    local = local[local.model == "tiny-gpt2"].reset_index(drop=True)
+    remote = pd.read_parquet(work / "results" / "demo" / "brainscores.parquet")
+    pd.testing.assert_frame_equal(remote, local)
+    later = rest.stdout + rest.stderr
+    submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
+    again = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", later))
+    assert {"prepare_model", "demo_data", "words", "features", "encode"} <= submitted, submitted
+    assert {"brainscores", "topology_table", "summary"} <= again, again
+    assert not again & {"demo_data", "words", "features", "encode", "baseline", "ceiling"}
+    # One model family: the shape table is made, the family-grouped regressions are not planned.
+    assert (work / "results" / "demo" / "topology.parquet").exists()
+    assert "regressions" not in again
+    # The per-subject jobs went as array jobs (a retried one goes on its own).
+    assert re.search(r"Submitted array job with Snakemake IDs \d+,\d+ and SLURM job ID", out), out
