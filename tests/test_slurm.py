@@ -237,6 +237,9 @@ CHAOS_TARGETS = (
     "results/demo/qc.parquet",
 )  # fmt: skip
 CHAOS_SEED = 22
+#: What the run makes after the chaos, undisturbed: the study's tables (the plots, maps and
+#: summary that follow them are jobs of the same kind through the same profile).
+TABLES = ("results/demo/brainscores.parquet", "results/demo/topology.parquet")
 #: Files that legitimately differ from run to run: benchmark records (wall times), and the
 #: modification times that folder manifests record (brainshape.io), which are compared without.
 UNCOMPARED = ("results/demo/benchmarks/", "results/benchmarks/")
@@ -379,9 +382,9 @@ def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_ru
     """Jobs cancelled and killed, the controller restarted, the node drained: with the
     profile's retries and at most one restart of Snakemake with --rerun-incomplete (what a lab
     does after its login session dies), the study finishes with the bytes of a local run. Then
-    the rest of the study for one model, undisturbed: every kind of job, the aggregates too,
-    goes through sbatch, the per-subject jobs as one array, and the brainscores equal the
-    local run's rows of that model."""
+    the study's tables for one model, undisturbed: the aggregates and the shape stage go
+    through sbatch too, the per-subject jobs as arrays, and the brainscores equal the local
+    run's rows of that model."""
     work = write_small_demo(tmp_path / "work")
     env = slurm.env
     plan, events = chaos_plan(CHAOS_SEED)
@@ -407,12 +410,12 @@ def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_ru
     assert differ == [], differ
     print(f"chaos run: {wall:.0f} s, {len(runs)} snakemake start(s), {chaos.done}")
 
-    # The rest of the study with one model (encoding is per model: its rows must equal the
-    # local run's rows of that model exactly); what the chaos run made is not made again.
+    # The study's tables with one model (encoding is per model: its rows must equal the local
+    # run's rows of that model exactly); what the chaos run made is not made again.
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["models"] = ["tiny-gpt2"]
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    rest = snakemake_slurm(work, env)
+    rest = snakemake_slurm(work, env, "--", *TABLES)
     assert rest.returncode == 0, (rest.stdout + rest.stderr)[-6000:]
     local = pd.read_parquet(small_run / "results" / "demo" / "brainscores.parquet")
     local = local[local.model == "tiny-gpt2"].reset_index(drop=True)
@@ -422,7 +425,7 @@ def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_ru
     submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
     again = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", later))
     assert {"prepare_model", "demo_data", "words", "features", "encode"} <= submitted, submitted
-    assert {"brainscores", "topology_table", "summary"} <= again, again
+    assert {"brainscores", "layer_diagrams", "topology_pairs", "topology_table"} <= again, again
     assert not again & {"demo_data", "words", "features", "encode", "baseline", "ceiling"}
     # One model family: the shape table is made, the family-grouped regressions are not planned.
     assert (work / "results" / "demo" / "topology.parquet").exists()
