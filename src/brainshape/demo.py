@@ -434,6 +434,15 @@ def spm_hrf(tr: float, length: float = HRF_LENGTH_S) -> np.ndarray:
     return h / h.sum()
 
 
+def convolved(drives: Mapping[str, np.ndarray], tr: float) -> dict[str, np.ndarray]:
+    """Each story's drive (n_trs, columns) convolved with the HRF (:func:`spm_hrf`) within the
+    story's run."""
+    from scipy.signal import lfilter
+
+    hrf = spm_hrf(tr)
+    return {s: lfilter(hrf, [1.0], drive, axis=0) for s, drive in drives.items()}
+
+
 def layer_scores(
     features: Mapping[str, np.ndarray],
     words: Mapping[str, pd.DataFrame],
@@ -496,10 +505,7 @@ def voxel_signals(
     w_roi = rng.standard_normal(k)
     w_vox = rng.standard_normal((k, n_voxels))
     weights = w_roi[:, None] + VOXEL_WEIGHT * w_vox
-    from scipy.signal import lfilter
-
-    hrf = spm_hrf(tr)
-    runs = {s: lfilter(hrf, [1.0], sc @ weights, axis=0) for s, sc in scores.items()}
+    runs = convolved({s: sc @ weights for s, sc in scores.items()}, tr)
     stacked = np.concatenate(list(runs.values()), axis=0)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     return {s: (r - mean) / std for s, r in runs.items()}
@@ -525,12 +531,7 @@ def shape_voxel_signals(
     basis = np.concatenate([np.ones((n_voxels, 1)), rng.standard_normal((n_voxels, k - 1))], 1)
     q, _ = np.linalg.qr(basis)
     q *= np.sign(q[0, 0])  # the first direction +1/sqrt(n), not -1/sqrt(n)
-    from scipy.signal import lfilter
-
-    hrf = spm_hrf(tr)
-    runs = {
-        s: lfilter(hrf, [1.0], sc @ q.T * math.sqrt(n_voxels), axis=0) for s, sc in scores.items()
-    }
+    runs = convolved({s: sc @ q.T * math.sqrt(n_voxels) for s, sc in scores.items()}, tr)
     stacked = np.concatenate(list(runs.values()), axis=0)
     centre = stacked.mean(axis=0)
     scale = math.sqrt(float(((stacked - centre) ** 2).mean()))
