@@ -243,6 +243,8 @@ TABLES = ("results/demo/brainscores.parquet", "results/demo/topology.parquet")
 #: Files that legitimately differ from run to run: benchmark records (wall times), and the
 #: modification times that folder manifests record (brainshape.io), which are compared without.
 UNCOMPARED = ("results/demo/benchmarks/", "results/benchmarks/")
+#: The rule of each job submitted on its own (the SLURM plugin's log line).
+SUBMITTED = re.compile(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/")
 
 
 def chaos_plan(seed: int, n_jobs: int = 17) -> tuple[dict[int, str], dict[str, int]]:
@@ -422,8 +424,7 @@ def test_chaos_run_finishes_and_matches_an_undisturbed_local_run(slurm, small_ru
     remote = pd.read_parquet(work / "results" / "demo" / "brainscores.parquet")
     pd.testing.assert_frame_equal(remote, local)
     later = rest.stdout + rest.stderr
-    submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
-    again = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", later))
+    submitted, again = set(SUBMITTED.findall(out)), set(SUBMITTED.findall(later))
     assert {"prepare_model", "demo_data", "words", "features", "encode"} <= submitted, submitted
     assert {"brainscores", "layer_diagrams", "topology_pairs", "topology_table"} <= again, again
     assert not again & {"demo_data", "words", "features", "encode", "baseline", "ceiling"}
