@@ -377,18 +377,21 @@ def test_planted_features_are_the_named_layer_of_the_model(tiny_models, tmp_path
     registry, model_root = tiny_models
     words = demo.generate_stimuli(tmp_path, stories=("ferry", "glacier"), subjects=1)
     planted = [
-        {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 3},
+        {"roi": "IFG", "hemisphere": "L", "model": "tiny-gpt2", "variant": "fp32", "layer": 2},
         {"roi": "MTG", "hemisphere": "R", "model": "tiny-gpt2", "variant": "fp32", "layer": 1},
     ]
     kw = {"context_tokens": 64, "stride": 48, "batch_size": 4}
+    # The deepest planted layer is 2 of 4: the model runs its first 3 layers only, and the
+    # states are those of the whole model (the fourth layer's norm would change layer 3's).
     feats = demo.planted_features_for(planted, words, registry, model_root, **kw)
     assert (model_root / "tiny-gpt2" / "config.json").is_file()  # prepared on first use
-    assert set(feats) == {("tiny-gpt2", "fp32", 3), ("tiny-gpt2", "fp32", 1)}
+    assert set(feats) == {("tiny-gpt2", "fp32", 2), ("tiny-gpt2", "fp32", 1)}
     spec = models.get_model(models.load_registry(registry), "tiny-gpt2")
     model, tokenizer = models.load(spec, "fp32", model_root / "tiny-gpt2", device="cpu")
+    assert model.config.num_hidden_layers == 4
     for story, table in words.items():
         states = features.extract_words(model, tokenizer, table["word"].tolist(), **kw)
-        for layer in (1, 3):
+        for layer in (1, 2):
             got = feats[("tiny-gpt2", "fp32", layer)][story]
             assert got.shape == (len(table), 64) and got.dtype == np.float32
             np.testing.assert_array_equal(got, states[layer])

@@ -157,6 +157,22 @@ def test_strided_equals_naive(registry, model_dirs, name, word_token):
     assert _relative_error(short[-1], strided[-1]) > 1e-2
 
 
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-neox"])
+def test_first_layers_keep_the_states_of_the_whole_model(registry, model_dirs, name):
+    spec, kwargs = registry[name], {"context_tokens": 24, "stride": 7, "batch_size": 3}
+    model, tokenizer = models.load(spec, "fp32", model_dirs[name])
+    whole = features.extract_words(model, tokenizer, WORDS, **kwargs)
+    total = model.config.num_hidden_layers
+    assert not models.first_layers(model, total)  # nothing to cut
+    assert models.first_layers(model, 2)
+    assert model.config.num_hidden_layers == 2
+    cut = features.extract_words(model, tokenizer, WORDS, **kwargs)
+    assert cut.shape[0] == 3 and whole.shape[0] == total + 1
+    np.testing.assert_array_equal(cut[:2], whole[:2])
+    # The last state of the cut model is normalised as the whole model's last one is.
+    assert _relative_error(cut[2], whole[2]) > 1e-2
+
+
 def test_no_future_context(gpt2):
     model, tokenizer = gpt2
     kwargs = {"context_tokens": 20, "stride": 6}

@@ -1048,8 +1048,16 @@ def planted_features_for(
         elif not model_dir.exists():
             model_dir = None  # a hub model from the local cache
         model, tokenizer = models.load(spec, variant, model_dir, device="cpu")
+        n_states = model.config.num_hidden_layers + 1
         for layer in layers:
+            if not 0 <= layer < n_states:
+                raise BrainshapeError(
+                    f"demo planted layer {layer} of model '{name}' does not exist: it has "
+                    f"layers 0 (embeddings) to {n_states - 1}"
+                )
             out[(name, variant, layer)] = {}
+        # The layers above the deepest planted one change none of its states: not run.
+        models.first_layers(model, max(layers) + 1)
         for story, table in words.items():
             states = features.extract_words(
                 model,
@@ -1063,11 +1071,6 @@ def planted_features_for(
                 max_context=spec.context,
             )
             for layer in layers:
-                if not 0 <= layer < states.shape[0]:
-                    raise BrainshapeError(
-                        f"demo planted layer {layer} of model '{name}' does not exist: it has "
-                        f"layers 0 (embeddings) to {states.shape[0] - 1}"
-                    )
                 out[(name, variant, layer)][story] = np.array(states[layer], dtype=np.float32)
         del model
         log.info("planted features of '%s' (%s): layers %s", name, variant, layers)

@@ -819,11 +819,35 @@ def load(
     return model, tokenizer
 
 
+def first_layers(model, n: int) -> bool:
+    """Keep only the first ``n`` transformer layers of a loaded ``model`` (in place): its hidden
+    states up to index ``n - 1`` are those of the whole model (each layer reads only the ones
+    before it), for a fraction of the work. Returns False, changing nothing, where ``n`` covers
+    every layer or the layers are not one list of ``config.num_hidden_layers`` modules."""
+    import torch
+
+    total = getattr(model.config, "num_hidden_layers", None)
+    if total is None or n >= total:
+        return False
+    stack = next(
+        (m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total),
+        None,
+    )
+    if stack is None:
+        return False
+    del stack[n:]
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:n]
+    return True
+
+
 __all__ = [
     "ModelSpec",
     "VARIANT_KINDS",
     "VariantKind",
     "default_corpus",
+    "first_layers",
     "get_model",
     "gguf_path",
     "load",
