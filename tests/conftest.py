@@ -48,7 +48,7 @@ def snakemake(
 def dry_run(workdir: Path, *args: str) -> list[dict]:
     """The jobs of ``snakemake -n --forceall`` in ``workdir``: one dict per job with its
     ``rule`` and each field Snakemake prints (``input``, ``output``, ``wildcards``, ...) as a
-    list of strings (``wildcards`` as a dict)."""
+    list of strings (``wildcards`` as a dict), and its ``priority`` where it has one."""
     out = snakemake(workdir, "-n", "--forceall", *args).stdout
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
@@ -60,6 +60,8 @@ def dry_run(workdir: Path, *args: str) -> list[dict]:
             key, sep, value = line.strip().partition(": ")
             if sep and key in ("input", "output", "log", "benchmark", "wildcards"):
                 job[key] = value.split(", ")
+            elif sep and key == "priority":
+                job[key] = float(value)
         job["wildcards"] = dict(w.split("=", 1) for w in job.get("wildcards", []))
         jobs.append(job)
     return jobs

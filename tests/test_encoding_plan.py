@@ -50,6 +50,23 @@ def test_subjects_are_split_into_groups_of_the_configured_size(tmp_path):
     assert not any(f"results/demo/fmri/sub-0{i}" in g3[0]["input"] for i in range(1, 5))
 
 
+def test_larger_models_jobs_go_first(tmp_path):
+    """On few cores the larger models' chains (extraction, encoding, shape) start first: their
+    jobs' priority is log10 of the model's parameters; a dataset's jobs have none."""
+    by_model: dict[str, set[float]] = {}
+    for job in jobs(tmp_path):
+        model = job["wildcards"].get("model")
+        if job["rule"] in ("features", "encode", "layer_diagrams", "topology_pairs", "maps"):
+            by_model.setdefault(model, set()).add(job["priority"])
+        elif model is None:
+            assert "priority" not in job, job
+    s = JobSizing(study())
+    assert set(by_model) == {"smollm2-135m", "tiny-gpt2", "tiny-neox"}
+    for model, values in by_model.items():
+        assert len(values) == 1 and values.pop() == pytest.approx(s.priority(model)), model
+    assert s.priority("smollm2-135m") > max(s.priority("tiny-gpt2"), s.priority("tiny-neox"))
+
+
 def test_baselines_and_ceiling_are_per_dataset_jobs(tmp_path):
     planned = jobs(tmp_path)
     outputs = {o for j in planned for o in j.get("output", [])}

@@ -49,6 +49,13 @@ class JobSizing:
     def params_count(self, model: str) -> int:
         return int(self.study.entry(model)["params"] or DEFAULT_PARAMS)
 
+    def priority(self, model: str) -> float:
+        """Snakemake's ``priority`` of a model's jobs (higher first among the jobs that are ready
+        at the same time): log10 of its parameters. The larger models' chains (extraction,
+        encoding, shape) are the longest; on few cores, a run that starts them first ends
+        sooner."""
+        return math.log10(max(self.params_count(model), 10))
+
     def gpu(self) -> resources.GpuType:
         g = self.config["gpu"]
         return resources.gpu_type(g["type"], g["memory_gib"], g["tflops"])

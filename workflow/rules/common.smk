@@ -664,6 +664,11 @@ def encode_gpus(wildcards):
     return SIZING.encode_gpus(wildcards.model)
 
 
+def model_priority(wildcards):
+    """Jobs of larger models first where cores are few (JobSizing.priority)."""
+    return SIZING.priority(wildcards.model)
+
+
 def encode_threads(wildcards):
     return config["encoding"]["threads"]
 

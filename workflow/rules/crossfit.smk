@@ -13,6 +13,7 @@ rule encode_half:
         "logs/{dataset}/crossfit/{half}/encoding/{model}/{variant}/{group}.log",
     benchmark:
         "results/{dataset}/benchmarks/crossfit/{half}/encoding/{model}/{variant}/{group}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     threads: encode_threads
@@ -56,6 +57,7 @@ rule topology_pairs_half:
         "logs/{dataset}/crossfit/{half}/topology/pairs/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/crossfit/{half}/topology/pairs/{model}/{variant}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     resources:

@@ -11,6 +11,7 @@ rule encode:
         "logs/{dataset}/encoding/{model}/{variant}/{group}.log",
     benchmark:
         "results/{dataset}/benchmarks/encoding/{model}/{variant}/{group}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     threads: encode_threads

@@ -8,6 +8,7 @@ rule prepare_model:
         "logs/models/{model}.log",
     benchmark:
         "results/benchmarks/models/{model}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     params:
@@ -49,6 +50,7 @@ rule features:
         "logs/{dataset}/features/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/features/{model}/{variant}.tsv"
+    priority: model_priority
     conda:
         features_conda_env
     threads: 2

@@ -11,6 +11,7 @@ rule maps:
         "logs/{dataset}/maps/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/maps/{model}/{variant}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     resources:

@@ -51,6 +51,7 @@ rule layer_diagrams:
         "logs/{dataset}/topology/layers/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/topology/{model}/{variant}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     threads: 2
@@ -73,6 +74,7 @@ rule topology_pairs:
         "logs/{dataset}/topology/pairs/{model}/{variant}.log",
     benchmark:
         "results/{dataset}/benchmarks/topology/pairs/{model}/{variant}.tsv"
+    priority: model_priority
     conda:
         "../envs/brainshape.yaml"
     resources:
