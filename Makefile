@@ -42,9 +42,12 @@ $(GPTQ_STAMP): pyproject.toml constraints.txt
 	$(GPTQ_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $(GPTQ_STAMP)
 
+# profiles/demo: every job on one thread, so that CORES jobs always run at once.
+DEMO := $(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --profile profiles/demo
+
 demo: $(STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml
-	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --report results/demo/report.html
+	$(DEMO)
+	$(DEMO) --report results/demo/report.html
 	@echo "brainscores: results/demo/brainscores.parquet   report: results/demo/report.html"
 
 # Two pytest workers (pytest-xdist): a test file's tests run on one worker (its fixtures are made

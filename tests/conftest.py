@@ -115,8 +115,9 @@ def _run_demo(workdir: Path) -> None:
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["registry"] = str(REPO / "config" / "models.demo.yaml")
     write_config(workdir, cfg)
-    snakemake(workdir, "--cores", "2")
-    snakemake(workdir, "--cores", "2", "--report", str(workdir / "report.html"))
+    demo = ("--cores", "2", "--profile", str(REPO / "profiles" / "demo"))  # as make demo
+    snakemake(workdir, *demo)
+    snakemake(workdir, *demo, "--report", str(workdir / "report.html"))
 
 
 @pytest.fixture(scope="session")
