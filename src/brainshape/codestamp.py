@@ -37,11 +37,29 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+#: Fields of a statement that hold statements (imports are statements, found at any depth of
+#: the bodies of functions, classes, ``if``, ``try``, ``with``, loops and ``match`` cases).
+_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(tree: ast.AST):
+    """Every statement of a parsed module, without visiting expressions (most of a tree's
+    nodes: ``ast.walk`` over them took half of a Snakemake start's stamping)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for field in _BODIES:
+            children = getattr(node, field, None)
+            if isinstance(children, list):
+                todo.extend(children)
+
+
 def _imported_modules(source: str, filename: str) -> set[str]:
     """Library modules (dotted names without ``brainshape.``) named by the import statements of
     one Python source. ``from package import module`` names the module, not the package."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source, filename=filename)):
+    for node in _statements(ast.parse(source, filename=filename)):
         if isinstance(node, ast.Import):
             names = [[alias.name] for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
