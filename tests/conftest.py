@@ -22,9 +22,23 @@ def repo() -> Path:
     return REPO
 
 
+#: ``--set-threads`` of profiles/demo (every job on one thread, as ``make demo`` runs): the
+#: tests' local runs take it too, so that two workers' jobs share the two cores without waiting
+#: for two free ones or oversubscribing them.
+ONE_THREAD = tuple(
+    f"{rule}={n}"
+    for rule, n in yaml.safe_load((REPO / "profiles" / "demo" / "config.yaml").read_text())[
+        "set-threads"
+    ].items()
+)
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
+    """``snakemake`` in ``workdir`` on its config.yaml; without a ``--profile`` or
+    ``--set-threads`` of the caller's, every job on one thread (:data:`ONE_THREAD`)."""
+    own = "--profile" in args or "--set-threads" in args
     cmd = [
         sys.executable,
         "-m",
@@ -35,6 +49,7 @@ def snakemake(
         str(workdir),
         "--configfile",
         str(workdir / "config.yaml"),
+        *(() if own else ("--set-threads", *ONE_THREAD)),
         *args,
     ]
     proc = subprocess.run(

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, write_small_demo
+from conftest import ONE_THREAD, REPO, write_small_demo
 
 from brainshape.io import ENGINE_FILES, MANIFEST
 
@@ -366,9 +366,10 @@ def snakemake_slurm(work: Path, env: dict, *args: str) -> subprocess.CompletedPr
     # The one-node cluster: its partition, no accounting (status from squeue), a stand-in GPU.
     cmd += ["--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30"]
     cmd += ["--set-resources", "features:gpu=1", "--slurm-no-account"]
-    # The threads of the local run (features: 2; the profile asks 8 of a real GPU node), so
-    # that BLAS and torch sum in the same order and the bytes can match.
-    cmd += ["--set-threads", "features=2"]
+    # The threads of the local run (one per job, conftest.ONE_THREAD; the profile asks 8 for
+    # extraction on a real GPU node), so that BLAS and torch sum in the same order and the
+    # bytes can match.
+    cmd += ["--set-threads", *ONE_THREAD]
     cmd += ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
     cmd += ["--max-status-checks-per-second", "1", *args]
     try:
