@@ -43,8 +43,8 @@ _BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
 
 
 def _statements(tree: ast.AST):
-    """Every statement of a parsed module, without visiting expressions (most of a tree's
-    nodes: ``ast.walk`` over them took half of a Snakemake start's stamping)."""
+    """Every statement of a parsed module, without visiting its expressions (most of a tree's
+    nodes, which ``ast.walk`` visits one by one at every Snakemake start)."""
     todo = [tree]
     while todo:
         node = todo.pop()
